@@ -1,0 +1,1 @@
+"""One module per `curate` subcommand; each exposes `register(subparsers)`."""

@@ -1,0 +1,101 @@
+"""Validated configuration of the curation core (pydantic models, checked before any work)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class HierarchyConfig(BaseModel):
+    """Hierarchical k-means with resampling (ALGORITHM.md section 2).
+
+    Level 1 clusters the data points; level l > 1 clusters the centroids of level l - 1.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_clusters: list[int] = Field(
+        min_length=1, description="k per level, level 1 first, strictly decreasing"
+    )
+    resampling_steps: list[int] = Field(
+        default=[10], description="T per level; one value is used for every level"
+    )
+    sample_sizes: list[int] = Field(
+        default=[], description="r per level (points taken from each cluster when resampling); "
+        "empty = about half the average cluster size"
+    )
+    resampling: Literal["closest", "random"] = "closest"
+    metric: Literal["l2", "cosine"] = "l2"
+    init: Literal["k-means++", "random"] = "k-means++"
+    max_iter: int = Field(default=50, ge=1, description="Lloyd iterations at most")
+    tol: float = Field(
+        default=1e-4, ge=0.0, description="stop when the objective improves by less than this "
+        "fraction"
+    )
+    level1_split: int = Field(
+        default=1, ge=1, description="s: fit level 1 as n_clusters[0] // s clusters, each then "
+        "split into s by its own k-means (the authors' two-step fit for very large pools)"
+    )
+    fit_sample_size: int | None = Field(
+        default=None, ge=1, description="fit level 1 on this many random points, then assign all"
+    )
+    seed: int = 0
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+    @field_validator("n_clusters")
+    @classmethod
+    def _strictly_decreasing(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError(f"every level needs at least 1 cluster, got {ks}")
+        if any(a <= b for a, b in zip(ks, ks[1:], strict=False)):
+            raise ValueError(f"clusters per level must strictly decrease, got {ks}")
+        return ks
+
+    @field_validator("resampling_steps", "sample_sizes")
+    @classmethod
+    def _non_negative(cls, values: list[int]) -> list[int]:
+        if any(v < 0 for v in values):
+            raise ValueError(f"values must be >= 0, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _per_level_lengths(self) -> HierarchyConfig:
+        n = len(self.n_clusters)
+        for name in ("resampling_steps", "sample_sizes"):
+            values = getattr(self, name)
+            if len(values) not in (0, 1, n):
+                raise ValueError(f"{name} needs 1 or {n} values (one per level), got {values}")
+        if self.sample_sizes and min(self.sample_sizes) < 1:
+            raise ValueError(f"sample_sizes must be >= 1, got {self.sample_sizes}")
+        if self.n_clusters[0] % self.level1_split:
+            raise ValueError(
+                f"level1_split={self.level1_split} must divide n_clusters[0]={self.n_clusters[0]}"
+            )
+        return self
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.n_clusters)
+
+    def steps_at(self, level: int) -> int:
+        """Resampling steps T at a 0-based level."""
+        values = self.resampling_steps or [0]
+        return values[level] if len(values) > 1 else values[0]
+
+    def sample_size_at(self, level: int, n_points: int) -> int:
+        """Sample size r at a 0-based level; default half the average cluster size."""
+        if not self.sample_sizes:
+            return max(1, n_points // self.n_clusters[level] // 2)
+        return self.sample_sizes[level] if len(self.sample_sizes) > 1 else self.sample_sizes[0]
+
+
+class SampleConfig(BaseModel):
+    """Balanced hierarchical sampling (ALGORITHM.md section 3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_size: int = Field(ge=1, description="items to select, counting copies")
+    strategy: Literal["random", "closest"] = "random"
+    seed: int = 0
+    multiplier: int = Field(default=1, ge=1, description="copies allowed per item")

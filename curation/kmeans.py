@@ -1,0 +1,196 @@
+"""k-means: a thin class over faiss's exact nearest-centroid search.
+
+faiss does the heavy kernel (assignment: an sgemm plus argmin, on the GPU when faiss sees
+one); numpy does the cheap rest. Unlike the authors' fixed 50 iterations, Lloyd stops on a
+relative-objective tolerance, and empty clusters are re-seeded at the worst-served points and
+counted, never left at a stale centroid.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@functools.cache
+def gpu_available() -> bool:
+    import faiss
+
+    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+
+
+def resolve_device(device: str) -> str:
+    if device == "gpu" and not gpu_available():
+        raise ValueError("device='gpu' asked for, but faiss sees no GPU")
+    if device == "auto":
+        return "gpu" if gpu_available() else "cpu"
+    return device
+
+
+def nearest_centroid(
+    points: np.ndarray, centroids: np.ndarray, device: str = "cpu", batch_size: int = 262144
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared L2 distance to the nearest centroid of every point (faiss)."""
+    import faiss
+
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    if device == "gpu":
+        index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
+    index.add(centroids)
+    n = points.shape[0]
+    labels = np.empty(n, dtype=np.int64)
+    distances = np.empty(n, dtype=np.float32)
+    for lo in range(0, n, batch_size):  # bounded memory on very large pools
+        chunk = np.ascontiguousarray(points[lo : lo + batch_size], dtype=np.float32)
+        d, i = index.search(chunk, 1)
+        labels[lo : lo + len(chunk)] = i[:, 0]
+        distances[lo : lo + len(chunk)] = np.maximum(d[:, 0], 0.0)
+    return labels, distances
+
+
+@functools.cache
+def _gpu_resources():  # pragma: no cover - needs a GPU
+    import faiss
+
+    return faiss.StandardGpuResources()
+
+
+def kmeans_plusplus(
+    points: np.ndarray, k: int, rng: np.random.Generator, n_local_trials: int | None = None
+) -> np.ndarray:
+    """Row indices of k seeds chosen by greedy k-means++ (Arthur & Vassilvitskii 2007).
+
+    Each step draws a few candidates with probability proportional to D(x)^2 and keeps the one
+    that lowers the potential most. One (trials x n) matrix product per step.
+    """
+    n = points.shape[0]
+    if n_local_trials is None:
+        n_local_trials = 2 + int(math.log(k))
+    x = points.astype(np.float32, copy=False)
+    x_sq = np.einsum("ij,ij->i", x, x)
+    seeds = np.empty(k, dtype=np.int64)
+    seeds[0] = rng.integers(n)
+    closest = np.maximum(x_sq - 2 * x @ x[seeds[0]] + x_sq[seeds[0]], 0)
+    potential = closest.sum(dtype=np.float64)
+    for c in range(1, k):
+        if potential <= 0:  # fewer distinct points than k: fill with unused rows
+            unused = np.setdiff1d(np.arange(n), seeds[:c], assume_unique=False)
+            seeds[c:] = unused[: k - c] if unused.size >= k - c else rng.integers(n, size=k - c)
+            break
+        draws = rng.random(n_local_trials) * potential
+        candidates = np.searchsorted(np.cumsum(closest, dtype=np.float64), draws)
+        candidates = np.minimum(candidates, n - 1)
+        dist = x_sq[None, :] - 2 * (x[candidates] @ x.T) + x_sq[candidates, None]
+        np.maximum(dist, 0, out=dist)
+        np.minimum(dist, closest[None, :], out=dist)
+        potentials = dist.sum(axis=1, dtype=np.float64)
+        best = int(np.argmin(potentials))
+        seeds[c] = candidates[best]
+        closest = dist[best]
+        potential = potentials[best]
+    return seeds
+
+
+def centroid_means(points: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster means (float32) and counts, by one sort and a segmented sum."""
+    counts = np.bincount(labels, minlength=k)
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    nonempty = counts > 0
+    sums = np.zeros((k, points.shape[1]), dtype=np.float64)
+    if nonempty.any():
+        sums[nonempty] = np.add.reduceat(
+            points[order].astype(np.float64, copy=False), starts[nonempty], axis=0
+        )
+    means = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    return means, counts
+
+
+@dataclass
+class KMeans:
+    """Lloyd's k-means with k-means++ seeding, a convergence tolerance and empty-cluster repair.
+
+    Parameters mirror scikit-learn's: n_clusters, max_iter, tol, init, random_state; plus
+    spherical (cosine: centroids re-normalised) and device ("cpu", "gpu" or "auto").
+    After fit: centroids_ (k, d) float32, labels_, distances_ (squared L2 to the centroid),
+    objective_ (sum of squared distances after each iteration), n_iter_, n_reseeded_.
+    """
+
+    n_clusters: int
+    max_iter: int = 50
+    tol: float = 1e-4
+    init: str | np.ndarray = "k-means++"
+    random_state: int | np.random.Generator | None = 0
+    spherical: bool = False
+    device: str = "cpu"
+    centroids_: np.ndarray = field(init=False, repr=False)
+    labels_: np.ndarray = field(init=False, repr=False)
+    distances_: np.ndarray = field(init=False, repr=False)
+    objective_: list[float] = field(init=False, repr=False)
+    n_iter_: int = field(init=False, default=0)
+    n_reseeded_: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        if self.tol < 0:
+            raise ValueError(f"tol must be >= 0, got {self.tol}")
+        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
+
+    def _initial_centroids(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        k = self.n_clusters
+        if isinstance(self.init, np.ndarray):
+            if self.init.shape != (k, x.shape[1]):
+                raise ValueError(
+                    f"init centroids must have shape ({k}, {x.shape[1]}), got {self.init.shape}"
+                )
+            return self.init.astype(np.float32, copy=True)
+        if self.init == "random":
+            return x[rng.choice(x.shape[0], size=k, replace=False)].copy()
+        return x[kmeans_plusplus(x, k, rng)].copy()
+
+    def fit(self, points: np.ndarray) -> KMeans:
+        x = np.ascontiguousarray(points, dtype=np.float32)
+        n = x.shape[0]
+        k = self.n_clusters
+        if n < k:
+            raise ValueError(f"cannot make {k} clusters from {n} points")
+        rng = np.random.default_rng(self.random_state)
+        centroids = self._initial_centroids(x, rng)
+        self.objective_, self.n_reseeded_ = [], 0
+        labels, dist = nearest_centroid(x, centroids, self.device)
+        for it in range(self.max_iter):
+            centroids, counts = centroid_means(x, labels, k)
+            empty = np.flatnonzero(counts == 0)
+            if empty.size:
+                # Re-seed at the points worst served by their centroid; the donors are
+                # distinct points, so the new clusters are not empty again.
+                donors = np.argsort(-dist, kind="stable")[: empty.size]
+                centroids[empty] = x[donors]
+                self.n_reseeded_ += int(empty.size)
+            if self.spherical:
+                centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+            new_labels, dist = nearest_centroid(x, centroids, self.device)
+            objective = float(dist.sum(dtype=np.float64))
+            self.objective_.append(objective)
+            self.n_iter_ = it + 1
+            unchanged = np.array_equal(new_labels, labels) and not empty.size
+            labels = new_labels
+            if unchanged:
+                break
+            if len(self.objective_) > 1:
+                previous = self.objective_[-2]
+                if previous - objective <= self.tol * max(previous, 1e-30):
+                    break
+        self.centroids_, self.labels_, self.distances_ = centroids, labels, dist
+        return self
+
+    def predict(self, points: np.ndarray) -> np.ndarray:
+        return nearest_centroid(points, self.centroids_, self.device)[0]

@@ -1,0 +1,1 @@
+"""curation_dags package."""
