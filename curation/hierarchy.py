@@ -14,6 +14,10 @@ from .kmeans import KMeans, nearest_centroid, resolve_device
 from .metrics import cluster_size_stats
 
 FORMAT_VERSION = 1
+# Greedy k-means++ candidates per seed above level 1, where the points are only the centroids
+# below and extra candidates cost little. Measured on ALGORITHM.md's pool, 5 seeds: mean
+# label entropy 4.47 with 1 candidate, 4.78 with the default 2 + log k, 4.81 with 20.
+UPPER_LEVEL_TRIALS = 20
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ def _fit_level(
     device: str,
     init: np.ndarray | None,
     split: int = 1,
+    n_local_trials: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float], int]:
     """One level: k-means, then `steps` rounds of k-means on a per-cluster resample."""
     spherical = config.metric == "cosine"
@@ -166,6 +171,7 @@ def _fit_level(
             random_state=rng,
             spherical=spherical,
             device=device,
+            n_local_trials=n_local_trials,
         ).fit(points)
 
     objective: list[float] = []
@@ -192,6 +198,8 @@ def _fit_level(
     centroids, labels, dist = first.centroids_, first.labels_, first.distances_
     for _ in range(steps):
         picked = _resample(labels, dist, k, r, config.resampling, rng)
+        # Fresh k-means++ on the resample: measured better than warm-starting from the
+        # current centroids (2-D toy KL 0.11 vs 0.13), which keeps them in the dense regions.
         resampled = kmeans(x[picked], k, None)
         reseeded += resampled.n_reseeded_
         centroids = resampled.centroids_
@@ -247,6 +255,7 @@ def fit_hierarchy(
             device,
             None if init_centroids is None else init_centroids[level],
             split=config.level1_split if level == 0 else 1,
+            n_local_trials=None if level == 0 else UPPER_LEVEL_TRIALS,
         )
         if level == 0:
             if fit_n < n:

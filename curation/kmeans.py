@@ -72,6 +72,7 @@ def kmeans_plusplus(
         n_local_trials = 2 + int(math.log(k))
     x = points.astype(np.float32, copy=False)
     x_sq = np.einsum("ij,ij->i", x, x)
+    xt = np.ascontiguousarray(x.T)
     seeds = np.empty(k, dtype=np.int64)
     seeds[0] = rng.integers(n)
     closest = np.maximum(x_sq - 2 * x @ x[seeds[0]] + x_sq[seeds[0]], 0)
@@ -84,9 +85,13 @@ def kmeans_plusplus(
         draws = rng.random(n_local_trials) * potential
         candidates = np.searchsorted(np.cumsum(closest, dtype=np.float64), draws)
         candidates = np.minimum(candidates, n - 1)
-        dist = x_sq[None, :] - 2 * (x[candidates] @ x.T) + x_sq[candidates, None]
+        # ||x||^2 - 2 x.c + ||c||^2, in place: this loop is the seeding's whole cost.
+        dist = x[candidates] @ xt
+        dist *= -2
+        dist += x_sq
+        dist += x_sq[candidates, None]
         np.maximum(dist, 0, out=dist)
-        np.minimum(dist, closest[None, :], out=dist)
+        np.minimum(dist, closest, out=dist)
         potentials = dist.sum(axis=1, dtype=np.float64)
         best = int(np.argmin(potentials))
         seeds[c] = candidates[best]
@@ -127,6 +132,7 @@ class KMeans:
     random_state: int | np.random.Generator | None = 0
     spherical: bool = False
     device: str = "cpu"
+    n_local_trials: int | None = None  # k-means++ candidates per seed; None = 2 + log k
     centroids_: np.ndarray = field(init=False, repr=False)
     labels_: np.ndarray = field(init=False, repr=False)
     distances_: np.ndarray = field(init=False, repr=False)
@@ -154,7 +160,7 @@ class KMeans:
             return self.init.astype(np.float32, copy=True)
         if self.init == "random":
             return x[rng.choice(x.shape[0], size=k, replace=False)].copy()
-        return x[kmeans_plusplus(x, k, rng)].copy()
+        return x[kmeans_plusplus(x, k, rng, self.n_local_trials)].copy()
 
     def fit(self, points: np.ndarray) -> KMeans:
         x = np.ascontiguousarray(points, dtype=np.float32)

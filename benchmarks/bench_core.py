@@ -1,0 +1,130 @@
+"""Benchmark the curation core against ALGORITHM.md section 5 and show how cost grows.
+
+    python benchmarks/bench_core.py              # the reference config, 3 repeats, + 200k x 128
+    python benchmarks/bench_core.py --quick      # the reference config once, no large run
+
+Each configuration runs in a fresh subprocess so its peak memory (max RSS) is its own.
+Prints a Markdown table; timings are medians over the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+# The reference figures measured on the authors' public code (ALGORITHM.md section 5).
+REFERENCE = {"label_entropy": 4.77, "labels_hit": 200, "top1_share": 0.050, "seconds": 289.0}
+
+CONFIGS = {
+    "reference": {
+        "data": {"n": 20000, "dim": 64, "n_components": 200, "seed": 0},
+        "hierarchy": {"n_clusters": [1000, 200, 50], "resampling_steps": [10],
+                      "sample_sizes": [10, 3, 2], "max_iter": 50, "seed": 0},
+        "target": 5000,
+    },
+    "reference, no resampling": {
+        "data": {"n": 20000, "dim": 64, "n_components": 200, "seed": 0},
+        "hierarchy": {"n_clusters": [1000, 200, 50], "resampling_steps": [0],
+                      "sample_sizes": [10, 3, 2], "max_iter": 50, "seed": 0},
+        "target": 5000,
+    },
+    "reference, random init": {
+        "data": {"n": 20000, "dim": 64, "n_components": 200, "seed": 0},
+        "hierarchy": {"n_clusters": [1000, 200, 50], "resampling_steps": [10],
+                      "sample_sizes": [10, 3, 2], "max_iter": 50, "seed": 0, "init": "random"},
+        "target": 5000,
+    },
+    "200k x 128, 5 levels": {
+        "data": {"n": 200000, "dim": 128, "n_components": 1000, "seed": 0},
+        "hierarchy": {"n_clusters": [4000, 1000, 300, 100, 30], "resampling_steps": [2, 10, 10, 10, 10],
+                      "sample_sizes": [25, 3, 2, 2, 2], "max_iter": 30, "seed": 0},
+        "target": 50000,
+    },
+}
+
+
+def run_one(name: str) -> dict:
+    """Generate, cluster, sample and score one configuration (inside the subprocess)."""
+    import numpy as np
+
+    from curation.config import HierarchyConfig
+    from curation.hierarchy import fit_hierarchy
+    from curation.metrics import selection_label_stats
+    from curation.sampling import sample_balanced
+    from curation.synthetic import long_tailed_mixture
+
+    cfg = CONFIGS[name]
+    x, labels = long_tailed_mixture(**cfg["data"])
+    started = time.perf_counter()
+    fit = fit_hierarchy(x, HierarchyConfig(**cfg["hierarchy"]))
+    fitted = time.perf_counter()
+    sel = sample_balanced(fit.assignment.paths, cfg["target"], "random", seed=0)
+    done = time.perf_counter()
+    stats = selection_label_stats(labels[sel.indices], sel.weights)
+    rng = np.random.default_rng(0)
+    uniform = selection_label_stats(labels[rng.choice(len(x), cfg["target"], replace=False)])
+    return {
+        "fit_s": fitted - started,
+        "sample_s": done - fitted,
+        "total_s": done - started,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "n_components": cfg["data"]["n_components"],
+        "uniform": uniform,
+        **stats,
+    }
+
+
+def measure(name: str, repeats: int) -> dict:
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, __file__, "--child", name], check=True,
+                             capture_output=True, text=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    first = runs[0]
+    return {
+        **first,
+        "total_s": statistics.median(r["total_s"] for r in runs),
+        "fit_s": statistics.median(r["fit_s"] for r in runs),
+        "sample_s": statistics.median(r["sample_s"] for r in runs),
+        "peak_mib": max(r["peak_mib"] for r in runs),
+        "repeats": repeats,
+        "identical": all(r["label_entropy"] == first["label_entropy"] for r in runs),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="reference config once only")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child)))
+        return
+    names = ["reference"] if args.quick else list(CONFIGS)
+    repeats = 1 if args.quick else args.repeats
+    print("| config | selection | label entropy (nats) | components hit | top-1 share "
+          "| cluster+sample s (median) | peak MiB | same result every run |")
+    print("|---|---|---|---|---|---|---|---|")
+    ref = REFERENCE
+    print(f"| reference | authors' public code (ALGORITHM.md) | {ref['label_entropy']:.2f} "
+          f"| {ref['labels_hit']} | {ref['top1_share']:.3f} | {ref['seconds']:.0f} | - | no seeds |")
+    for name in names:
+        r = measure(name, 1 if name.startswith("200k") else repeats)
+        u = r["uniform"]
+        print(f"| {name} | uniform random | {u['label_entropy']:.3f} | {u['labels_hit']} "
+              f"| {u['top1_share']:.3f} | - | - | - |")
+        print(f"| {name} | curated (ours) | {r['label_entropy']:.3f} "
+              f"| {r['labels_hit']}/{r['n_components']} | {r['top1_share']:.3f} "
+              f"| {r['total_s']:.2f} (fit {r['fit_s']:.2f}, sample {r['sample_s']:.3f}; "
+              f"x{r['repeats']}) | {r['peak_mib']:.0f} | {r['identical']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

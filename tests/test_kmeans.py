@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from curation.kmeans import KMeans, centroid_means, kmeans_plusplus, nearest_centroid
+from curation.synthetic import long_tailed_mixture
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return long_tailed_mixture(n=3000, dim=16, n_components=30, seed=2)
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(blobs):
+    x, _ = blobs
+    a = KMeans(40, random_state=7).fit(x)
+    b = KMeans(40, random_state=7).fit(x)
+    c = KMeans(40, random_state=8).fit(x)
+    assert a.centroids_.tobytes() == b.centroids_.tobytes()
+    assert np.array_equal(a.labels_, b.labels_)
+    assert a.centroids_.tobytes() != c.centroids_.tobytes()
+
+
+def test_lloyd_lowers_the_objective_and_stops_on_tolerance(blobs):
+    x, _ = blobs
+    km = KMeans(40, max_iter=200, tol=1e-3, random_state=0).fit(x)
+    assert km.n_iter_ < 200
+    assert all(b <= a + 1e-6 * a for a, b in zip(km.objective_, km.objective_[1:], strict=False))
+    tight = KMeans(40, max_iter=200, tol=0.0, random_state=0).fit(x)
+    assert tight.n_iter_ >= km.n_iter_
+    assert tight.objective_[-1] <= km.objective_[-1] * (1 + 1e-6)
+
+
+def test_distances_are_squared_l2_to_the_assigned_centroid(blobs):
+    x, _ = blobs
+    km = KMeans(10, random_state=0).fit(x)
+    expected = ((x - km.centroids_[km.labels_]) ** 2).sum(axis=1)
+    np.testing.assert_allclose(km.distances_, expected, rtol=1e-3, atol=1e-3)
+    brute = ((x[:, None, :] - km.centroids_[None]) ** 2).sum(-1).argmin(1)
+    assert (brute == km.labels_).mean() > 0.999
+
+
+def test_empty_clusters_are_reseeded_and_counted():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(50, 1, (5, 2))]).astype(np.float32)
+    # Three starting centroids far from every point: all but one start empty.
+    init = np.array([[0, 0], [1000, 1000], [-1000, 1000]], dtype=np.float32)
+    km = KMeans(3, init=init, random_state=0).fit(x)
+    assert km.n_reseeded_ >= 2
+    assert (np.bincount(km.labels_, minlength=3) > 0).all()
+
+
+def test_kmeans_plusplus_covers_small_far_blobs():
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 1, (5000, 8))
+    smalls = [rng.normal(30 * (i + 1), 1, (5, 8)) for i in range(5)]
+    x = np.concatenate([big, *smalls]).astype(np.float32)
+    seeds = kmeans_plusplus(x, 6, np.random.default_rng(0))
+    assert len({int(s >= 5000) * (1 + (s - 5000) // 5) for s in seeds}) == 6
+
+
+def test_centroid_means_match_a_loop():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3)).astype(np.float32)
+    labels = rng.integers(0, 7, 100)
+    labels[labels == 3] = 4  # cluster 3 empty
+    means, counts = centroid_means(x, labels, 7)
+    for c in range(7):
+        if counts[c]:
+            np.testing.assert_allclose(means[c], x[labels == c].mean(0), rtol=1e-5, atol=1e-6)
+    assert counts[3] == 0
+
+
+def test_nearest_centroid_batches_agree(blobs):
+    x, _ = blobs
+    c = x[:17]
+    one = nearest_centroid(x, c, batch_size=1 << 20)
+    small = nearest_centroid(x, c, batch_size=100)
+    assert np.array_equal(one[0], small[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_clusters": 0}, "n_clusters"),
+        ({"n_clusters": 2, "tol": -1}, "tol"),
+        ({"n_clusters": 2, "init": "bogus"}, "init"),
+    ],
+)
+def test_bad_parameters_fail_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        KMeans(**kwargs)
+
+
+def test_more_clusters_than_points_is_refused():
+    with pytest.raises(ValueError, match="cannot make 5 clusters from 3 points"):
+        KMeans(5).fit(np.zeros((3, 2), dtype=np.float32))
