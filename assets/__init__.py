@@ -1,1 +1,23 @@
-"""assets package."""
+"""Per-pool asset factories: raw -> embeddings -> level_1..L -> assignments -> subsets."""
+
+from __future__ import annotations
+
+from curation.pools import PoolConfig
+
+
+def build_pool_assets(pool: PoolConfig) -> list:
+    """Every asset and asset check of one pool, keys prefixed with the pool name."""
+    from .assignments import build_assignments_asset
+    from .embeddings import build_embeddings_asset
+    from .levels import build_level_assets, build_level_checks
+    from .raw import build_raw_asset
+    from .subsets import build_subset_asset
+
+    return [
+        build_raw_asset(pool),
+        build_embeddings_asset(pool),
+        *build_level_assets(pool),
+        build_assignments_asset(pool),
+        *[build_subset_asset(pool, spec) for spec in pool.subsets],
+        *build_level_checks(pool),
+    ]

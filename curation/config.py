@@ -22,20 +22,24 @@ class HierarchyConfig(BaseModel):
         default=[10], description="T per level; one value is used for every level"
     )
     sample_sizes: list[int] = Field(
-        default=[], description="r per level (points taken from each cluster when resampling); "
-        "empty = about half the average cluster size"
+        default=[],
+        description="r per level (points taken from each cluster when resampling); "
+        "empty = about half the average cluster size",
     )
     resampling: Literal["closest", "random"] = "closest"
     metric: Literal["l2", "cosine"] = "l2"
     init: Literal["k-means++", "random"] = "k-means++"
     max_iter: int = Field(default=50, ge=1, description="Lloyd iterations at most")
     tol: float = Field(
-        default=1e-4, ge=0.0, description="stop when the objective improves by less than this "
-        "fraction"
+        default=1e-4,
+        ge=0.0,
+        description="stop when the objective improves by less than this fraction",
     )
     level1_split: int = Field(
-        default=1, ge=1, description="s: fit level 1 as n_clusters[0] // s clusters, each then "
-        "split into s by its own k-means (the authors' two-step fit for very large pools)"
+        default=1,
+        ge=1,
+        description="s: fit level 1 as n_clusters[0] // s clusters, each then "
+        "split into s by its own k-means (the authors' two-step fit for very large pools)",
     )
     fit_sample_size: int | None = Field(
         default=None, ge=1, description="fit level 1 on this many random points, then assign all"

@@ -87,7 +87,9 @@ class Hierarchy:
         centroids = [
             np.load(directory / f"level_{lv}_centroids.npy") for lv in range(1, config.n_levels + 1)
         ]
-        parents = [np.load(directory / f"level_{lv}_parents.npy") for lv in range(1, config.n_levels)]
+        parents = [
+            np.load(directory / f"level_{lv}_parents.npy") for lv in range(1, config.n_levels)
+        ]
         return cls(config=config, centroids=centroids, parents=parents)
 
 

@@ -53,7 +53,9 @@ def size_histogram(sizes: np.ndarray, n_bins: int = 12) -> dict[str, int]:
     return dict(zip(labels, counts.tolist(), strict=True))
 
 
-def selection_label_stats(labels: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+def selection_label_stats(
+    labels: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, float]:
     """Balance of a selection whose items carry known labels (weights count copies)."""
     labels = np.asarray(labels)
     if labels.size == 0:

@@ -52,9 +52,7 @@ def grouped_water_fill(
     totals = np.bincount(groups, weights=capacities, minlength=group_quotas.size).astype(np.int64)
     if np.any(group_quotas > totals):
         bad = int(np.argmax(group_quotas > totals))
-        raise ValueError(
-            f"group {bad} asks for {group_quotas[bad]} but holds only {totals[bad]}"
-        )
+        raise ValueError(f"group {bad} asks for {group_quotas[bad]} but holds only {totals[bad]}")
     # Members sorted by (group, capacity): f(c) = sum_i min(c, cap_i) is piecewise linear.
     order = np.lexsort((capacities, groups))
     g, cap = groups[order], capacities[order]
@@ -71,9 +69,7 @@ def grouped_water_fill(
     sat_sum = np.bincount(g, weights=np.where(saturated, cap, 0), minlength=group_quotas.size)
     sat_sum = sat_sum.astype(np.int64)
     open_members = group_size - n_saturated
-    level = np.where(
-        open_members > 0, (group_quotas - sat_sum) // np.maximum(open_members, 1), 0
-    )
+    level = np.where(open_members > 0, (group_quotas - sat_sum) // np.maximum(open_members, 1), 0)
     quota_sorted = np.where(saturated, cap, level[g])
     remainder = group_quotas - np.bincount(g, weights=quota_sorted, minlength=group_quotas.size)
     remainder = np.rint(remainder).astype(np.int64)

@@ -40,7 +40,9 @@ def register(subparsers) -> None:
         "centroids below) and write it to --out: centroids and parents as .npy, the assignment "
         "of every item as Parquet, and manifest.json (config, seed, versions, per-level stats).",
     )
-    p.add_argument("--embeddings", required=True, help=".npy (n x d) or Parquet with a vector column")
+    p.add_argument(
+        "--embeddings", required=True, help=".npy (n x d) or Parquet with a vector column"
+    )
     p.add_argument("--vector-column", default="vector", help="Parquet column holding vectors")
     p.add_argument("--n-clusters", required=True, help="clusters per level, e.g. 1000,200,50")
     p.add_argument("--resampling-steps", default="10", help="T per level (one value = all)")
@@ -79,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         out=args.out,
     )
-    config = validate(HierarchyConfig, **opts.model_dump(exclude={"embeddings", "out", "vector_column"}))
+    config = validate(
+        HierarchyConfig, **opts.model_dump(exclude={"embeddings", "out", "vector_column"})
+    )
     started = time.perf_counter()
     points = load_embeddings(opts.embeddings, opts.vector_column)
     loaded = time.perf_counter()
@@ -101,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
         "out": str(opts.out),
         "n_items": int(points.shape[0]),
         "levels": [
-            {"level": r.level, "clusters": r.stats["n_clusters"], "empty": r.stats["empty"],
-             "effective_clusters": round(r.stats["effective_clusters"], 1)}
+            {
+                "level": r.level,
+                "clusters": r.stats["n_clusters"],
+                "empty": r.stats["empty"],
+                "effective_clusters": round(r.stats["effective_clusters"], 1),
+            }
             for r in fit.levels
         ],
         "fit_s": round(fitted - loaded, 3),

@@ -1,0 +1,86 @@
+"""One validated configuration for every embedder (shared by the CLI and the Dagster resource)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .base import Embedder
+
+DEFAULT_MODELS = {
+    "image": "efficientnet-lite0",
+    "text": "all-MiniLM-L6-v2",
+    "vectors": "precomputed",
+}
+
+
+class EmbedderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["image", "text", "vectors"] = "image"
+    model: str | None = None  # None: the default model of the kind
+    weights_path: str | None = None
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    normalize: bool = True
+    image_size: int = Field(224, ge=8, le=4096)
+    max_pixels: int = Field(40_000_000, ge=1)
+    num_threads: int | None = Field(None, ge=1)
+    deterministic: bool = True
+    max_seq_length: int | None = Field(None, ge=1)
+    dim: int | None = Field(None, ge=1)  # vectors only: the expected dimension
+    # image only: per-channel mean/std in [0, 1] units; None: the model's own (e.g. TorchScript)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbedderSpec:
+        if self.kind == "vectors" and self.dim is None:
+            raise ValueError("dim is required for kind='vectors'")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_MODELS[self.kind]
+
+
+def make_embedder(spec: EmbedderSpec) -> Embedder:
+    """Build (not load: weights load on first use) the embedder that `spec` describes."""
+    if spec.kind == "image":
+        from .images import ImageEmbedder
+
+        return ImageEmbedder(
+            model=spec.model_name,
+            weights_path=spec.weights_path,
+            image_size=spec.image_size,
+            batch_size=spec.batch_size,
+            num_workers=spec.num_workers,
+            device=spec.device,
+            normalize=spec.normalize,
+            num_threads=spec.num_threads,
+            deterministic=spec.deterministic,
+            max_pixels=spec.max_pixels,
+            mean=spec.mean,
+            std=spec.std,
+        )
+    if spec.kind == "text":
+        from .text import TextEmbedder
+
+        return TextEmbedder(
+            model=spec.model_name,
+            weights_path=spec.weights_path,
+            batch_size=spec.batch_size,
+            device=spec.device,
+            normalize=spec.normalize,
+            num_threads=spec.num_threads,
+            deterministic=spec.deterministic,
+            max_seq_length=spec.max_seq_length,
+        )
+    from .vectors import VectorReader
+
+    assert spec.dim is not None
+    return VectorReader(
+        dim=spec.dim, model=spec.model_name, batch_size=spec.batch_size, normalize=spec.normalize
+    )

