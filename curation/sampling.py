@@ -95,6 +95,20 @@ def water_fill(capacities: np.ndarray, quota: int, rng: np.random.Generator) -> 
     )
 
 
+def _dense_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct keys, dense id of each key): np.unique's result, without its O(n log n)
+    sort when the keys are small integers (cluster ids), which they are."""
+    top = int(key.max(initial=0)) + 1
+    if top > 4 * key.size + (1 << 20):
+        distinct, inverse = np.unique(key, return_inverse=True)
+        return distinct, inverse.reshape(-1)
+    present = np.zeros(top, dtype=bool)
+    present[key] = True
+    distinct = np.flatnonzero(present)
+    dense = np.cumsum(present) - 1
+    return distinct, dense[key]
+
+
 def _validate_paths(paths: np.ndarray) -> np.ndarray:
     paths = np.asarray(paths)
     if paths.ndim == 1:
@@ -148,17 +162,15 @@ def sample_balanced(
 
     # Walk the tree top-down. `node` holds, per item, a dense id of its cluster at the
     # current level (unique per path prefix, so a repeated child id under two parents is safe).
-    top_ids, node = np.unique(paths[:, -1], return_inverse=True)
+    _, node = _dense_ids(paths[:, -1])
     capacity = np.bincount(node) * config.multiplier
     quota = water_fill(capacity, config.target_size, level_rngs[-1])
     for level in range(n_levels - 2, -1, -1):
-        child_key = np.stack([node, paths[:, level]], axis=1)
-        child_ids, child = np.unique(child_key, axis=0, return_inverse=True)
-        child = child.reshape(-1)
+        n_children = int(paths[:, level].max()) + 1
+        child_keys, child = _dense_ids(node * n_children + paths[:, level])
         capacity = np.bincount(child) * config.multiplier
-        quota = grouped_water_fill(child_ids[:, 0], capacity, quota, level_rngs[level])
+        quota = grouped_water_fill(child_keys // n_children, capacity, quota, level_rngs[level])
         node = child
-    del top_ids
 
     # Inside each leaf: quota // size copies for everyone, +1 for the first quota % size items
     # in random or closest-first order.

@@ -14,7 +14,7 @@ def parse_int_list(text: str) -> list[int]:
     return [part.strip() for part in str(text).split(",") if part.strip()]  # type: ignore[misc]
 
 
-def validate(model: type[Model], **values) -> Model:
+def validate(model: type[Model], /, **values) -> Model:
     """Build the options model or raise ValueError listing each bad option and its value."""
     try:
         return model(**values)
