@@ -1,14 +1,23 @@
 """`<pool>/embeddings`, one partition per drop: one vector per ingested item, in LanceDB.
 
-Precomputed vectors are read from the drop's parquet files; images and texts go through the
-pool's embedder resource (`embed_items(items) -> (vectors, quarantined)`, `identity()`).
+Precomputed vectors are read from the drop's parquet files; images and texts stream through the
+pool's EmbedderResource (`items(uris, read_bytes=...)` -> `embed_batches(...)`), so memory is
+bounded by the batch, not by the drop's bytes; only the output vectors are gathered, for one
+atomic write per drop. Progress (items done, items/s) goes to the Dagster log.
+
+Every row carries the model name and `model_hash` (the embedder's identity_version); the full
+identity is in the materialisation metadata. The asset's `code_version` is the pool's embedder
+config version (model, weights sha256, options that change vectors, pipeline version), so a
+model change in the pools config marks every drop stale; level_1 refits once every row carries
+the new model hash.
+
 Rows that cannot be used (NaN/Inf, wrong dimension, embedder failure) go to the quarantine table
 with stage "embeddings"; the rest replace this drop's rows in one merge_insert commit, so a
 re-run or a crash never leaves duplicates. Blocking checks: dimension, finite values, unique ids.
 """
 
-import hashlib
 import json
+import time
 from collections import Counter
 
 import numpy as np
@@ -23,6 +32,7 @@ from dagster import (
     asset,
 )
 
+from curation.embedding.base import identity_version
 from curation.pools import PoolConfig
 from curation_dags.automation import PER_DROP
 from curation_dags.partitions import drops_partitions
@@ -33,10 +43,37 @@ from .raw import checked_drop, write_quarantine
 from .tables import in_list, sql_str, table_dim, vector_array, vectors_of
 
 CHECKS = ("dimension", "finite", "unique_ids")
+PROGRESS_EVERY_S = 5.0
 
 
 def embedder_key(pool: PoolConfig) -> str:
     return f"{pool.name}_embedder"
+
+
+def vectors_identity(pool: PoolConfig) -> dict:
+    """Identity of a precomputed-vectors pool: its producer config (no model runs here)."""
+    return {
+        "kind": "vectors",
+        "model": pool.embedder.model,
+        "options": dict(pool.embedder.options),
+        "dim": pool.dim,
+        "source": "precomputed parquet",
+    }
+
+
+def embeddings_code_version(pool: PoolConfig) -> str:
+    """The embeddings asset's Dagster code_version: 16 hex digits that change whenever the
+    vectors would (model, weights bytes, image size, normalisation, ...); no model is loaded."""
+    if pool.modality == "vectors":
+        return identity_version(vectors_identity(pool))
+    try:
+        from curation.embedding.factory import EmbedderSpec, config_identity
+
+        return identity_version(config_identity(EmbedderSpec(**pool.embedder_fields())))
+    except Exception as exc:  # weights missing or bad options: the run fails and says why
+        return "unresolved-" + identity_version(
+            {"fields": pool.embedder_fields(), "error": type(exc).__name__}
+        )[:8]
 
 
 def _precomputed(storage: LandingStorage, raw_rows) -> tuple[list[int], list, list[str]]:
@@ -70,9 +107,12 @@ def build_embeddings_asset(pool: PoolConfig):
     if pool.modality != "vectors":
         resource_keys.add(embedder_key(pool))
 
+    code_version = embeddings_code_version(pool)
+
     @asset(
         key=key,
         deps=[[pool.name, "raw"]],
+        code_version=code_version,
         partitions_def=drops_partitions(pool.name),
         group_name=pool.name,
         kinds={"lancedb"},
@@ -89,7 +129,7 @@ def build_embeddings_asset(pool: PoolConfig):
         storage: LandingStorage = context.resources.landing.child(pool.prefix)
         scope = f"drop = {sql_str(drop)}"
         raw_rows = lancedb.read(
-            pool.table("raw"), ["item_id", "uri", "source", "row"], where=scope
+            pool.table("raw"), ["item_id", "uri", "source", "row", "meta"], where=scope
         )
         if raw_rows is None:
             raise Failure(description=f"no raw table for pool {pool.name}: materialise raw first")
@@ -98,41 +138,47 @@ def build_embeddings_asset(pool: PoolConfig):
 
         if pool.modality == "vectors":
             _, values, reasons = _precomputed(storage, raw_rows)
-            identity = {"model": pool.embedder.model, "source": "precomputed parquet"}
+            identity = vectors_identity(pool)
+            lengths = Counter(len(v) for v, r in zip(values, reasons, strict=True) if not r)
+            dim = pool.dim or table_dim(existing) or (
+                lengths.most_common(1)[0][0] if lengths else None)
+            for i, v in enumerate(values):
+                if not reasons[i] and len(v) != dim:
+                    reasons[i] = f"wrong dimension: {len(v)} values, the pool has {dim}"
+            got = [i for i in range(len(ids)) if not reasons[i]]
+            x = np.asarray([values[i] for i in got], dtype=np.float32).reshape(len(got), dim or 0)
+            del values
+            rate = None
         else:
-            embedder = getattr(context.resources, embedder_key(pool))
-            if not hasattr(embedder, "get_embedder"):
-                raise Failure(description=f"embedder for pool {pool.name} unavailable: {embedder}")
-            vectors_by_uri, bad_reason, identity = _embed(embedder, storage, uris)
-            reasons = [bad_reason.get(u, "" if u in vectors_by_uri else "not embedded")
-                       for u in uris]
-            values = [vectors_by_uri.get(u) for u in uris]
+            resource = getattr(context.resources, embedder_key(pool))
+            if not hasattr(resource, "get_embedder"):
+                raise Failure(description=f"embedder for pool {pool.name} unavailable: {resource}")
+            got, x, reasons, identity, rate = _embed_stream(context, resource, storage, raw_rows)
+            dim = pool.dim or table_dim(existing) or (x.shape[1] if len(got) else None)
+            if len(got) and x.shape[1] != dim:
+                for i in got:
+                    reasons[i] = (f"wrong dimension: the model gives {x.shape[1]}, "
+                                  f"the pool has {dim}")
+                got, x = [], x[:0]
 
-        lengths = Counter(len(v) for v, r in zip(values, reasons, strict=True) if not r)
-        dim = pool.dim or table_dim(existing) or (lengths.most_common(1)[0][0] if lengths else None)
-        keep: list[int] = []
-        for i, v in enumerate(values):
-            if reasons[i]:
-                continue
-            if len(v) != dim:
-                reasons[i] = f"wrong dimension: {len(v)} values, the pool has {dim}"
-            elif not np.isfinite(np.asarray(v, dtype=np.float64)).all():
-                reasons[i] = "vector holds NaN or Inf"
-            else:
-                keep.append(i)
+        finite = np.isfinite(x).all(axis=1) if len(got) else np.ones(0, bool)
+        for i in np.asarray(got, dtype=np.int64)[~finite]:
+            reasons[i] = "vector holds NaN or Inf"
+        keep = [i for i, ok in zip(got, finite, strict=True) if ok]
+        x = x[finite]
         quarantined = [(uris[i], reasons[i]) for i in range(len(ids)) if reasons[i]]
         write_quarantine(lancedb, pool, drop, "embeddings", quarantined,
                          ids=[ids[i] for i in range(len(ids)) if reasons[i]])
 
-        model_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        x = np.asarray([values[i] for i in keep], dtype=np.float32).reshape(len(keep), dim or 0)
+        model_hash = identity_version(identity)
         rows = pa.table({
             "item_id": pa.array([ids[i] for i in keep], pa.string()),
             "drop": pa.array([drop] * len(keep), pa.string()),
             "uri": pa.array([uris[i] for i in keep], pa.string()),
             "vector": vector_array(x) if dim else pa.array([], pa.list_(pa.float32(), 1)),
-            "model": pa.array([identity.get("model", "")] * len(keep), pa.string()),
-            "model_hash": pa.array([model_hash[:16]] * len(keep), pa.string()),
+            "model": pa.array([identity.get("name") or identity.get("model", "")] * len(keep),
+                              pa.string()),
+            "model_hash": pa.array([model_hash] * len(keep), pa.string()),
         })
         table = existing
         if dim:
@@ -148,7 +194,9 @@ def build_embeddings_asset(pool: PoolConfig):
                 ),
                 "dim": dim or 0,
                 "model_identity": MetadataValue.json(identity),
-                "model_hash": model_hash[:16],
+                "model_hash": model_hash,
+                "code_version": code_version,
+                **({"items_per_s": round(rate, 1)} if rate is not None else {}),
                 "lancedb_table": pool.table("embeddings"),
                 "lancedb_version": table.version if table is not None else 0,
                 "pool_items": table.count_rows() if table is not None else 0,
@@ -159,23 +207,69 @@ def build_embeddings_asset(pool: PoolConfig):
     return embeddings
 
 
-def _embed(embedder, storage: LandingStorage, uris: list[str]):
-    """Embed raw items through the pool's embedder: ({uri: vector}, {uri: reason}, identity)."""
-    from curation.embedding.base import Item
+def _embed_stream(context, resource, storage: LandingStorage, raw_rows):
+    """Stream this drop's raw items through the embedder, one batch in memory at a time.
 
-    items = [Item(ref=u, data=_load_item(storage, u)) for u in uris]
-    result = embedder.get_embedder().embed(items)
-    vectors = {ref: v for ref, v in zip(result.refs, np.asarray(result.vectors), strict=True)}
-    return vectors, dict(result.quarantined), result.identity
+    Returns (raw row indices embedded, their (n, d) vectors, a reason per raw row ("" when
+    embedded), the embedder's identity, items/s). Vectors are matched to raw rows by item_id
+    (both are the sha256 of the item's bytes), quarantine reasons by ref (the file uri, or
+    `file.jsonl#<id>` / `file.jsonl#L<n>` for a line). Embedder items that raw did not ingest
+    (duplicates of earlier drops) are dropped.
+    """
+    ids = raw_rows["item_id"].to_pylist()
+    uris = raw_rows["uri"].to_pylist()
+    sources = raw_rows["source"].to_pylist()
+    lines = raw_rows["row"].to_pylist()
+    metas = raw_rows["meta"].to_pylist()
+    by_id = {item_id: i for i, item_id in enumerate(ids)}
+    by_ref = {uri: i for i, uri in enumerate(uris)}
+    for i, (source, line, meta) in enumerate(zip(sources, lines, metas, strict=True)):
+        if line >= 0 and meta:  # a jsonl line: the embedder names it file.jsonl#<id>
+            record_id = json.loads(meta).get("id")
+            if record_id is not None:
+                by_ref.setdefault(f"{source}#{record_id}", i)
+    files = list(dict.fromkeys(sources))  # each file once, in raw order
+    total = len(ids)
+    last_log = [0.0]
 
+    def progress(p) -> None:
+        if p.elapsed_s - last_log[0] >= PROGRESS_EVERY_S or p.done >= total:
+            last_log[0] = p.elapsed_s
+            context.log.info(
+                f"embedded {p.embedded} + quarantined {p.quarantined} of ~{total} items "
+                f"in {p.elapsed_s:.1f} s ({p.items_per_s:.0f} items/s)"
+            )
 
-def _load_item(storage: LandingStorage, uri: str) -> bytes:
-    """Bytes of one item: a whole file, or one line of a .jsonl file (uri ends in #L<n>)."""
-    path, _, line = uri.partition("#L")
-    if not line:
-        return storage.read_bytes(uri)
-    text = storage.read_bytes(path).decode("utf-8", errors="replace").splitlines()[int(line) - 1]
-    return json.loads(text)["text"].encode()
+    embedder = resource.get_embedder()
+    identity = embedder.identity()  # loads the model once, before the stream
+    reasons = [""] * total
+    got: list[int] = []
+    parts: list[np.ndarray] = []
+    started = time.perf_counter()
+    handled = 0
+    for batch in embedder.embed_batches(
+        resource.items(files, read_bytes=storage.read_bytes), progress=progress
+    ):
+        handled += len(batch.item_ids) + len(batch.quarantined)
+        for ref, reason in batch.quarantined:
+            i = by_ref.get(ref)
+            if i is not None and not reasons[i]:
+                reasons[i] = reason
+        rows = []
+        for k, item_id in enumerate(batch.item_ids):
+            i = by_id.pop(item_id, None)  # pop: a repeated item is kept once
+            if i is not None:
+                got.append(i)
+                rows.append(k)
+        if rows:
+            parts.append(np.asarray(batch.vectors, dtype=np.float32)[rows])
+    seconds = time.perf_counter() - started
+    for i in by_id.values():
+        if not reasons[i]:
+            reasons[i] = "not embedded: the embedder returned no vector for this item"
+    x = np.concatenate(parts) if parts else np.zeros((0, int(identity.get("dim") or 0)), np.float32)
+    order = np.argsort(np.asarray(got, dtype=np.int64), kind="stable")
+    return [got[j] for j in order], x[order], reasons, identity, handled / max(seconds, 1e-9)
 
 
 def _checks(table, drop: str, dim: int | None, key) -> list[AssetCheckResult]:

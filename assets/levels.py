@@ -42,6 +42,7 @@ from .tables import (
     drop_counts,
     in_list,
     load_fit,
+    model_hash_counts,
     save_fit,
     stream_vectors,
     vector_array,
@@ -64,10 +65,30 @@ def refit_decision(
     counts: dict[str, int],
     mode: str,
     new_mean: float | None,
+    model_hashes: dict[str, int] | None = None,
 ) -> tuple[bool, str, dict]:
-    """(refit?, why, drift numbers) under the pool's refit policy."""
+    """(refit?, why, drift numbers) under the pool's refit policy.
+
+    `model_hashes` counts the embeddings' rows per model hash. While they mix models (a
+    backfill after a model change is re-embedding the drops) nothing is fitted, even when
+    forced: a tree over two vector spaces is meaningless. Once every row carries one hash that
+    differs from the fit's, the tree is refitted ("embedding model changed", no warm start).
+    """
     total = sum(counts.values())
     numbers: dict = {"pool_items": total}
+    model_hashes = {h: c for h, c in (model_hashes or {}).items() if c}
+    if model_hashes:
+        numbers["embedding_models"] = dict(sorted(model_hashes.items()))
+    if fit is not None and fit.model_hash:
+        numbers["fit_model_hash"] = fit.model_hash
+    if len(model_hashes) > 1:
+        newest = min(c for h, c in model_hashes.items() if fit is None or h != fit.model_hash)
+        return (
+            False,
+            f"waiting for re-embedding: embeddings mix {len(model_hashes)} models "
+            f"({newest} of {total} rows on a model the tree was not fitted with)",
+            numbers,
+        )
     if fit is None:
         if total < pool.hierarchy.n_clusters[0]:
             return (
@@ -89,6 +110,11 @@ def refit_decision(
             new_mean_distance=new_mean, distance_ratio=new_mean / max(fit.mean_distance, 1e-12)
         )
     policy = pool.refit
+    (current_hash,) = model_hashes or {fit.model_hash: 0}
+    if fit.model_hash and current_hash != fit.model_hash and total:
+        if mode == "never":
+            return False, "embedding model changed, but refit disabled by run config", numbers
+        return True, "embedding model changed", numbers
     if mode == "force":
         return True, "forced by run config", numbers
     if mode == "never" or total == 0:
@@ -166,8 +192,10 @@ def build_level_assets(pool: PoolConfig) -> list:
         fit = load_fit(lancedb, pool)
         embeddings = lancedb.open(pool.table("embeddings"))
         counts = drop_counts(embeddings)
+        hashes = model_hash_counts(embeddings)
+        same_model = fit is not None and (not fit.model_hash or set(hashes) == {fit.model_hash})
         new_mean = None
-        if fit is not None and embeddings is not None:
+        if same_model and embeddings is not None:
             new = [d for d, c in counts.items() if fit.drops.get(d) != c]
             if new:
                 _, x = stream_vectors(embeddings, in_list("drop", new), columns=("item_id",))
@@ -176,7 +204,7 @@ def build_level_assets(pool: PoolConfig) -> list:
         mode = config.refit
         if mode == "auto":  # the refit schedule asks with a run tag
             mode = context.run.tags.get(REFIT_TAG, "auto")
-        refit, why, numbers = refit_decision(pool, fit, counts, mode, new_mean)
+        refit, why, numbers = refit_decision(pool, fit, counts, mode, new_mean, hashes)
         context.log.info(f"pool {pool.name}: refit={refit} ({why}) {numbers}")
         if not refit:
             context.log_event(
@@ -188,7 +216,7 @@ def build_level_assets(pool: PoolConfig) -> list:
             return
         cols, x = stream_vectors(embeddings)
         init = None
-        if fit is not None and pool.refit.warm_start:
+        if fit is not None and pool.refit.warm_start and same_model:
             shapes = [(k, x.shape[1]) for k in pool.hierarchy.n_clusters]
             if [c.shape for c in fit.hierarchy.centroids] == shapes:
                 init = fit.hierarchy.centroids
@@ -209,6 +237,7 @@ def build_level_assets(pool: PoolConfig) -> list:
                 }
                 for r in result.levels
             ],
+            model_hash=next(iter(hashes), ""),
         )
         fits_version = save_fit(lancedb, pool, record)
         rows = assignment_table(
@@ -222,6 +251,7 @@ def build_level_assets(pool: PoolConfig) -> list:
                 "refit": True,
                 "reason": why,
                 "warm_start": init is not None,
+                "model_hash": record.model_hash,
                 "fits_table_version": fits_version,
                 "assignments_version": assigned.version,
                 "items_assigned": rows.num_rows,

@@ -91,6 +91,7 @@ class FitRecord:
     sizes: list[list[int]] = field(default_factory=list)  # per level, items beneath each cluster
     report: list[dict] = field(default_factory=list)  # per level: objective, reseeded, seconds
     created_at: str = ""
+    model_hash: str = ""  # identity_version of the embeddings the tree was fitted on
 
 
 def save_fit(lancedb, pool: PoolConfig, record: FitRecord) -> int:
@@ -113,12 +114,15 @@ def save_fit(lancedb, pool: PoolConfig, record: FitRecord) -> int:
             "sizes": [json.dumps(record.sizes)],
             "report": [json.dumps(record.report)],
             "tree": pa.array([blob.getvalue()], pa.large_binary()),
+            "model_hash": [record.model_hash],
         }
     )
     table = lancedb.open(pool.table("fits"))
     if table is None:
         table = lancedb.connect().create_table(pool.table("fits"), row)
     else:
+        if "model_hash" not in table.schema.names:  # a fits table from before model hashes
+            table.add_columns({"model_hash": "CAST('' AS STRING)"})
         table.add(row)
     return table.version
 
@@ -147,7 +151,18 @@ def load_fit(lancedb, pool: PoolConfig) -> FitRecord | None:
         sizes=json.loads(row["sizes"]),
         report=json.loads(row["report"]),
         created_at=row["created_at"],
+        model_hash=row.get("model_hash") or "",
     )
+
+
+def model_hash_counts(table) -> dict[str, int]:
+    """Rows per embedding model hash of the embeddings table (reads the one column)."""
+    if table is None or "model_hash" not in table.schema.names:
+        return {}
+    import pyarrow.compute as pc
+
+    hashes = table.search().select(["model_hash"]).limit(None).to_arrow().column("model_hash")
+    return {str(v["values"]): int(v["counts"]) for v in pc.value_counts(hashes).to_pylist()}
 
 
 def drop_counts(table) -> dict[str, int]:

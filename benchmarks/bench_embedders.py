@@ -139,7 +139,6 @@ def main() -> int:
         tmp = Path(tmp)
         drops = build_fashion_mnist_drops(tmp / "img", 1, args.n_images, seed=0)
         bench_images(tmp / "img" / drops[0], args, rows)
-        print(rows, file=sys.stderr)
         drops = build_text_drops(tmp / "txt", 1, args.n_texts, seed=0)
         bench_text(tmp / "txt" / drops[0], args, rows)
     import torch

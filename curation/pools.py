@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -129,6 +128,12 @@ class PoolConfig(BaseModel):
     def prefix(self) -> str:
         return self.landing_prefix or self.name
 
+    def embedder_fields(self) -> dict:
+        """Fields of this pool's EmbedderResource / EmbedderSpec (images and texts pools)."""
+        kind = {"images": "image", "texts": "text", "vectors": "vectors"}[self.modality]
+        model = None if self.embedder.model == "precomputed" else self.embedder.model
+        return {"kind": kind, "model": model, **self.embedder.options}
+
     def table(self, kind: str) -> str:
         """LanceDB table name of this pool's `kind` (raw, embeddings, level_1, subset_x, ...)."""
         return f"{self.name}__{kind}"
@@ -166,11 +171,3 @@ def load_pools(path: str | Path | None = None) -> list[PoolConfig]:
     except ValueError as exc:
         raise ValueError(f"invalid pools file {path}: {exc}") from None
 
-
-@dataclass(frozen=True)
-class RawItem:
-    """One delivered item handed to an embedder: where it came from and its bytes."""
-
-    item_id: str
-    uri: str
-    bytes: bytes

@@ -40,11 +40,7 @@ def embedder_resources(pools: list[PoolConfig]) -> dict:
         try:
             from resources.embedders import EmbedderResource
 
-            kind = {"images": "image", "texts": "text"}[pool.modality]
-            model = None if pool.embedder.model == "precomputed" else pool.embedder.model
-            out[f"{pool.name}_embedder"] = EmbedderResource(
-                kind=kind, model=model, **pool.embedder.options
-            )
+            out[f"{pool.name}_embedder"] = EmbedderResource(**pool.embedder_fields())
         except Exception as exc:  # module missing or config rejected: fail the asset, not load
             out[f"{pool.name}_embedder"] = UnavailableEmbedder(
                 reason=f"{type(exc).__name__}: {exc}"

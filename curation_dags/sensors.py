@@ -23,7 +23,7 @@ from typing import Any
 
 import dagster as dg
 
-from curation.landing import drop_id_problem
+from curation.landing import content_fingerprint, drop_id_problem
 
 LANDING_RESOURCE_KEY = "landing"
 DEFAULT_REFIT_CRON = "0 3 * * 0"  # Sundays 03:00
@@ -35,6 +35,7 @@ SENSOR_INTERVAL_S = 30
 # duplicate-content check, so stop hashing after this long and carry on at the next tick.
 FINGERPRINT_BUDGET_S = 20.0
 MAX_NEW_DROPS_PER_TICK = 200
+EMPTY_FINGERPRINT = content_fingerprint([])
 
 
 # ---- helpers shared with the assets (names only: no import of their modules at import time) ----
@@ -131,6 +132,8 @@ def evaluate_drops(
             break
         if dedupe_content:
             fp = pool_storage.fingerprint(drop_id)
+            if fp == EMPTY_FINGERPRINT:  # no data files: nothing to compare (raw reports it)
+                fp = f"empty:{drop_id}"
             original = cursor.fingerprints.get(fp)
             if original not in (None, drop_id) and (original in registered or original in new):
                 report_once(drop_id, f"same content as drop {original!r} (re-delivery)")

@@ -17,6 +17,7 @@ from curation.embedding import (
     identity_version,
     make_embedder,
 )
+from curation.embedding.factory import config_identity
 
 
 @lru_cache(maxsize=2)
@@ -77,6 +78,11 @@ class EmbedderResource(ConfigurableResource):
 
     def identity_version(self) -> str:
         return identity_version(self.identity())
+
+    def config_version(self) -> str:
+        """16 hex digits over what determines the vectors, without loading the model (the
+        Dagster code_version of a pool's embeddings; see config_identity)."""
+        return identity_version(config_identity(self.spec()))
 
     def items(
         self, uris: Iterable[str], read_bytes: Callable[[str], bytes] | None = None

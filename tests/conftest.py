@@ -31,7 +31,7 @@ class Platform:
     """A pool wired to real resources under tmp_path, with helpers to land and run drops."""
 
     def __init__(self, tmp_path, instance, pool: PoolConfig):
-        from curation_dags.definitions import build_definitions
+        from curation_dags.definitions import build_definitions, embedder_resources
         from resources.clustering import ClusteringResource
         from resources.lancedb import LanceDBResource
         from resources.storage import LandingStorage
@@ -44,8 +44,20 @@ class Platform:
             "lancedb": self.lancedb,
             "clustering": ClusteringResource(device="cpu"),
         }
-        self.defs = build_definitions([pool], resources, with_sensors=False)
+        self.resources = resources
+        self.defs = build_definitions(
+            [pool], {**resources, **embedder_resources([pool])}, with_sensors=False
+        )
         self.next_seed = 100
+
+    def reconfigure(self, pool: PoolConfig) -> None:
+        """Serve a changed config of the same pool (same storage and instance)."""
+        from curation_dags.definitions import build_definitions, embedder_resources
+
+        self.pool = pool
+        self.defs = build_definitions(
+            [pool], {**self.resources, **embedder_resources([pool])}, with_sensors=False
+        )
 
     def folder(self, drop: str):
         return self.landing / self.pool.prefix / drop

@@ -85,7 +85,8 @@ def test_rematerialising_a_drop_replaces_exactly_its_rows(grown):
 
 def test_bundled_pools_file_is_valid_and_bad_files_name_the_field(tmp_path):
     pools = load_pools()
-    assert [p.name for p in pools] == ["demo"]
+    assert [p.name for p in pools] == ["demo", "fashion", "texts"]
+    assert [p.modality for p in pools] == ["vectors", "images", "texts"]
     bad = tmp_path / "pools.yaml"
     bad.write_text("pools:\n  - name: Bad-Name\n    hierarchy: {n_clusters: [4]}\n"
                    "    subsets: [{name: a, target_size: 1}]\n")

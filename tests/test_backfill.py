@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -61,24 +62,27 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     return payload["data"]
 
 
-def stop_sensor(url: str, name: str) -> None:
-    """Stop a sensor so that only the backfill launches runs in this test."""
+def sensor_selector(url: str, name: str) -> dict:
     repos = graphql(
         url,
         "{ repositoriesOrError { ... on RepositoryConnection { "
         "nodes { name location { name } } } } }",
     )["repositoriesOrError"]["nodes"]
     (repo,) = repos
-    selector = {
+    return {
         "repositoryName": repo["name"],
         "repositoryLocationName": repo["location"]["name"],
         "sensorName": name,
     }
+
+
+def stop_sensor(url: str, name: str) -> None:
+    """Stop a sensor so that only the backfill launches runs in this test."""
     sensor = graphql(
         url,
         "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { __typename "
         "... on Sensor { sensorState { id selectorId status } } } }",
-        {"s": selector},
+        {"s": sensor_selector(url, name)},
     )["sensorOrError"]
     state = sensor["sensorState"]
     result = graphql(
@@ -88,6 +92,25 @@ def stop_sensor(url: str, name: str) -> None:
         {"o": state["id"], "s": state["selectorId"]},
     )["stopSensor"]
     assert result["instigationState"]["status"] == "STOPPED", result
+
+
+def start_sensor(url: str, name: str) -> None:
+    result = graphql(
+        url,
+        "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename "
+        "... on Sensor { sensorState { status } } } }",
+        {"s": sensor_selector(url, name)},
+    )["startSensor"]
+    assert result["sensorState"]["status"] == "RUNNING", result
+
+
+def runs_for_partition(url: str, partition: str) -> list[dict]:
+    return graphql(
+        url,
+        "query($t: [ExecutionTag!]) { runsOrError(filter: {tags: $t}) { ... on Runs { "
+        "results { runId status tags { key value } } } } }",
+        {"t": [{"key": "dagster/partition", "value": partition}]},
+    )["runsOrError"]["results"]
 
 
 def materialized_partitions(url: str, asset: str) -> set[str]:
@@ -197,13 +220,23 @@ def test_failing_backfill_exits_non_zero(stack, backfills):
 @pytest.mark.slow
 def test_range_dry_run_resolves_registered_drops(stack, backfills, capsys):
     url, _ = stack
+    registered = graphql(
+        url,
+        "query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { ... on AssetNode { "
+        "partitionKeys } } }",
+        {"k": {"path": [POOL, "embeddings"]}},
+    )["assetNodeOrError"]["partitionKeys"]
+    # registration order; d_incomplete was added concurrently, so it may sit between d1 and d2
+    expected = registered[registered.index("d1") : registered.index("d2") + 1]
+    assert {"d1", "d2"} <= set(expected)
     rc = main(
         ["backfill", "--url", url, "--pool", POOL, "--partitions", "d1..d2", "--assets",
          "embeddings", "--dry-run"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0
-    assert "backfill bf/embeddings for 2 drop(s): d1, d2" in out and "dry run" in out
+    assert f"backfill bf/embeddings for {len(expected)} drop(s): {', '.join(expected)}" in out
+    assert "dry run" in out
 
 
 @pytest.mark.slow
@@ -219,3 +252,30 @@ def test_server_side_validation(stack, capsys):
                "--assets", "level_1"])  # fmt: skip
     assert rc == 2
     assert "not partitioned by drop" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_live_drop_sensor_registers_and_runs_a_new_drop(stack, backfills):
+    """The drop sensor in the real daemon: a new complete drop is registered and its run
+    succeeds; the drops registered earlier get no new run."""
+    url, landing = stack
+    write_drop(landing, "d_live", 10, seed=4)
+    before = {d: len(runs_for_partition(url, d)) for d in ("d1", "d2")}
+    start_sensor(url, f"{POOL}_drops_sensor")
+    try:
+        deadline = time.monotonic() + 150
+        runs = []
+        while time.monotonic() < deadline:
+            runs = runs_for_partition(url, "d_live")
+            if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            time.sleep(1)
+    finally:
+        stop_sensor(url, f"{POOL}_drops_sensor")
+    assert len(runs) == 1, runs
+    (run,) = runs
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/sensor_name"] == f"{POOL}_drops_sensor"
+    assert run["status"] == "SUCCESS"
+    assert "d_live" in materialized_partitions(url, "embeddings")
+    assert {d: len(runs_for_partition(url, d)) for d in ("d1", "d2")} == before

@@ -214,3 +214,45 @@ def test_run_failure_sensor_names_pool_drop_step_and_error(instance):
     assert "tiny__embeddings" in message  # the failed step
     assert "cannot embed drop broken-7: corrupt parquet" in message
     curation_run_failure_sensor(context)  # logs without raising
+
+
+def test_real_code_location_wires_sensors_and_a_valid_refit_run_config(tmp_path, monkeypatch):
+    """The code location (curation_dags.definitions) with this module's sensors and schedules:
+    the refit schedule's run config must validate against the real level_1 config schema."""
+    monkeypatch.setenv("CURATION_HOME", str(tmp_path))
+    from curation.pools import load_pools
+    from curation_dags.definitions import build_definitions
+
+    pools = load_pools()
+    repo = build_definitions(pools).get_repository_def()
+    sensor_names = {s.name for s in repo.sensor_defs}
+    for pool in pools:
+        assert f"{pool.name}_drops_sensor" in sensor_names
+        sensor = repo.get_sensor_def(f"{pool.name}_drops_sensor")
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        job = repo.get_job(sensor.job_name)
+        assert set(job.asset_layer.selected_asset_keys) == {
+            dg.AssetKey([pool.name, "raw"]),
+            dg.AssetKey([pool.name, "embeddings"]),
+        }
+    assert "curation_run_failure_sensor" in sensor_names
+
+    pool = pools[0]
+    schedule = repo.get_schedule_def(f"{pool.name}_refit_schedule")
+    job = repo.get_job(schedule.job_name)
+    assert set(job.asset_layer.selected_asset_keys) == {
+        dg.AssetKey([pool.name, f"level_{i + 1}"]) for i in range(len(pool.hierarchy.n_clusters))
+    }
+    with dg.build_schedule_context() as context:
+        (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.tags["curation/refit"] == "force"
+    dg.validate_run_config(job, request.run_config)  # raises if level_1 has no such config
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(job, {"ops": {f"{pool.name}__level_1": {"config": {"x": 1}}}})
+
+
+def test_empty_drops_are_not_duplicates_of_each_other(local_landing, instance):
+    ticker = Ticker(build_drop_sensor(POOL), instance, local_landing.storage)
+    deliver(local_landing, "e1", {})
+    deliver(local_landing, "e2", {})
+    assert ticker.tick() == ["e1", "e2"]  # raw reports them empty; no false "same content"

@@ -1,17 +1,25 @@
-"""`curate demo`: the platform end to end on synthetic drops, in-process, in under a minute.
+"""`curate demo`: the platform end to end on a real pool, in-process, in about two minutes.
 
-Writes long-tailed synthetic vector drops (parquet + _SUCCESS) into the landing folder,
-materialises the whole Dagster graph over them in a real instance under $CURATION_HOME
+--pool fashion (default): long-tailed drops of real Fashion-MNIST images (Zipf class sizes,
+shuffled across the drops; labels in <landing>/fashion/labels.csv), embedded by the pool's
+EfficientNet-Lite0 at 64 px. --pool texts: a long-tailed templated corpus through MiniLM.
+--pool demo: synthetic precomputed 64-d vectors (no model).
+
+Materialises the whole Dagster graph over the drops in a real instance under $CURATION_HOME
 (so `dagster dev` shows the runs afterwards), then lands one more drop and runs the
 incremental path (raw and embeddings of that drop, assignment to the current tree, subsets).
-Prints one JSON line: subset tables, report path, pool size, items selected.
+Prints one JSON line: subset tables, report path, pool size, items selected and, for the
+labelled pools, the class balance of pool, subsets and a uniform random subset of equal size.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,19 +84,86 @@ def _redraw(n: int, dim: int, seed: int, n_components: int = 200, zipf: float = 
     return points.astype(np.float32), labels.astype(np.int64)
 
 
+DEFAULT_ITEMS = {"fashion": 8000, "texts": 600, "demo": 16000}
+# Zipf exponent of the class sizes; the templated corpus has few distinct sentences per topic
+# (duplicates are dropped on ingestion), so it needs a steeper tail to stay skewed.
+EXPONENT = {"fashion": 1.2, "texts": 2.0}
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="run the Dagster platform end to end on synthetic drops",
+        help="run the Dagster platform end to end on a real (or synthetic) pool",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--home", default=None, help="storage root (default $CURATION_HOME or "
                    "./.curation)")
+    p.add_argument("--pool", default="fashion", choices=sorted(DEFAULT_ITEMS),
+                   help="fashion: Fashion-MNIST images (default); texts: MiniLM on a "
+                   "templated corpus; demo: synthetic vectors")
     p.add_argument("--drops", type=int, default=4, help="initial drops")
-    p.add_argument("--drop-size", type=int, default=4000, help="items per drop")
+    p.add_argument("--items", type=int, default=None,
+                   help="items over the initial drops (default: fashion 8000, texts 600, "
+                   "demo 16000); the extra drop holds items/drops more")
+    p.add_argument("--drop-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
+
+
+def land_labelled_drops(prefix_dir: Path, kind: str, n_drops: int, n_items: int,
+                        seed: int) -> list[str]:
+    """Build drops in a scratch folder, then move them in under the next free drop numbers
+    and append their labels to prefix_dir/labels.csv (so a second demo run adds new drops)."""
+    from curation.demo_data import LABELS_FILE, build_fashion_mnist_drops, build_text_drops
+
+    build, stem = {"fashion": (build_fashion_mnist_drops, "fmnist"),
+                   "texts": (build_text_drops, "text")}[kind]
+    prefix_dir.mkdir(parents=True, exist_ok=True)
+    first = len(list(prefix_dir.glob(f"{stem}-*")))
+    labels = prefix_dir / LABELS_FILE
+    with tempfile.TemporaryDirectory(dir=prefix_dir.parent) as scratch:
+        made = build(Path(scratch), n_drops=n_drops, n_items=n_items, seed=seed,
+                     exponent=EXPONENT[kind])
+        rows = list(csv.reader((Path(scratch) / LABELS_FILE).open(newline="")))
+        header, rows = rows[0], rows[1:]
+        renamed = {old: f"{stem}-{first + i:04d}" for i, old in enumerate(made)}
+        for old, new in renamed.items():
+            shutil.move(str(Path(scratch) / old), str(prefix_dir / new))
+        new_file = not labels.exists()
+        with labels.open("a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new_file:
+                writer.writerow(header)
+            writer.writerows([renamed[r[0]], *r[1:]] for r in rows)
+    return list(renamed.values())
+
+
+def class_balance(labels_csv: Path, lancedb, pool, subsets: dict, seed: int = 0) -> dict:
+    """Class balance (entropy in nats, top-1 share, classes hit) of the pool, each subset and
+    a uniform random subset of the first subset's size, from the labels file (by item_id)."""
+    from curation.metrics import selection_label_stats
+
+    with labels_csv.open(newline="") as fh:
+        label_of = {row["item_id"]: row["class_name"] for row in csv.DictReader(fh)}
+
+    def stats(item_ids) -> dict:
+        labels = np.asarray([label_of[i] for i in item_ids if i in label_of])
+        s = selection_label_stats(labels)
+        return {"items": int(labels.size), "entropy": round(s["label_entropy"], 4),
+                "top1_share": round(s["top1_share"], 4), "classes_hit": s["labels_hit"]}
+
+    pool_ids = lancedb.read(pool.table("embeddings"), ["item_id"])["item_id"].to_pylist()
+    out = {"classes": len(set(label_of.values())), "pool": stats(pool_ids)}
+    size = 0
+    for name, info in subsets.items():
+        ids = lancedb.read(info["table"], ["item_id"])["item_id"].to_pylist()
+        out[name] = stats(ids)
+        size = size or len(ids)
+    rng = np.random.default_rng(seed)
+    out["uniform_random"] = stats(rng.choice(pool_ids, size=min(size, len(pool_ids)),
+                                             replace=False).tolist())
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,34 +175,62 @@ def run(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    if args.drops < 1 or args.drop_size < 1:
-        raise ValueError("--drops and --drop-size must be >= 1")
+    n_items = args.items or (args.drop_size * args.drops if args.drop_size else None)
+    n_items = n_items or DEFAULT_ITEMS[args.pool]
+    if args.drops < 1 or n_items < args.drops:
+        raise ValueError("--drops must be >= 1 and --items >= --drops")
 
     from dagster import DagsterInstance
 
     from curation.pools import load_pools
     from curation_dags.definitions import build_definitions, default_resources
     from curation_dags.local import ingest_drop, refresh
+    from resources.lancedb import LanceDBResource
 
-    pool = next(p for p in load_pools() if p.name == "demo") if not os.environ.get(
-        "CURATION_POOLS") else load_pools()[0]
+    pools = load_pools()
+    matching = [p for p in pools if p.name == args.pool]
+    if not matching:
+        raise ValueError(f"no pool {args.pool!r} in the pools file (have "
+                         f"{', '.join(p.name for p in pools)})")
+    pool = matching[0]
     landing = Path(settings.landing_url())
+    prefix_dir = landing / pool.prefix
     started = time.perf_counter()
-    existing = sorted(p.name for p in (landing / pool.prefix).glob("drop-*"))
-    drops = build_synthetic_drops(landing, pool.prefix, args.drops, args.drop_size,
-                                  pool.dim or 64, args.seed, first=len(existing))
+
+    extra = max(n_items // args.drops, 1)  # items of the drop added for the incremental path
+    if pool.modality == "vectors":
+        existing = len(list(prefix_dir.glob("drop-*")))
+        drops = build_synthetic_drops(landing, pool.prefix, args.drops, n_items // args.drops,
+                                      pool.dim or 64, args.seed, first=existing)
+    else:
+        # All drops come from one draw (one class distribution, no item twice); the last is
+        # held back outside the landing folder until the incremental step lands it.
+        kind = "fashion" if pool.modality == "images" else "texts"
+        drops = land_labelled_drops(prefix_dir, kind, args.drops + 1, n_items + extra,
+                                    args.seed)
+        held = home / "held" / drops[-1]
+        held.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(prefix_dir / drops[-1]), str(held))
+        drops = drops[:-1]
+
+    def land_extra() -> list[str]:
+        if pool.modality == "vectors":
+            return build_synthetic_drops(landing, pool.prefix, 1, extra, pool.dim or 64,
+                                         args.seed, first=existing + args.drops)
+        shutil.move(str(held), str(prefix_dir / held.name))
+        return [held.name]
+
     defs = build_definitions([pool], default_resources([pool]), with_sensors=False)
     instance = DagsterInstance.get()
-    timings = {}
-    for drop in drops:
-        ingest_drop(defs, instance, pool, drop)
+    timings = {"landing_s": round(time.perf_counter() - started, 2)}
+    failed = [d for d in drops if not ingest_drop(defs, instance, pool, d).success]
     full = refresh(defs, instance, pool, drops)
     timings["full_s"] = round(time.perf_counter() - started, 2)
 
     t = time.perf_counter()
-    new = build_synthetic_drops(landing, pool.prefix, 1, args.drop_size, pool.dim or 64,
-                                args.seed, first=len(existing) + len(drops))
-    ingest_drop(defs, instance, pool, new[0])
+    new = land_extra()
+    if not ingest_drop(defs, instance, pool, new[0]).success:
+        failed.append(new[0])
     incremental = refresh(defs, instance, pool, new)
     timings["incremental_s"] = round(time.perf_counter() - t, 2)
 
@@ -142,18 +245,30 @@ def run(args: argparse.Namespace) -> int:
                 "top1_share_pool": round(meta["top1_share_pool"], 4),
                 "top1_share_subset": round(meta["top1_share_subset"], 4),
             }
+    balance = None
+    labels_csv = prefix_dir / "labels.csv"
+    if subsets and pool.modality != "vectors" and labels_csv.exists():
+        lancedb = LanceDBResource(uri=settings.lancedb_uri(),
+                                  endpoint_url=settings.s3_endpoint_url())
+        balance = class_balance(labels_csv, lancedb, pool, subsets, args.seed)
+    timings["total_s"] = round(time.perf_counter() - started, 2)
     report = {
-        "pool": pool.name, "drops": [*drops, *new], "lancedb": settings.lancedb_uri(),
-        "dagster_home": os.environ["DAGSTER_HOME"], "first_refit": full["refit"],
-        "incremental_refit": incremental["refit"], "subsets": subsets, **timings,
+        "pool": pool.name, "drops": [*drops, *new], "failed_drops": failed,
+        "lancedb": settings.lancedb_uri(), "dagster_home": os.environ["DAGSTER_HOME"],
+        "first_refit": full["refit"], "incremental_refit": incremental["refit"],
+        "subsets": subsets, "class_balance": balance, **timings,
     }
     report_path = home / "demo_report.json"
     report_path.write_text(json.dumps(report, indent=2))
     any_subset = next(iter(subsets.values()), {})
-    print(json.dumps({
+    line = {
+        "pool": pool.name,
         "subset_tables": [s["table"] for s in subsets.values()],
         "report": str(report_path),
         "pool_size": any_subset.get("pool_size", 0),
         "selected": {name: s["selected"] for name, s in subsets.items()},
-    }))
-    return 0 if subsets else 1
+    }
+    if balance is not None:
+        line["class_balance"] = balance
+    print(json.dumps(line))
+    return 0 if subsets and not failed else 1

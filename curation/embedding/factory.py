@@ -84,3 +84,34 @@ def make_embedder(spec: EmbedderSpec) -> Embedder:
     return VectorReader(
         dim=spec.dim, model=spec.model_name, batch_size=spec.batch_size, normalize=spec.normalize
     )
+
+
+def config_identity(spec: EmbedderSpec) -> dict:
+    """What determines the vectors, known without loading the model (no torch import): kind,
+    model name, the weights' sha256 (file, or every file of a model folder), the options that
+    change vectors and the pipeline version. Cheap enough to compute when a code location loads
+    (Dagster `code_version` of the embeddings); changes exactly when identity() would change.
+    batch_size, num_workers, device, num_threads, deterministic and max_pixels do not enter it."""
+    from pathlib import Path
+
+    from .base import PIPELINE_VERSION, file_sha256, tree_sha256
+
+    wanted = {
+        "image": ("normalize", "image_size", "mean", "std"),
+        "text": ("normalize", "max_seq_length"),
+        "vectors": ("normalize", "dim"),
+    }[spec.kind]
+    options = spec.model_dump(include=set(wanted))
+    weights_sha = None
+    if spec.kind != "vectors":
+        weights = getattr(make_embedder(spec), "weights_path", None)  # resolves the default path
+        if weights is not None:
+            path = Path(weights)
+            weights_sha = tree_sha256(path) if path.is_dir() else file_sha256(path)
+    return {
+        "kind": spec.kind,
+        "name": spec.model_name,
+        "weights_sha256": weights_sha,
+        "options": options,
+        "pipeline_version": PIPELINE_VERSION,
+    }
