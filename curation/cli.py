@@ -18,13 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"curation.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"curation.commands.{name}":
-                continue  # command not shipped in this build
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"curation.commands.{name}").register(subparsers)
     return parser
 
 

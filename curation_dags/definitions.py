@@ -18,13 +18,16 @@ from dagster import (
 from assets import build_pool_assets
 from curation.pools import PoolConfig, load_pools
 from curation_dags import settings
+from curation_dags.sensors import build_schedules, build_sensors
 from resources.clustering import ClusteringResource
+from resources.embedders import EmbedderResource
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
 
 class UnavailableEmbedder(ConfigurableResource):
-    """Stands in when resources.embedders cannot be imported; says why when used."""
+    """Stands in for an embedder whose config is invalid: that pool's assets fail and say why,
+    the other pools still load."""
 
     reason: str
 
@@ -38,10 +41,8 @@ def embedder_resources(pools: list[PoolConfig]) -> dict:
         if pool.modality == "vectors":
             continue
         try:
-            from resources.embedders import EmbedderResource
-
             out[f"{pool.name}_embedder"] = EmbedderResource(**pool.embedder_fields())
-        except Exception as exc:  # module missing or config rejected: fail the asset, not load
+        except ValueError as exc:  # config rejected (pydantic): fail the asset, not the load
             out[f"{pool.name}_embedder"] = UnavailableEmbedder(
                 reason=f"{type(exc).__name__}: {exc}"
             )
@@ -61,22 +62,13 @@ def default_resources(pools: list[PoolConfig]) -> dict:
     }
 
 
-def _sensors_and_schedules(pools: list[PoolConfig]) -> tuple[list, list]:
-    try:
-        from curation_dags import sensors
-    except ModuleNotFoundError as exc:
-        if exc.name != "curation_dags.sensors":
-            raise
-        return [], []
-    return list(sensors.build_sensors(pools)), list(sensors.build_schedules(pools))
-
-
 def build_definitions(
     pools: list[PoolConfig] | None = None, resources: dict | None = None, with_sensors: bool = True
 ) -> Definitions:
     pools = pools if pools is not None else load_pools()
     defs = [d for pool in pools for d in build_pool_assets(pool)]
-    sensors, schedules = _sensors_and_schedules(pools) if with_sensors else ([], [])
+    sensors = build_sensors(pools) if with_sensors else []
+    schedules = build_schedules(pools) if with_sensors else []
     automation = AutomationConditionSensorDefinition(
         "curation_automation",
         target=AssetSelection.all(),

@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 
 from curation.landing import content_fingerprint, drop_id_problem
+from curation_dags.partitions import drops_partitions
 
 LANDING_RESOURCE_KEY = "landing"
 DEFAULT_REFIT_CRON = "0 3 * * 0"  # Sundays 03:00
@@ -48,10 +49,6 @@ def _pool_prefix(pool: Any) -> str:
 
 
 def drops_partitions_def(pool: Any) -> dg.DynamicPartitionsDefinition:
-    try:
-        from curation_dags.partitions import drops_partitions
-    except ImportError:  # the assets module is not there yet
-        return dg.DynamicPartitionsDefinition(name=f"{_pool_name(pool)}_drops")
     return drops_partitions(_pool_name(pool))
 
 

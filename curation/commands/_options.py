@@ -21,7 +21,8 @@ def validate(model: type[Model], /, **values) -> Model:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "--" + "-".join(str(p) for p in err["loc"][:1]).replace("_", "-")
-            where = "".join(f"[{p}]" for p in err["loc"][1:])
+            loc = err["loc"] or ("options",)  # a model-level validator names no field
+            name = "--" + str(loc[0]).replace("_", "-")
+            where = "".join(f"[{p}]" for p in loc[1:])
             problems.append(f"{name}{where}={err.get('input')!r}: {err['msg']}")
         raise ValueError("invalid options: " + "; ".join(problems)) from None

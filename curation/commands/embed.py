@@ -14,23 +14,10 @@ from pydantic import (
     ConfigDict,
     DirectoryPath,
     Field,
-    ValidationError,
     field_validator,
 )
 
-
-def _validate(model_cls: type[BaseModel], values: dict):
-    """Like _options.validate (errors name --option and value), which cannot take a field named
-    `model` because that is the name of its own first parameter."""
-    try:
-        return model_cls(**values)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = err["loc"] or ("options",)
-            name = "--" + str(loc[0]).replace("_", "-")
-            problems.append(f"{name}={err.get('input')!r}: {err['msg']}")
-        raise ValueError("invalid options: " + "; ".join(problems)) from None
+from ._options import validate
 
 
 class EmbedOptions(BaseModel):
@@ -90,9 +77,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    opts = _validate(
+    opts = validate(
         EmbedOptions,
-        dict(
+        **dict(
             input=args.input,
             out=args.out,
             kind=args.kind,
@@ -111,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from ..embedding import EmbedderSpec, folder_items, make_embedder
     from ..embedding.output import EmbeddingWriter, quarantine_path
 
-    spec = _validate(EmbedderSpec, opts.model_dump(exclude={"input", "out"}))
+    spec = validate(EmbedderSpec, **opts.model_dump(exclude={"input", "out"}))
     embedder = make_embedder(spec)
 
     def progress(p) -> None:
