@@ -31,7 +31,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_core.py
 
 dev: setup
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.curation/dagster_home} $(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.curation/dagster} $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf .curation
