@@ -28,6 +28,12 @@ class HierarchyConfig(BaseModel):
     )
     resampling: Literal["closest", "random"] = "closest"
     metric: Literal["l2", "cosine"] = "l2"
+    upper_metric: Literal["same", "centered-cosine"] = Field(
+        default="same",
+        description="levels above 1: 'same' clusters centroids with the data's metric (the "
+        "paper); 'centered-cosine' by their direction from the centroids' mean, which keeps "
+        "high-dimensional, unrelated concepts from collapsing into one giant cluster",
+    )
     init: Literal["k-means++", "random"] = "k-means++"
     max_iter: int = Field(default=50, ge=1, description="Lloyd iterations at most")
     tol: float = Field(

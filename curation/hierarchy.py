@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import HierarchyConfig
-from .kmeans import KMeans, nearest_centroid, resolve_device
+from .kmeans import KMeans, centroid_means, nearest_centroid, resolve_device
 from .metrics import cluster_size_stats
 
 FORMAT_VERSION = 1
@@ -160,9 +160,9 @@ def _fit_level(
     init: np.ndarray | None,
     split: int = 1,
     n_local_trials: int | None = None,
+    spherical: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float], int]:
     """One level: k-means, then `steps` rounds of k-means on a per-cluster resample."""
-    spherical = config.metric == "cosine"
 
     def kmeans(points: np.ndarray, n_clusters: int, start: np.ndarray | None) -> KMeans:
         return KMeans(
@@ -215,6 +215,18 @@ def _fit_level(
     return centroids, labels, dist, objective, reseeded
 
 
+def _member_means(
+    points: np.ndarray, labels: np.ndarray, fitted: np.ndarray, fitted_space: np.ndarray
+) -> np.ndarray:
+    """Mean of each cluster's members; an empty cluster takes the point nearest its centroid."""
+    means, counts = centroid_means(points, labels, fitted.shape[0])
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        nearest, _ = nearest_centroid(fitted[empty], fitted_space)
+        means[empty] = points[nearest]
+    return means
+
+
 def fit_hierarchy(
     points: np.ndarray,
     config: HierarchyConfig,
@@ -252,18 +264,30 @@ def fit_hierarchy(
     leaf = dist = None
     for level, k in enumerate(config.n_clusters):
         started = time.perf_counter()
+        by_direction = level > 0 and config.upper_metric == "centered-cosine"
+        points, init = level_points, None if init_centroids is None else init_centroids[level]
+        if by_direction:
+            # Centroids of unrelated concepts are near-equidistant in high dimension, where L2
+            # k-means collapses into one giant cluster plus singletons; their directions from
+            # the common mean do not.
+            mean = level_points.mean(axis=0)
+            points = normalize_rows(level_points - mean)
+            init = None if init is None else normalize_rows(init - mean)
         c, labels, d, objective, reseeded = _fit_level(
-            level_points,
+            points,
             k,
             config.steps_at(level),
             config.sample_size_at(level, level_points.shape[0]),
             config,
             rng,
             device,
-            None if init_centroids is None else init_centroids[level],
+            init,
             split=config.level1_split if level == 0 else 1,
             n_local_trials=None if level == 0 else UPPER_LEVEL_TRIALS,
+            spherical=config.metric == "cosine" or by_direction,
         )
+        if by_direction:  # keep the tree's centroids in the data's space
+            c = _member_means(level_points, labels, c, points)
         if level == 0:
             if fit_n < n:
                 labels, d = nearest_centroid(x, c, device)

@@ -82,6 +82,36 @@ def test_curated_selection_beats_random_on_label_entropy(pool, fitted):
     assert curated["top1_share"] < 0.5 * uniform["top1_share"]
 
 
+def test_centered_cosine_upper_levels_beat_l2_on_high_dimensional_concepts(pool):
+    # Unrelated concepts' centroids are near-equidistant in 32-D: L2 k-means on them makes a
+    # giant cluster plus singletons; clustering their directions from the mean does not.
+    x, labels = pool
+
+    def entropy(upper_metric):
+        values = []
+        for seed in range(2):
+            fit = fit_hierarchy(x, config(seed=seed, upper_metric=upper_metric))
+            sel = sample_balanced(fit.assignment.paths, 2000, "random", seed)
+            values.append(selection_label_stats(labels[sel.indices])["label_entropy"])
+        return np.mean(values)
+
+    assert entropy("centered-cosine") > entropy("same") + 0.05
+
+
+def test_centered_cosine_keeps_upper_centroids_in_data_space(pool):
+    x, _ = pool
+    fit = fit_hierarchy(x, config(upper_metric="centered-cosine", resampling_steps=[1]))
+    h = fit.hierarchy
+    for level in (1, 2):  # every upper centroid is the mean of its children
+        children = h.centroids[level - 1]
+        for c in np.unique(h.parents[level - 1])[:5]:
+            members = children[h.parents[level - 1] == c]
+            np.testing.assert_allclose(h.centroids[level][c], members.mean(0), rtol=1e-4, atol=1e-4)
+    # Level 1 is untouched by the option: same leaves as the plain fit with the same seed.
+    plain = fit_hierarchy(x, config(resampling_steps=[1]))
+    assert np.array_equal(plain.assignment.leaf, fit.assignment.leaf)
+
+
 def test_same_seed_bit_identical_another_seed_differs(pool, fitted):
     x, _ = pool
     again = fit_hierarchy(x, config())

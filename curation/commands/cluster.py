@@ -23,6 +23,7 @@ class ClusterOptions(BaseModel):
     sample_sizes: list[int]
     resampling: Literal["closest", "random"]
     metric: Literal["l2", "cosine"]
+    upper_metric: Literal["same", "centered-cosine"]
     max_iter: int
     tol: float
     level1_split: int
@@ -49,6 +50,12 @@ def register(subparsers) -> None:
     p.add_argument("--sample-sizes", default="", help="r per level; default half the mean size")
     p.add_argument("--resampling", default="closest", help="closest | random")
     p.add_argument("--metric", default="l2", help="l2 | cosine")
+    p.add_argument(
+        "--upper-metric",
+        default="same",
+        help="levels above 1: same (the paper) | centered-cosine (for high-dimensional "
+        "embeddings: clusters centroids by direction from their mean)",
+    )
     p.add_argument("--max-iter", default=50, help="Lloyd iterations at most")
     p.add_argument("--tol", default=1e-4, help="relative objective improvement to stop at")
     p.add_argument("--level1-split", default=1, help="s: fit level 1 in two steps (k/s, then s)")
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         sample_sizes=parse_int_list(args.sample_sizes),
         resampling=args.resampling,
         metric=args.metric,
+        upper_metric=args.upper_metric,
         max_iter=args.max_iter,
         tol=args.tol,
         level1_split=args.level1_split,
