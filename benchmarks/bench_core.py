@@ -20,83 +20,49 @@ import time
 # The reference figures measured on the authors' public code (ALGORITHM.md section 5).
 REFERENCE = {"label_entropy": 4.77, "labels_hit": 200, "top1_share": 0.050, "seconds": 289.0}
 
+
+def _variant(data: dict, hierarchy: dict, target: int, **overrides) -> dict:
+    return {"data": data, "hierarchy": {**hierarchy, **overrides}, "target": target}
+
+
+# ALGORITHM.md section 5: make_synth.py --seed 0, 1000/200/50 clusters, T=10, r=10/3/2.
+REFERENCE_DATA = {"n": 20000, "dim": 64, "n_components": 200, "seed": 0}
+REFERENCE_HIERARCHY = {
+    "n_clusters": [1000, 200, 50],
+    "resampling_steps": [10],
+    "sample_sizes": [10, 3, 2],
+    "max_iter": 50,
+    "seed": 0,
+}
+LARGE_DATA = {"n": 200000, "dim": 128, "n_components": 1000, "seed": 0}
+LARGE_HIERARCHY = {
+    "n_clusters": [4000, 2000, 1000, 500, 250],
+    "resampling_steps": [2, 10, 10, 10, 10],
+    "sample_sizes": [6, 1, 1, 1, 1],
+    "fit_sample_size": 50000,
+    "max_iter": 30,
+    "seed": 0,
+}
+CC = {"upper_metric": "centered-cosine"}
+
 CONFIGS = {
-    "reference": {
-        "data": {"n": 20000, "dim": 64, "n_components": 200, "seed": 0},
-        "hierarchy": {
-            "n_clusters": [1000, 200, 50],
-            "resampling_steps": [10],
-            "sample_sizes": [10, 3, 2],
-            "max_iter": 50,
-            "seed": 0,
-        },
-        "target": 5000,
-    },
-    "reference, no resampling": {
-        "data": {"n": 20000, "dim": 64, "n_components": 200, "seed": 0},
-        "hierarchy": {
-            "n_clusters": [1000, 200, 50],
-            "resampling_steps": [0],
-            "sample_sizes": [10, 3, 2],
-            "max_iter": 50,
-            "seed": 0,
-        },
-        "target": 5000,
-    },
-    "reference, centered-cosine upper levels": {
-        "data": {"n": 20000, "dim": 64, "n_components": 200, "seed": 0},
-        "hierarchy": {
-            "n_clusters": [1000, 200, 50],
-            "resampling_steps": [10],
-            "sample_sizes": [10, 3, 2],
-            "max_iter": 50,
-            "seed": 0,
-            "upper_metric": "centered-cosine",
-        },
-        "target": 5000,
-    },
-    "reference, random init": {
-        "data": {"n": 20000, "dim": 64, "n_components": 200, "seed": 0},
-        "hierarchy": {
-            "n_clusters": [1000, 200, 50],
-            "resampling_steps": [10],
-            "sample_sizes": [10, 3, 2],
-            "max_iter": 50,
-            "seed": 0,
-            "init": "random",
-        },
-        "target": 5000,
-    },
+    "reference": _variant(REFERENCE_DATA, REFERENCE_HIERARCHY, 5000),
+    "reference, no resampling": _variant(
+        REFERENCE_DATA, REFERENCE_HIERARCHY, 5000, resampling_steps=[0]
+    ),
+    "reference, centered-cosine upper levels": _variant(
+        REFERENCE_DATA, REFERENCE_HIERARCHY, 5000, **CC
+    ),
+    "reference, random init": _variant(REFERENCE_DATA, REFERENCE_HIERARCHY, 5000, init="random"),
     # The mixture has no structure above its 1000 components: a level with fewer clusters than
     # that clusters near-equidistant centroids, where L2 k-means makes one giant cluster plus
     # singletons (the old [4000, 1000, 300, 100, 30] gave entropy 4.22, below uniform's 4.70).
     # So every level halves and the top stays at 250, 4 components per cluster; r = half the
     # average cluster size. Level 1 is fitted on a 50k sample (12.5 points per cluster).
-    "200k x 128, 5 levels": {
-        "data": {"n": 200000, "dim": 128, "n_components": 1000, "seed": 0},
-        "hierarchy": {
-            "n_clusters": [4000, 2000, 1000, 500, 250],
-            "resampling_steps": [2, 10, 10, 10, 10],
-            "sample_sizes": [6, 1, 1, 1, 1],
-            "fit_sample_size": 50000,
-            "max_iter": 30,
-            "seed": 0,
-        },
-        "target": 50000,
-    },
-    "200k x 128, 5 levels, centered-cosine upper levels": {
-        "data": {"n": 200000, "dim": 128, "n_components": 1000, "seed": 0},
-        "hierarchy": {
-            "n_clusters": [4000, 2000, 1000, 500, 250],
-            "resampling_steps": [2, 10, 10, 10, 10],
-            "sample_sizes": [6, 1, 1, 1, 1],
-            "fit_sample_size": 50000,
-            "max_iter": 30,
-            "seed": 0,
-            "upper_metric": "centered-cosine",
-        },
-        "target": 50000,
-    },
+    "200k x 128, 5 levels": _variant(LARGE_DATA, LARGE_HIERARCHY, 50000),
+    "200k x 128, 5 levels, centered-cosine upper levels": _variant(
+        LARGE_DATA, LARGE_HIERARCHY, 50000, **CC
+    ),
 }
 
 
