@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .config import HierarchyConfig
+from .config import HierarchyConfig, SampleConfig
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 BUNDLED_POOLS = Path(__file__).resolve().parent.parent / "curation_dags" / "pools.yaml"
@@ -41,16 +41,11 @@ class EmbedderConfig(BaseModel):
     )
 
 
-class SubsetSpec(BaseModel):
-    """One curated view of a pool: a balanced sample of `target_size` items."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class SubsetSpec(SampleConfig):
+    """One curated view of a pool: a named balanced sample (target size, strategy, seed,
+    multiplier as in the core's SampleConfig)."""
 
     name: str
-    target_size: int = Field(ge=1)
-    strategy: Literal["random", "closest"] = "random"
-    seed: int = 0
-    multiplier: int = Field(default=1, ge=1)
 
     @field_validator("name")
     @classmethod
