@@ -30,7 +30,10 @@ def small_pool(**overrides) -> PoolConfig:
 class Platform:
     """A pool wired to real resources under tmp_path, with helpers to land and run drops."""
 
-    def __init__(self, tmp_path, instance, pool: PoolConfig):
+    def __init__(self, tmp_path, instance, pool: PoolConfig, landing_storage=None,
+                 lancedb=None):
+        """`landing_storage` / `lancedb` replace the local folders under tmp_path (e.g. S3);
+        `land` still writes drops under tmp_path/landing (upload them from `folder(drop)`)."""
         from curation_dags.definitions import build_definitions, embedder_resources
         from resources.clustering import ClusteringResource
         from resources.lancedb import LanceDBResource
@@ -38,9 +41,9 @@ class Platform:
 
         self.pool, self.instance = pool, instance
         self.landing = tmp_path / "landing"
-        self.lancedb = LanceDBResource(uri=str(tmp_path / "lancedb"))
+        self.lancedb = lancedb or LanceDBResource(uri=str(tmp_path / "lancedb"))
         resources = {
-            "landing": LandingStorage(url=str(self.landing)),
+            "landing": landing_storage or LandingStorage(url=str(self.landing)),
             "lancedb": self.lancedb,
             "clustering": ClusteringResource(device="cpu"),
         }
