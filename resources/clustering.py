@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import numpy as np
@@ -26,5 +27,5 @@ class ClusteringResource(ConfigurableResource):
 
     def assign(self, hierarchy, vectors: np.ndarray):
         """Nearest leaf centroid of every vector, then up the tree (no refit)."""
-        hierarchy.config = self._config(hierarchy.config)
-        return hierarchy.assign(vectors)
+        # A copy on this resource's device: the caller's (cached) tree stays as it was.
+        return dataclasses.replace(hierarchy, config=self._config(hierarchy.config)).assign(vectors)
