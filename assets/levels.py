@@ -2,45 +2,56 @@
 
 Why the fit lives in level_1 alone: one fit of the tree is one run of the algorithm (level l
 clusters level l-1's centroids, one seeded RNG drives every level's resampling), so splitting
-it across assets would need intermediate state and would not reproduce. level_1 therefore
-decides whether to refit, fits every level (warm-started from the previous tree), stores the
-tree in `<pool>__fits`, re-assigns every item (`<pool>__assignments`, one atomic overwrite)
-and serves its own level. level_l > 1 materialise their level's table (cluster id, parent,
-items beneath, centroid) and metadata from that fit record: cheap, and the UI shows every
-level with its histogram and lineage raw -> embeddings -> level_1 -> ... -> level_L -> subsets.
+it across assets would need intermediate state and would not reproduce. level_1 fits every
+level, stores the tree in `<pool>__fits` and serves its own level; level_l > 1 materialise
+their level's table (cluster id, parent, items beneath, centroid) from that fit record.
 
-A new drop does not refit: level_1 runs (it fans in from embeddings), measures drift on the
-drops added since the fit (O(added)) and skips materialising, logging the numbers as an
-observation. It refits when forced by run config, or when the pool's refit policy says so.
+The tree is refitted only when it is asked for: by the pool's refit sensor when the refit
+policy says so (curation.refit), by the refit schedule, or by a user in the UI. A drop that
+does not need a refit never runs these assets, so they are materialised once per fit and
+their history in the UI is the history of the fits.
+
+Lineage: level_1 is drawn downstream of `embeddings`, but through a partition mapping to no
+drop partition: each new drop would otherwise mark the tree "unsynced" although the policy
+decided it still serves (the drop is assigned to it). Freshness of the tree follows the refit
+policy; the fit's metadata says which drops it saw.
+
+Reproducible and order-free: the fit reads the vectors in item-id order, so the same items
+give the same tree whatever order the drops arrived in and however often one was re-run. A
+fit whose inputs (drops, model, config) equal the latest saved fit's reuses it, so a run that
+crashed after saving its fit heals on the retry without fitting again.
 """
 
-from collections import Counter
 from typing import Literal
 
 import numpy as np
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetDep,
     AssetExecutionContext,
-    AssetObservation,
     Config,
+    DataVersion,
+    Failure,
     MaterializeResult,
     MetadataValue,
+    SpecificPartitionsPartitionMapping,
     asset,
     asset_check,
 )
 
 from curation.metrics import cluster_size_stats, size_histogram
 from curation.pools import PoolConfig
-from curation_dags.automation import FAN_IN, FOLLOW
+from curation_dags.automation import FOLLOW
+from curation_dags.tags import REASON_TAG, REFIT_TAG
 from resources.clustering import ClusteringResource
 from resources.lancedb import LanceDBResource
 
 from .tables import (
     FitRecord,
-    assignment_table,
+    canonical_order,
     drop_counts,
-    in_list,
+    fit_signature,
     load_fit,
     model_hash_counts,
     save_fit,
@@ -48,82 +59,13 @@ from .tables import (
     vector_array,
 )
 
-REFIT_TAG = "curation/refit"  # run tag: "force" refits (set by the periodic refit schedule)
-
 
 class RefitConfig(Config):
-    refit: Literal["auto", "force", "never"] = "auto"
+    refit: Literal["auto", "force"] = "auto"
 
 
 def level_keys(pool: PoolConfig) -> list[list[str]]:
     return [[pool.name, f"level_{lv}"] for lv in range(1, pool.hierarchy.n_levels + 1)]
-
-
-def refit_decision(
-    pool: PoolConfig,
-    fit: FitRecord | None,
-    counts: dict[str, int],
-    mode: str,
-    new_mean: float | None,
-    model_hashes: dict[str, int] | None = None,
-) -> tuple[bool, str, dict]:
-    """(refit?, why, drift numbers) under the pool's refit policy.
-
-    `model_hashes` counts the embeddings' rows per model hash. While they mix models (a
-    backfill after a model change is re-embedding the drops) nothing is fitted, even when
-    forced: a tree over two vector spaces is meaningless. Once every row carries one hash that
-    differs from the fit's, the tree is refitted ("embedding model changed", no warm start).
-    """
-    total = sum(counts.values())
-    numbers: dict = {"pool_items": total}
-    model_hashes = {h: c for h, c in (model_hashes or {}).items() if c}
-    if model_hashes:
-        numbers["embedding_models"] = dict(sorted(model_hashes.items()))
-    if fit is not None and fit.model_hash:
-        numbers["fit_model_hash"] = fit.model_hash
-    if len(model_hashes) > 1:
-        newest = min(c for h, c in model_hashes.items() if fit is None or h != fit.model_hash)
-        return (
-            False,
-            f"waiting for re-embedding: embeddings mix {len(model_hashes)} models "
-            f"({newest} of {total} rows on a model the tree was not fitted with)",
-            numbers,
-        )
-    if fit is None:
-        if total < pool.hierarchy.n_clusters[0]:
-            return (
-                False,
-                f"waiting for data: {total} items < {pool.hierarchy.n_clusters[0]}",
-                numbers,
-            )
-        return mode != "never", "first fit", numbers
-    added = sum(c for d, c in counts.items() if fit.drops.get(d) != c)
-    numbers.update(
-        items_at_fit=fit.n_items,
-        added_since_fit=added,
-        added_fraction=added / max(fit.n_items, 1),
-        fitted_mean_distance=fit.mean_distance,
-        current_fit_version=fit.fit_version,
-    )
-    if new_mean is not None:
-        numbers.update(
-            new_mean_distance=new_mean, distance_ratio=new_mean / max(fit.mean_distance, 1e-12)
-        )
-    policy = pool.refit
-    (current_hash,) = model_hashes or {fit.model_hash: 0}
-    if fit.model_hash and current_hash != fit.model_hash and total:
-        if mode == "never":
-            return False, "embedding model changed, but refit disabled by run config", numbers
-        return True, "embedding model changed", numbers
-    if mode == "force":
-        return True, "forced by run config", numbers
-    if mode == "never" or total == 0:
-        return False, "refit disabled by run config" if total else "empty pool", numbers
-    if numbers["added_fraction"] > policy.max_added_fraction:
-        return True, f"added fraction > {policy.max_added_fraction}", numbers
-    if new_mean is not None and numbers["distance_ratio"] > policy.max_distance_ratio:
-        return True, f"distance ratio > {policy.max_distance_ratio}", numbers
-    return False, "within refit policy: assign new drops to the current tree", numbers
 
 
 def write_level(lancedb: LanceDBResource, pool: PoolConfig, fit: FitRecord, level: int):
@@ -175,91 +117,91 @@ def build_level_assets(pool: PoolConfig) -> list:
 
     @asset(
         key=keys[0],
-        deps=[[pool.name, "embeddings"]],
+        deps=[AssetDep([pool.name, "embeddings"],
+                       partition_mapping=SpecificPartitionsPartitionMapping([]))],
         group_name=pool.name,
         kinds={"lancedb"},
-        output_required=False,
-        automation_condition=FAN_IN,
-        description="Fits (or warm-refits) the whole tree when the refit policy says so, "
-        "re-assigns every item; serves level 1.",
+        description="Fits the whole tree over every embedded item (asked for by the refit "
+        "sensor, the refit schedule or a user); serves level 1.",
     )
     def level_1(
         context: AssetExecutionContext,
         config: RefitConfig,
         lancedb: LanceDBResource,
         clustering: ClusteringResource,
-    ):
-        fit = load_fit(lancedb, pool)
+    ) -> MaterializeResult:
         embeddings = lancedb.open(pool.table("embeddings"))
         counts = drop_counts(embeddings)
         hashes = model_hash_counts(embeddings)
-        same_model = fit is not None and (not fit.model_hash or set(hashes) == {fit.model_hash})
-        new_mean = None
-        if same_model and embeddings is not None:
-            new = [d for d, c in counts.items() if fit.drops.get(d) != c]
-            if new:
-                _, x = stream_vectors(embeddings, in_list("drop", new), columns=("item_id",))
-                if len(x):
-                    new_mean = float(clustering.assign(fit.hierarchy, x).distance.mean())
-        mode = config.refit
-        if mode == "auto":  # the refit schedule asks with a run tag
-            mode = context.run.tags.get(REFIT_TAG, "auto")
-        refit, why, numbers = refit_decision(pool, fit, counts, mode, new_mean, hashes)
-        context.log.info(f"pool {pool.name}: refit={refit} ({why}) {numbers}")
-        if not refit:
-            context.log_event(
-                AssetObservation(
-                    asset_key=context.asset_key,
-                    metadata={"refit": False, "reason": why, **numbers},
-                )
-            )
-            return
-        cols, x = stream_vectors(embeddings)
-        init = None
-        if fit is not None and pool.refit.warm_start and same_model:
-            shapes = [(k, x.shape[1]) for k in pool.hierarchy.n_clusters]
-            if [c.shape for c in fit.hierarchy.centroids] == shapes:
-                init = fit.hierarchy.centroids
-        result = clustering.fit(x, pool.hierarchy, init_centroids=init)
-        del x
-        record = FitRecord(
-            fit_version=(fit.fit_version + 1) if fit else 1,
-            hierarchy=result.hierarchy,
-            n_items=len(result.assignment.leaf),
-            mean_distance=float(result.assignment.distance.mean()),
-            drops=dict(Counter(cols["drop"].to_pylist())),
-            sizes=[r.sizes.tolist() for r in result.levels],
-            report=[
-                {
-                    "objective": r.objective,
-                    "n_empty_reseeded": r.n_empty_reseeded,
-                    "seconds": r.seconds,
-                }
-                for r in result.levels
-            ],
-            model_hash=next(iter(hashes), ""),
-        )
-        fits_version = save_fit(lancedb, pool, record)
-        rows = assignment_table(
-            cols["item_id"], cols["drop"], cols["uri"], result.assignment, record.fit_version
-        )
-        assigned = lancedb.overwrite(pool.table("assignments"), rows)
+        total = sum(counts.values())
+        if len(hashes) > 1:
+            raise Failure(description=(
+                f"pool {pool.name}: embeddings mix {len(hashes)} models ({hashes}); re-embed "
+                "every drop with one model before fitting"))
+        if total < pool.hierarchy.n_clusters[0]:
+            raise Failure(description=(
+                f"pool {pool.name}: {total} embedded items, a fit needs at least "
+                f"{pool.hierarchy.n_clusters[0]} (the level-1 cluster count)"))
+        force = config.refit == "force" or context.run.tags.get(REFIT_TAG) == "force"
+        reason = context.run.tags.get(REASON_TAG) or ("forced" if force else "asked for")
+        signature = fit_signature(counts, hashes, pool.hierarchy)
+        previous = load_fit(lancedb, pool)
+        reused = previous is not None and previous.signature == signature and not force
+        if reused:
+            record = previous
+            context.log.info(f"pool {pool.name}: fit {record.fit_version} already covers these "
+                             "drops with this config: reusing it")
+        else:
+            record = _fit(pool, embeddings, clustering, previous, hashes, counts, signature,
+                          reason)
+        fits_version = save_fit(lancedb, pool, record) if not reused else None
         _, metadata = write_level(lancedb, pool, record, 1)
-        yield MaterializeResult(
+        return MaterializeResult(
             metadata={
                 **metadata,
-                "refit": True,
-                "reason": why,
-                "warm_start": init is not None,
+                "reason": record.reason,
+                "reused_saved_fit": reused,
                 "model_hash": record.model_hash,
-                "fits_table_version": fits_version,
-                "assignments_version": assigned.version,
-                "items_assigned": rows.num_rows,
-                **numbers,
-            }
+                "pool_items": total,
+                "drops_in_fit": len(record.drops),
+                "mean_distance": record.mean_distance,
+                **({"fits_table_version": fits_version} if fits_version else {}),
+            },
+            data_version=DataVersion(f"fit-{record.fit_version}"),
         )
 
     return [level_1, *(_build_upper_level(pool, keys, lv) for lv in range(2, len(keys) + 1))]
+
+
+def _fit(pool, embeddings, clustering, previous, hashes, counts, signature, reason) -> FitRecord:
+    cols, x = stream_vectors(embeddings, columns=("item_id",))
+    order = canonical_order(cols["item_id"])
+    x = x[order]
+    model_hash = next(iter(hashes), "")
+    init = None
+    if (previous is not None and pool.refit.warm_start
+            and (not previous.model_hash or previous.model_hash == model_hash)):
+        shapes = [(k, x.shape[1]) for k in pool.hierarchy.n_clusters]
+        if [c.shape for c in previous.hierarchy.centroids] == shapes:
+            init = previous.hierarchy.centroids
+    result = clustering.fit(x, pool.hierarchy, init_centroids=init)
+    del x
+    return FitRecord(
+        fit_version=(previous.fit_version + 1) if previous else 1,
+        hierarchy=result.hierarchy,
+        n_items=len(result.assignment.leaf),
+        mean_distance=float(result.assignment.distance.mean()),
+        drops=dict(counts),
+        sizes=[r.sizes.tolist() for r in result.levels],
+        report=[
+            {"objective": r.objective, "n_empty_reseeded": r.n_empty_reseeded,
+             "seconds": r.seconds, "warm_start": init is not None}
+            for r in result.levels
+        ],
+        model_hash=model_hash,
+        signature=signature,
+        reason=reason,
+    )
 
 
 def _build_upper_level(pool: PoolConfig, keys, level: int):
@@ -274,9 +216,11 @@ def _build_upper_level(pool: PoolConfig, keys, level: int):
     def upper_level(lancedb: LanceDBResource) -> MaterializeResult:
         fit = load_fit(lancedb, pool)
         if fit is None:
-            raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
+            raise Failure(description=f"pool {pool.name} has no fitted tree: materialise "
+                          "level_1 first")
         _, metadata = write_level(lancedb, pool, fit, level)
-        return MaterializeResult(metadata=metadata)
+        return MaterializeResult(metadata=metadata,
+                                 data_version=DataVersion(f"fit-{fit.fit_version}"))
 
     return upper_level
 

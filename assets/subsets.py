@@ -21,43 +21,35 @@ from dagster import (
 from curation.metrics import kl_to_uniform, selection_label_stats
 from curation.pools import PoolConfig, SubsetSpec
 from curation.sampling import sample_balanced
-from curation_dags.automation import FAN_IN
-from resources.clustering import ClusteringResource
+from curation_dags.automation import subsets_condition
 from resources.lancedb import LanceDBResource
 
 from .levels import level_keys
-from .tables import in_list, load_fit, stream_vectors
+from .tables import canonical_order, load_fit
 
 
 def manifest_hash(item_ids) -> str:
     return hashlib.sha256("\n".join(sorted(item_ids)).encode()).hexdigest()
 
 
-def current_assignments(lancedb: LanceDBResource, clustering: ClusteringResource, pool, fit):
-    """(item_id, uri, paths (n, L), distance, stale count) of every assigned item, all in the
-    current tree: rows assigned by an older fit are re-assigned here from their vectors."""
+def current_assignments(lancedb: LanceDBResource, pool, fit):
+    """(item_id, uri, paths (n, L), distance, rows excluded) of every item assigned to the
+    current tree, in item-id order (the sample must not depend on storage order). Rows of an
+    older fit are excluded: their partitions are being re-assigned after a refit."""
     n_levels = fit.hierarchy.n_levels
     level_cols = [f"level_{lv}" for lv in range(1, n_levels + 1)]
     table = lancedb.read(pool.table("assignments"),
-                         ["item_id", "uri", "drop", "distance", "fit_version", *level_cols])
+                         ["item_id", "uri", "distance", *level_cols],
+                         where=f"fit_version = {int(fit.fit_version)}")
     if table is None or table.num_rows == 0:
         return [], [], np.zeros((0, n_levels), np.int64), np.zeros(0, np.float32), 0
+    excluded = lancedb.open(pool.table("assignments")).count_rows() - table.num_rows
+    table = table.take(canonical_order(table["item_id"]))
     ids = table["item_id"].to_pylist()
     uris = table["uri"].to_pylist()
     paths = np.stack([table[c].to_numpy() for c in level_cols], axis=1).astype(np.int64)
     distance = table["distance"].to_numpy().astype(np.float32)
-    stale = np.flatnonzero(table["fit_version"].to_numpy() != fit.fit_version)
-    if stale.size:
-        drops = sorted(set(table["drop"].take(stale).to_pylist()))
-        cols, x = stream_vectors(lancedb.open(pool.table("embeddings")), in_list("drop", drops),
-                                 columns=("item_id",))
-        fresh = clustering.assign(fit.hierarchy, x)
-        where = {item: i for i, item in enumerate(cols["item_id"].to_pylist())}
-        for row in stale:
-            i = where.get(ids[row])
-            if i is not None:
-                paths[row], distance[row] = fresh.paths[i], fresh.distance[i]
-    return ids, uris, paths, distance, int(stale.size)
+    return ids, uris, paths, distance, int(excluded)
 
 
 def balance(paths: np.ndarray, weights: np.ndarray | None, n_top: int) -> dict:
@@ -78,18 +70,18 @@ def build_subset_asset(pool: PoolConfig, spec: SubsetSpec):
         deps=[keys[-1], [pool.name, "assignments"]],
         group_name=pool.name,
         kinds={"lancedb"},
-        automation_condition=FAN_IN,
+        automation_condition=subsets_condition(keys),
         check_specs=[AssetCheckSpec("balance", asset=key)],
         description=f"Balanced subset {spec.name!r}: {spec.target_size} items, "
         f"{spec.strategy}, seed {spec.seed}.",
     )
-    def subset(lancedb: LanceDBResource, clustering: ClusteringResource) -> MaterializeResult:
+    def subset(lancedb: LanceDBResource) -> MaterializeResult:
         import pyarrow as pa
 
         fit = load_fit(lancedb, pool)
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        ids, uris, paths, distance, stale = current_assignments(lancedb, clustering, pool, fit)
+        ids, uris, paths, distance, stale = current_assignments(lancedb, pool, fit)
         if not ids:
             raise ValueError(f"pool {pool.name} has no assigned items yet")
         target = min(spec.target_size, len(ids) * spec.multiplier)
@@ -121,7 +113,7 @@ def build_subset_asset(pool: PoolConfig, spec: SubsetSpec):
                 "strategy": spec.strategy,
                 "seed": spec.seed,
                 "fit_version": fit.fit_version,
-                "stale_reassigned": stale,
+                "stale_excluded": stale,
                 "top_level_entropy_pool": pool_balance["label_entropy"],
                 "top_level_entropy_subset": subset_balance["label_entropy"],
                 "top1_share_pool": pool_balance["top1_share"],

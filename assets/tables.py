@@ -7,6 +7,7 @@ platform keeps working when LanceDB sits on S3 and nothing lives on a local disk
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class FitRecord:
     report: list[dict] = field(default_factory=list)  # per level: objective, reseeded, seconds
     created_at: str = ""
     model_hash: str = ""  # identity_version of the embeddings the tree was fitted on
+    signature: str = ""  # what the fit saw (drop counts, model, config): see fit_signature
+    reason: str = ""  # why this fit was made (first fit, policy, forced)
 
 
 def save_fit(lancedb, pool: PoolConfig, record: FitRecord) -> int:
@@ -115,16 +118,42 @@ def save_fit(lancedb, pool: PoolConfig, record: FitRecord) -> int:
             "report": [json.dumps(record.report)],
             "tree": pa.array([blob.getvalue()], pa.large_binary()),
             "model_hash": [record.model_hash],
+            "signature": [record.signature],
+            "reason": [record.reason],
         }
     )
     table = lancedb.open(pool.table("fits"))
     if table is None:
         table = lancedb.connect().create_table(pool.table("fits"), row)
     else:
-        if "model_hash" not in table.schema.names:  # a fits table from before model hashes
-            table.add_columns({"model_hash": "CAST('' AS STRING)"})
+        for column in ("model_hash", "signature", "reason"):  # tables from older versions
+            if column not in table.schema.names:
+                table.add_columns({column: "CAST('' AS STRING)"})
         table.add(row)
     return table.version
+
+
+def fit_signature(drop_counts: dict[str, int], model_hashes: dict[str, int], config) -> str:
+    """What a fit depends on: the drops (and their sizes), the embedding model, the config.
+
+    Two fits with the same signature see the same items (item ids are content addresses and a
+    drop's rows are replaced atomically), so a second fit may reuse the first: that is how a
+    run that crashed after saving its fit heals without fitting again.
+    """
+    payload = json.dumps(
+        {"drops": sorted(drop_counts.items()), "models": sorted(model_hashes),
+         "config": config.model_dump(mode="json")},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def canonical_order(item_ids) -> np.ndarray:
+    """Row order by item id: fits and samples must not depend on storage order (a re-run drop
+    rewrites its rows at the end of the table)."""
+    import pyarrow.compute as pc
+
+    return pc.sort_indices(item_ids).to_numpy()
 
 
 def load_fit(lancedb, pool: PoolConfig) -> FitRecord | None:
@@ -152,7 +181,24 @@ def load_fit(lancedb, pool: PoolConfig) -> FitRecord | None:
         report=json.loads(row["report"]),
         created_at=row["created_at"],
         model_hash=row.get("model_hash") or "",
+        signature=row.get("signature") or "",
+        reason=row.get("reason") or "",
     )
+
+
+def latest_fit_summary(lancedb, pool: PoolConfig):
+    """The latest fit's scalars (no tree blob): a `curation.refit.FitSummary`, or None."""
+    from curation.refit import FitSummary
+
+    table = lancedb.open(pool.table("fits"))
+    if table is None or table.count_rows() == 0:
+        return None
+    cols = ["fit_version", "n_items", "mean_distance", "model_hash"]
+    rows = table.search().select(cols).limit(None).to_arrow().to_pylist()
+    row = max(rows, key=lambda r: r["fit_version"])
+    return FitSummary(fit_version=int(row["fit_version"]), n_items=int(row["n_items"]),
+                      mean_distance=float(row["mean_distance"]),
+                      model_hash=row.get("model_hash") or "")
 
 
 def model_hash_counts(table) -> dict[str, int]:

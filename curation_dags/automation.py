@@ -1,12 +1,14 @@
 """Declarative automation: every asset follows its upstream without clicks.
 
 - per-drop assets (embeddings) follow their own drop's partition: a bad drop fails alone;
-- fan-in assets (level_1, subsets) fire when any upstream partition updated, even while
-  other partitions are missing or failed (one bad drop must not block the rest), and still
-  wait for runs in progress;
-- assignments (per drop) follow their drop's embeddings but ignore updates of the tree: a refit
-  re-assigns every item itself, so 100 reruns of the drops would only repeat that work;
-  they still wait until a tree exists and their drop's blocking checks passed.
+- assignments (per drop) follow their drop's embeddings, and every partition follows a new
+  tree (a refit); they wait until a tree exists and their drop's blocking checks passed;
+- fan-in assets (subsets) fire when any upstream partition updated, even while other
+  partitions are missing or failed (one bad drop must not block the rest), and still wait
+  for runs in progress; they follow the assignments, not the tree: after a refit the tree is
+  new before the items are re-assigned to it, and the re-assignment is what they wait for;
+- the tree itself (level_1) has no condition: the refit sensor asks for it when the refit
+  policy says so (curation_dags.refit), the upper levels follow level_1.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ FAN_IN = AutomationCondition.eager().without(~AutomationCondition.any_deps_missi
 FOLLOW = AutomationCondition.eager()
 
 
-def assignments_condition(level_keys) -> AutomationCondition:
-    return (
-        AutomationCondition.eager().ignore(AssetSelection.assets(*level_keys))
-        & ~AutomationCondition.any_deps_missing()
-        & AutomationCondition.all_deps_blocking_checks_passed()
-    )
+def assignments_condition() -> AutomationCondition:
+    return AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def subsets_condition(level_keys) -> AutomationCondition:
+    return FAN_IN.ignore(AssetSelection.assets(*level_keys))

@@ -19,6 +19,7 @@ from assets import build_pool_assets
 from curation.pools import PoolConfig, load_pools
 from curation_dags import settings
 from curation_dags.sensors import build_schedules, build_sensors
+from curation_dags.tags import POOL_TAG
 from resources.clustering import ClusteringResource
 from resources.embedders import EmbedderResource
 from resources.lancedb import LanceDBResource
@@ -69,17 +70,24 @@ def build_definitions(
     defs = [d for pool in pools for d in build_pool_assets(pool)]
     sensors = build_sensors(pools) if with_sensors else []
     schedules = build_schedules(pools) if with_sensors else []
-    automation = AutomationConditionSensorDefinition(
-        "curation_automation",
-        target=AssetSelection.all(),
-        default_status=DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30,
-    )
+    # One automation sensor per pool: its runs carry the pool's tag, so the instance's
+    # per-pool concurrency limit (deploy/dagster.yaml) covers them too.
+    automation = [
+        AutomationConditionSensorDefinition(
+            f"{pool.name}_automation",
+            target=AssetSelection.groups(pool.name),
+            run_tags={POOL_TAG: pool.name},
+            default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=settings.automation_interval_s(),
+        )
+        for pool in pools
+    ]
     return Definitions(
+        executor=settings.executor(),
         assets=[d for d in defs if not isinstance(d, AssetChecksDefinition)],
         asset_checks=[d for d in defs if isinstance(d, AssetChecksDefinition)],
         resources=resources if resources is not None else default_resources(pools),
-        sensors=[automation, *sensors],
+        sensors=[*automation, *sensors],
         schedules=schedules,
     )
 

@@ -25,13 +25,10 @@ import dagster as dg
 
 from curation.landing import content_fingerprint, drop_id_problem
 from curation_dags.partitions import drops_partitions
+from curation_dags.tags import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG, REFIT_TAG
 
 LANDING_RESOURCE_KEY = "landing"
 DEFAULT_REFIT_CRON = "0 3 * * 0"  # Sundays 03:00
-REFIT_TAG = "curation/refit"
-POOL_TAG = "curation/pool"
-DROP_TAG = "curation/drop"
-SENSOR_INTERVAL_S = 30
 # A tick must finish well inside Dagster's sensor timeout (60 s): local drops are hashed for the
 # duplicate-content check, so stop hashing after this long and carry on at the next tick.
 FINGERPRINT_BUDGET_S = 20.0
@@ -55,6 +52,15 @@ def drops_partitions_def(pool: Any) -> dg.DynamicPartitionsDefinition:
 def ingest_keys(pool: Any) -> list[dg.AssetKey]:
     name = _pool_name(pool)
     return [dg.AssetKey([name, "raw"]), dg.AssetKey([name, "embeddings"])]
+
+
+def drop_run_keys(pool: Any) -> list[dg.AssetKey]:
+    """What one drop's run can hold: ingestion, then the assignment to the current tree."""
+    return [*ingest_keys(pool), dg.AssetKey([_pool_name(pool), "assignments"])]
+
+
+def has_tree(instance: dg.DagsterInstance, pool: Any) -> bool:
+    return instance.get_latest_materialization_event(hierarchy_keys(pool)[-1]) is not None
 
 
 def hierarchy_keys(pool: Any) -> list[dg.AssetKey]:
@@ -144,13 +150,16 @@ def evaluate_drops(
             skip_reason=f"no new complete drops for pool {name}", cursor=cursor.dump()
         )
     context.log.info(f"pool {name}: registering {len(new)} new drop(s): {', '.join(new)}")
+    # Once a tree exists a drop's whole per-drop path is one run (ingest, then assign); before
+    # the first fit the assignments wait for the tree and follow it by automation.
+    selection = drop_run_keys(pool) if has_tree(context.instance, pool) else ingest_keys(pool)
     return dg.SensorResult(
         dynamic_partitions_requests=[partitions_def.build_add_request(new)],
         run_requests=[
             dg.RunRequest(
                 run_key=f"{name}:{drop_id}",
                 partition_key=drop_id,
-                asset_selection=ingest_keys(pool),
+                asset_selection=selection,
                 tags={POOL_TAG: name, DROP_TAG: drop_id},
             )
             for drop_id in new
@@ -163,16 +172,21 @@ def build_drop_sensor(
     pool: Any,
     *,
     landing_key: str = LANDING_RESOURCE_KEY,
-    minimum_interval_seconds: int = SENSOR_INTERVAL_S,
+    minimum_interval_seconds: int | None = None,
     dedupe_content: bool = True,
 ) -> dg.SensorDefinition:
     name = _pool_name(pool)
+    if minimum_interval_seconds is None:
+        from curation_dags.settings import sensor_interval_s
+
+        minimum_interval_seconds = sensor_interval_s()
 
     @dg.sensor(
         name=f"{name}_drops_sensor",
         description=f"Registers complete drops under the landing prefix of pool {name!r} as "
-        f"partitions of {name}_drops and materialises {name}/raw and {name}/embeddings for them.",
-        target=ingest_keys(pool),
+        f"partitions of {name}_drops and materialises {name}/raw and {name}/embeddings for them "
+        "(and their assignments once a tree exists).",
+        target=drop_run_keys(pool),
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         required_resource_keys={landing_key},
@@ -226,9 +240,9 @@ def curation_run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
 
 # ---- refit schedule ----------------------------------------------------------------------------
 def refit_run_config(pool: Any) -> dict:
-    """Run config forcing the refit: level_1 fits the whole tree (assets.levels.RefitConfig);
-    the upper levels serve that fit. The run also carries the tag curation/refit=force, which
-    level_1 reads when its config says "auto"."""
+    """Run config forcing the refit: level_1 fits the whole tree anew even when no drop changed
+    (assets.levels.RefitConfig); the upper levels serve that fit. The run also carries the tag
+    curation/refit=force, which level_1 reads when its config says "auto"."""
     return {"ops": {f"{_pool_name(pool)}__level_1": {"config": {"refit": "force"}}}}
 
 
@@ -243,7 +257,8 @@ def build_refit_schedule(pool: Any) -> dg.ScheduleDefinition | None:
         cron_schedule=cron,
         target=hierarchy_keys(pool),
         run_config=refit_run_config(pool),
-        tags={REFIT_TAG: "force", POOL_TAG: name},
+        tags={REFIT_TAG: "force", POOL_TAG: name, FIT_TAG: name,
+              REASON_TAG: "refit schedule"},
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
     )
@@ -253,8 +268,14 @@ def build_refit_schedule(pool: Any) -> dg.ScheduleDefinition | None:
 def build_sensors(
     pools: Sequence[Any], *, landing_key: str = LANDING_RESOURCE_KEY
 ) -> list[dg.SensorDefinition]:
-    return [build_drop_sensor(p, landing_key=landing_key) for p in pools] + [
-        curation_run_failure_sensor
+    from curation_dags.refit import build_refit_sensor
+    from curation_dags.settings import sensor_interval_s
+
+    interval = sensor_interval_s()
+    return [
+        *(build_drop_sensor(p, landing_key=landing_key) for p in pools),
+        *(build_refit_sensor(p, interval) for p in pools),
+        curation_run_failure_sensor,
     ]
 
 

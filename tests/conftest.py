@@ -75,15 +75,51 @@ class Platform:
         write_vector_drop(self.folder(drop), x + shift, ids, {"label": pa.array(labels)})
         return drop
 
-    def ingest(self, drop: str):
-        from curation_dags.local import ingest_drop
+    # In-process steps for asset-level tests. The live path (sensors, automation, daemon) is
+    # tested end to end in test_live.py; these helpers call the same sensor functions.
+    def run(self, names: list[list[str]], **kwargs):
+        from dagster import AssetKey, materialize
 
-        return ingest_drop(self.defs, self.instance, self.pool, drop)
+        assets = list(self.defs.resolve_asset_graph().assets_defs)
+        return materialize(assets, instance=self.instance, raise_on_error=False,
+                           selection=[AssetKey(n) for n in names], **kwargs)
+
+    def ingest(self, drop: str):
+        """Register the drop and run raw + embeddings for it."""
+        self.instance.add_dynamic_partitions(f"{self.pool.name}_drops", [drop])
+        return self.run([[self.pool.name, "raw"], [self.pool.name, "embeddings"]],
+                        partition_key=drop)
 
     def refresh(self, drops: list[str], refit: str = "auto") -> dict:
-        from curation_dags.local import refresh
+        """What the refit sensor and automation would do next: a fit when the refit sensor
+        asks for one (or `refit="force"`), the assignments (all drops after a fit), subsets."""
+        from dagster import SensorResult, build_sensor_context
 
-        return refresh(self.defs, self.instance, self.pool, drops, refit=refit)
+        from curation_dags.refit import evaluate_refit
+
+        name = self.pool.name
+        levels = [[name, f"level_{lv}"] for lv in range(1, self.pool.hierarchy.n_levels + 1)]
+        results, tags = [], None
+        if refit == "force":
+            tags = {"curation/refit": "force"}
+        else:
+            tick = evaluate_refit(build_sensor_context(instance=self.instance), self.pool,
+                                  self.lancedb)
+            if isinstance(tick, SensorResult) and tick.run_requests:
+                tags = dict(tick.run_requests[0].tags)
+        if tags is not None:
+            results.append(self.run(levels, tags=tags))
+            ordered = self.instance.get_dynamic_partitions(f"{name}_drops")
+            # after a fit every partition is assigned again, in one run (a partition range)
+            results.append(self.run([[name, "assignments"]], tags={
+                "dagster/asset_partition_range_start": ordered[0],
+                "dagster/asset_partition_range_end": ordered[-1]}))
+        else:
+            results.append(None)
+            for drop in drops:
+                results.append(self.run([[name, "assignments"]], partition_key=drop))
+        results.append(self.run([[name, "subsets", s.name] for s in self.pool.subsets]))
+        return {"refit": tags is not None, "results": results}
 
     def table(self, kind: str):
         return self.lancedb.open(self.pool.table(kind))

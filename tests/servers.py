@@ -33,6 +33,8 @@ __all__ = [
     "s3_landing",
     "ServerProcess",
     "free_port",
+    "graphql",
+    "postgres",
     "moto_s3",
     "s3_bucket",
     "start_server",
@@ -242,13 +244,14 @@ def wait_code_location(url: str, web: ServerProcess, timeout: float) -> None:
 
 @contextlib.contextmanager
 def dagster_stack(
-    home: Path, env: dict[str, str], before_daemon=None, timeout: float = 150
+    home: Path, env: dict[str, str], before_daemon=None, timeout: float = 150,
+    instance_yaml: str = DAGSTER_YAML,
 ) -> Iterator[str]:
-    """Start `dagster-webserver` on loopback over workspace.yaml with DAGSTER_HOME=`home`, call
-    `before_daemon(url)` (e.g. to stop sensors before any tick), start `dagster-daemon`; yield
-    the webserver URL; stop both process groups at exit."""
+    """Start `dagster-webserver` on loopback over workspace.yaml with DAGSTER_HOME=`home`
+    (dagster.yaml = `instance_yaml`), call `before_daemon(url)` (e.g. to stop sensors before
+    any tick), start `dagster-daemon`; yield the webserver URL; stop both process groups."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    (home / "dagster.yaml").write_text(instance_yaml)
     full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -279,3 +282,63 @@ def dagster_stack(
             if not daemon.alive():
                 print(f"dagster-daemon exited early:\n{daemon.log_tail()}")
             daemon.stop()
+
+
+def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
+    """POST a GraphQL query to the webserver; raise on GraphQL errors."""
+    import json
+
+    request = urllib.request.Request(
+        url + "/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.loads(response.read())
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
+
+
+# ---- PostgreSQL on loopback (Debian's postgresql package) ------------------------------------
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL 15 cluster on 127.0.0.1 with an empty database `dagster`;
+    yields the DAGSTER_PG_* environment of deploy/dagster.yaml."""
+    import shutil
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL 15 is not installed (apt-get install postgresql-15): .ci/run "
+                    "installs it")
+    root = Path(tempfile.mkdtemp(prefix="curation-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    root.chmod(0o700)
+    port = free_port()
+    run = lambda *cmd: subprocess.run(_as_postgres(list(cmd)), check=True,  # noqa: E731
+                                      capture_output=True, timeout=120)
+    try:
+        run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+            "--no-sync")
+        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"), "-w",
+            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start")
+        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+            "dagster")
+        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
+               "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "unused-trust-auth",
+               "DAGSTER_PG_DB": "dagster"}
+    finally:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
+                                     "immediate", "stop"]), capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,191 @@
+"""Drive the real platform from outside: start the Dagster daemon over workspace.yaml, land
+drops, wait until the subsets reflect them, and read back what happened.
+
+Used by `curate demo`, the platform benchmark and the end-to-end tests. Nothing here moves a
+drop through the graph: the drop sensor, the refit sensor and the automation sensors of the
+code location do, under a real `dagster-daemon`, exactly as under `dagster dev`. This module
+only starts and stops processes, writes files into the landing folder and watches the
+instance and the LanceDB tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+DEPLOY = REPO_ROOT / "deploy"
+BIN = Path(sys.executable).parent
+
+
+def write_instance_yaml(dagster_home: Path, template: str = "dagster.local.yaml",
+                        overwrite: bool = False) -> Path:
+    """$DAGSTER_HOME/dagster.yaml from deploy/<template> (kept when it exists already)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    target = dagster_home / "dagster.yaml"
+    if overwrite or not target.exists():
+        target.write_text((DEPLOY / template).read_text())
+    return target
+
+
+class Process:
+    """A subprocess leading its own process group (so its run workers and code servers stop
+    with it), output in a log file."""
+
+    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str]):
+        self.cmd, self.log_path = cmd, log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=REPO_ROOT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 10.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):  # children may outlive the leader
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def daemon(dagster_home: Path, env: dict[str, str] | None = None) -> Iterator[Process]:
+    """`dagster-daemon run -w workspace.yaml` with DAGSTER_HOME=`dagster_home`."""
+    full_env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(dagster_home)}
+    proc = Process([str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
+                   dagster_home / "daemon.log", full_env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               process: Process | None = None, poll: float = 1.0) -> Any:
+    """Poll `predicate` until it returns something truthy (returned), or raise TimeoutError
+    naming `what` (with the process's log tail when it died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{process.cmd[0]} exited while waiting for {what}:\n"
+                               f"{process.log_tail()}")
+        if time.monotonic() > deadline:
+            tail = process.log_tail() if process is not None else ""
+            raise TimeoutError(f"{what}: not reached in {timeout:.0f} s\n{tail}")
+        time.sleep(poll)
+
+
+# ---- reading the instance ------------------------------------------------------------------
+def latest_metadata(instance, key_path: list[str]) -> tuple[float, dict] | None:
+    """(timestamp, metadata values) of an asset's latest materialisation, or None."""
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey(key_path))
+    if event is None:
+        return None
+    materialization = event.asset_materialization
+    return event.timestamp, {k: v.value for k, v in materialization.metadata.items()}
+
+
+def materialization_count(instance, key_path: list[str], partition: str | None = None) -> int:
+    from dagster import AssetKey, AssetRecordsFilter
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(key_path),
+                           asset_partitions=[partition] if partition else None),
+        limit=10_000,
+    ).records
+    return len(records)
+
+
+def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
+    """Metadata of every subset of `pool` when each was materialised after `after` over the
+    whole pool: every embedded item assigned to the latest fit and eligible. Else None."""
+    from assets.tables import latest_fit_summary
+
+    embeddings = lancedb.open(pool.table("embeddings"))
+    fit = latest_fit_summary(lancedb, pool)
+    if embeddings is None or fit is None:
+        return None
+    n_items = embeddings.count_rows()
+    out = {}
+    for spec in pool.subsets:
+        got = latest_metadata(instance, [pool.name, "subsets", spec.name])
+        if got is None or got[0] <= after:
+            return None
+        meta = got[1]
+        if meta.get("pool_size") != n_items or meta.get("fit_version") != fit.fit_version:
+            return None
+        out[spec.name] = meta
+    return out
+
+
+@dataclass
+class DropTimeline:
+    """Where the time went between landing a drop and refreshed subsets (seconds)."""
+
+    sensor_wait_s: float  # _SUCCESS written -> the drop's run created by the sensor
+    drop_run_queue_s: float  # created -> started (queue and run launch)
+    drop_run_s: float  # started -> ended (raw, embeddings, assignments)
+    automation_wait_s: float  # drop run ended -> the subsets run created
+    subsets_run_queue_s: float
+    subsets_run_s: float
+    total_s: float
+    runs: int  # runs started for this drop (including any fit)
+
+
+def drop_timeline(instance, pool_name: str, drop: str, landed_at: float,
+                  refreshed_at: float) -> DropTimeline:
+    """Break a drop's landing -> refreshed subsets time down from the run records."""
+    from dagster import RunsFilter
+
+    from curation_dags.tags import DROP_TAG, POOL_TAG
+
+    drop_runs = instance.get_run_records(RunsFilter(tags={POOL_TAG: pool_name, DROP_TAG: drop}))
+    if not drop_runs:
+        raise ValueError(f"no run for drop {drop!r} of pool {pool_name!r}")
+    drop_run = min(drop_runs, key=lambda r: r.create_timestamp.timestamp())
+    ended = drop_run.end_time or refreshed_at
+    later = [r for r in instance.get_run_records(RunsFilter(tags={POOL_TAG: pool_name}))
+             if r.create_timestamp.timestamp() >= drop_run.create_timestamp.timestamp()
+             and r.create_timestamp.timestamp() <= refreshed_at]
+    subset_runs = [r for r in later if r.dagster_run.run_id != drop_run.dagster_run.run_id
+                   and any(k.path[1:2] == ["subsets"] for k in (r.dagster_run.asset_selection
+                                                               or []))]
+    sub = max(subset_runs, key=lambda r: r.create_timestamp.timestamp()) if subset_runs else None
+    created = drop_run.create_timestamp.timestamp()
+    return DropTimeline(
+        sensor_wait_s=round(created - landed_at, 2),
+        drop_run_queue_s=round((drop_run.start_time or created) - created, 2),
+        drop_run_s=round(ended - (drop_run.start_time or created), 2),
+        automation_wait_s=round(sub.create_timestamp.timestamp() - ended, 2) if sub else 0.0,
+        subsets_run_queue_s=round((sub.start_time or 0) - sub.create_timestamp.timestamp(), 2)
+        if sub else 0.0,
+        subsets_run_s=round((sub.end_time or refreshed_at) - (sub.start_time or 0), 2)
+        if sub else 0.0,
+        total_s=round(refreshed_at - landed_at, 2),
+        runs=len(later),
+    )

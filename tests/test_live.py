@@ -1,0 +1,250 @@
+"""The live path, end to end: drops land in a folder and reach the subsets through the real
+drop sensor, refit sensor, automation sensors and `dagster-daemon`, with `dagster-webserver`
+answering GraphQL, on the production-shaped instance of deploy/dagster.yaml (PostgreSQL
+storage on loopback, queued runs with a per-pool limit, run monitoring, run retries).
+
+One sequence covers: the first fit; drops that do not refit; a bad drop in between; a drop
+re-delivered under the same id; a refit by the drift policy; a forced refit with the refit
+schedule's run config; a run whose worker is killed with SIGKILL (marked failed by run
+monitoring, retried, no duplicate rows). After each step every good drop's items are in the
+assignments table with the current fit version and eligible in every subset, within a
+deadline, and the UI (GraphQL staleStatus) shows the tree and the subsets fresh.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from servers import dagster_stack, graphql, postgres  # noqa: F401 - fixture
+
+from curation.commands.demo import _redraw, write_vector_drop
+from curation_dags.live import REPO_ROOT, materialization_count, subsets_cover, wait_until
+
+pytestmark = pytest.mark.slow
+
+POOL = "live"
+DIM = 8
+DEADLINE_S = 240
+POOLS_YAML = f"""\
+pools:
+  - name: {POOL}
+    modality: vectors
+    dim: {DIM}
+    hierarchy: {{n_clusters: [12, 3], resampling_steps: [2], max_iter: 20, seed: 0,
+                device: cpu}}
+    subsets:
+      - {{name: even, target_size: 200, strategy: random, seed: 1}}
+      - {{name: core, target_size: 60, strategy: closest, seed: 0}}
+    refit: {{max_added_fraction: 1.5, max_distance_ratio: 3.0, warm_start: false,
+             cron: "0 3 * * 0"}}
+    health: {{max_empty_fraction: 0.5, max_cluster_share: 0.9}}
+"""
+STALE_QUERY = """query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) {
+  assetKey { path } staleStatus staleCauses { reason } } }"""
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message }
+} }"""
+REPO_QUERY = """{ repositoriesOrError { ... on RepositoryConnection {
+  nodes { name location { name } } } } }"""
+
+
+class Live:
+    def __init__(self, tmp_path: Path, url: str):
+        from dagster import DagsterInstance
+
+        from curation.pools import load_pools
+        from resources.lancedb import LanceDBResource
+
+        self.url = url
+        self.landing = tmp_path / "curation" / "landing" / POOL
+        self.instance = DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
+        self.lancedb = LanceDBResource(uri=str(tmp_path / "curation" / "lancedb"))
+        self.pool = load_pools(os.environ["CURATION_POOLS"])[0]
+        self.seed = 10
+        self.good: dict[str, int] = {}
+
+    def land(self, drop: str, n: int, shift: float = 0.0) -> None:
+        self.seed += 1
+        x, _ = _redraw(n, DIM, self.seed)
+        write_vector_drop(self.landing / drop, x + shift, [f"{drop}-{i}" for i in range(n)])
+        self.good[drop] = n
+
+    def settled(self, after: float, what: str) -> dict:
+        """Wait until every subset covers every good drop's items under the latest fit."""
+        return wait_until(lambda: subsets_cover(self.instance, self.lancedb, self.pool, after),
+                          DEADLINE_S, what, poll=1.0)
+
+    def fit_version(self) -> int:
+        from assets.tables import latest_fit_summary
+
+        return latest_fit_summary(self.lancedb, self.pool).fit_version
+
+    def level_fits(self) -> int:
+        return materialization_count(self.instance, [POOL, "level_1"])
+
+    def assert_everything_assigned(self) -> None:
+        import pyarrow.compute as pc
+
+        rows = self.lancedb.open(self.pool.table("assignments")).to_arrow()
+        ids = rows["item_id"].to_pylist()
+        assert len(ids) == len(set(ids)) == sum(self.good.values())
+        assert set(pc.unique(rows["fit_version"]).to_pylist()) == {self.fit_version()}
+        for drop, n in self.good.items():
+            assert rows.filter(pc.equal(rows["drop"], drop)).num_rows == n, drop
+
+    def stale(self, *paths: list[str]) -> dict[str, str]:
+        data = graphql(self.url, STALE_QUERY, {"keys": [{"path": p} for p in paths]})
+        return {"/".join(n["assetKey"]["path"]): n["staleStatus"] for n in data["assetNodes"]}
+
+
+@pytest.fixture
+def live(tmp_path, postgres, monkeypatch):  # noqa: F811 - fixture
+    pools = tmp_path / "pools.yaml"
+    pools.write_text(POOLS_YAML)
+    env = {
+        **postgres,
+        "CURATION_HOME": str(tmp_path / "curation"),
+        "CURATION_POOLS": str(pools),
+        "CURATION_SENSOR_INTERVAL_S": "2",
+        "CURATION_AUTOMATION_INTERVAL_S": "2",
+    }
+    for key, value in {**env, "DAGSTER_HOME": str(tmp_path / "dagster")}.items():
+        monkeypatch.setenv(key, value)
+    # deploy/dagster.yaml as shipped, with the monitoring poll shortened for the test
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())
+    config["run_monitoring"]["poll_interval_seconds"] = 3
+    with dagster_stack(tmp_path / "dagster", env, instance_yaml=yaml.safe_dump(config)) as url:
+        yield Live(tmp_path, url)
+
+
+def test_every_drop_reaches_the_subsets_under_the_daemon(live):
+    p = live
+    levels = [[POOL, "level_1"], [POOL, "level_2"]]
+
+    # 1. first fit: two drops landed together are fitted together
+    t = time.time()
+    p.land("d0", 300)
+    p.land("d1", 300)
+    p.settled(t, "first fit and subsets over d0, d1")
+    assert p.fit_version() == 1 and p.level_fits() == 1
+    p.assert_everything_assigned()
+
+    # 2. drops within the refit policy: assigned to the tree, the levels never run again
+    for drop in ("d2", "d3"):
+        t = time.time()
+        p.land(drop, 150)
+        meta = p.settled(t, f"{drop} in the subsets without a refit")
+        assert meta["even"]["pool_size"] == sum(p.good.values())
+    assert p.fit_version() == 1 and p.level_fits() == 1
+    p.assert_everything_assigned()
+    status = p.stale(*levels, [POOL, "subsets", "even"], [POOL, "subsets", "core"])
+    assert set(status.values()) == {"FRESH"}, status
+
+    # 3. a bad drop (unreadable parquet) fails alone; the next good drop still gets through
+    bad = p.landing / "bad"
+    bad.mkdir(parents=True)
+    (bad / "part-0.parquet").write_bytes(b"not a parquet file")
+    (bad / "_SUCCESS").touch()
+    t = time.time()
+    p.land("d4", 100)
+    p.settled(t, "d4 in the subsets after a bad drop")
+    assert p.lancedb.open(p.pool.table("quarantine")).count_rows("drop = 'bad'") == 1
+    assert p.fit_version() == 1
+
+    # 4. the same drop id delivered again: nothing runs twice, no duplicate rows
+    (p.landing / "d2" / "_SUCCESS").unlink()
+    (p.landing / "d2" / "_SUCCESS").touch()
+    p.land("d5", 100)
+    p.settled(time.time() - 1, "d5 after re-delivered d2")
+    assert materialization_count(p.instance, [POOL, "raw"], "d2") == 1
+    p.assert_everything_assigned()
+
+    # 5. refit by policy: a drop far from the tree (distance ratio > 3)
+    t = time.time()
+    p.land("far", 150, shift=25.0)
+    wait_until(lambda: p.fit_version() == 2, DEADLINE_S, "refit by the distance policy")
+    p.settled(t, "subsets over the refitted tree")
+    p.assert_everything_assigned()
+    assert p.level_fits() == 2
+    reason = p.instance.get_latest_materialization_event(
+        __import__("dagster").AssetKey([POOL, "level_1"])).asset_materialization.metadata
+    assert "distance ratio" in reason["reason"].value
+
+    # 6. forced refit with the refit schedule's run config, launched over GraphQL
+    from curation_dags.sensors import refit_run_config
+    from curation_dags.tags import FIT_TAG, POOL_TAG, REFIT_TAG
+
+    repo = graphql(p.url, REPO_QUERY)["repositoriesOrError"]["nodes"][0]
+    t = time.time()
+    launched = graphql(p.url, LAUNCH, {"params": {
+        "selector": {"repositoryLocationName": repo["location"]["name"],
+                     "repositoryName": repo["name"], "jobName": "__ASSET_JOB",
+                     "assetSelection": [{"path": k} for k in levels]},
+        "runConfigData": refit_run_config(p.pool),
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in
+                                       {REFIT_TAG: "force", POOL_TAG: POOL,
+                                        FIT_TAG: POOL}.items()]},
+    }})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    wait_until(lambda: p.fit_version() == 3, DEADLINE_S, "forced refit")
+    p.settled(t, "subsets over the forced refit")
+    p.assert_everything_assigned()
+    assert p.level_fits() == 3
+
+    # 7. kill -9 the worker of a drop's run: monitoring fails it, run retries finish the drop
+    t = time.time()
+    p.land("dk", 200)
+    killed = wait_until(lambda: _kill_drop_worker(p.instance, "dk"), DEADLINE_S,
+                        "a started run of drop dk to kill", poll=0.1)
+    p.settled(t, "dk in the subsets after its worker was killed")
+    p.assert_everything_assigned()
+    run = p.instance.get_run_by_id(killed)
+    assert run.status.value == "FAILURE"
+    from dagster import RunsFilter
+
+    retries = p.instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": killed}))
+    assert retries and retries[0].status.value == "SUCCESS"
+    raw_ids = p.lancedb.open(p.pool.table("raw")).to_arrow()["item_id"].to_pylist()
+    assert len(raw_ids) == len(set(raw_ids))
+
+    # per-drop partitions once per drop; the levels only at a fit
+    for drop in p.good:
+        assert materialization_count(p.instance, [POOL, "embeddings"], drop) == 1, drop
+    assert p.level_fits() == 3
+    status = p.stale(*levels, [POOL, "subsets", "even"], [POOL, "subsets", "core"])
+    assert set(status.values()) == {"FRESH"}, status
+
+
+def _kill_drop_worker(instance, drop: str) -> str | None:
+    """SIGKILL the run worker of the drop's run once it reported its pid; its run id."""
+    from dagster import RunsFilter
+
+    from curation_dags.launcher import run_worker_pid
+    from curation_dags.tags import DROP_TAG
+
+    for run in instance.get_runs(RunsFilter(tags={DROP_TAG: drop})):
+        pid = run_worker_pid(instance, run.run_id)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            return run.run_id
+    return None
+
+
+def test_changing_nothing_refits_nothing():
+    """The fit signature changes with the drops, the model and the config, and only then."""
+    from assets.tables import fit_signature
+    from curation.config import HierarchyConfig
+
+    config = HierarchyConfig(n_clusters=[4, 2], resampling_steps=[1])
+    base = fit_signature({"a": 3, "b": 2}, {"m": 5}, config)
+    assert fit_signature({"b": 2, "a": 3}, {"m": 5}, config) == base
+    assert fit_signature({"a": 3, "b": 3}, {"m": 5}, config) != base
+    assert fit_signature({"a": 3, "b": 2}, {"n": 5}, config) != base
+    other = HierarchyConfig(n_clusters=[4, 2], resampling_steps=[1], seed=1)
+    assert fit_signature({"a": 3, "b": 2}, {"m": 5}, other) != base
