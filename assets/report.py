@@ -13,7 +13,14 @@ materialisation carries it under the metadata key "drift".
 from datetime import UTC, datetime
 
 import numpy as np
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from curation.pools import PoolConfig
 from curation.report import evaluation_markdown, example_clusters, render_report
@@ -52,6 +59,7 @@ def build_report_asset(pool: PoolConfig):
         deps=[evaluation_key(pool, spec) for spec in pool.subsets],
         group_name=pool.name,
         kinds={"html"},
+        automation_condition=AutomationCondition.eager(),
         description=f"HTML report of pool {pool.name!r}: cluster sizes before and after "
         "curation, subsets vs random, members of large and small clusters, drift.",
     )

@@ -11,9 +11,12 @@ vanished. The level below keeps its own ids; only its parents array is rewritten
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from .hierarchy import Hierarchy, normalize_rows
+from .hierarchy import Assignment, FitResult, Hierarchy, normalize_rows
+from .metrics import cluster_size_stats
 
 
 def _top(h: Hierarchy) -> np.ndarray:
@@ -120,3 +123,25 @@ def stable_relabel(old: Hierarchy | None, new: Hierarchy, *,
         "identity": bool(np.array_equal(permutation, np.arange(k))),
     }
     return relabelled, report
+
+
+def stable_refit(old: Hierarchy | None, fit: FitResult, *, old_sizes: np.ndarray | None = None,
+                 max_distance: float | None = None) -> tuple[FitResult, dict]:
+    """stable_relabel applied to a whole FitResult (what a refit calls): the hierarchy, the
+    items' top-level ids in the assignment paths and the top level's report (sizes, stats)
+    all follow the new ids. old_sizes: items beneath each old top-level cluster (for the
+    moved mass); the new sizes come from the fit."""
+    top = fit.levels[-1]
+    hierarchy, report = stable_relabel(old, fit.hierarchy, old_sizes=old_sizes,
+                                       new_sizes=top.sizes, max_distance=max_distance)
+    if report["identity"]:
+        return fit, report
+    permutation = np.asarray(report["permutation"], dtype=np.int64)
+    paths = fit.assignment.paths.copy()
+    paths[:, -1] = permutation[paths[:, -1]]
+    sizes = np.zeros_like(top.sizes)
+    sizes[permutation] = top.sizes
+    levels = [*fit.levels[:-1], replace(top, sizes=sizes, stats=cluster_size_stats(sizes))]
+    assignment = Assignment(leaf=fit.assignment.leaf, distance=fit.assignment.distance,
+                            paths=paths)
+    return FitResult(hierarchy=hierarchy, assignment=assignment, levels=levels), report

@@ -3,6 +3,7 @@
 `ingest_drop` runs one drop's partition of raw and embeddings (with their checks);
 `refresh` runs level_1 (refit only if due), the upper levels when level_1 refitted, the
 assignments of the given drops, then the subsets. A drop that fails does not stop the others.
+`evaluate` runs every subset's evaluation, then the pool's HTML report.
 """
 
 from __future__ import annotations
@@ -48,3 +49,10 @@ def refresh(defs: Definitions, instance: DagsterInstance, pool: PoolConfig, drop
     subsets = [AssetKey([name, "subsets", s.name]) for s in pool.subsets]
     results.append(_run(defs, instance, subsets))
     return {"refit": did_refit, "results": results}
+
+
+def evaluate(defs: Definitions, instance: DagsterInstance, pool: PoolConfig) -> list:
+    """Every subset's evaluation, then the report. Returns the two results."""
+    evaluations = [AssetKey([pool.name, "evaluation", s.name]) for s in pool.subsets]
+    return [_run(defs, instance, evaluations),
+            _run(defs, instance, [AssetKey([pool.name, "report"])])]

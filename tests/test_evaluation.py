@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from curation.config import HierarchyConfig
-from curation.drift import relabel_top_level, stable_relabel
+from curation.drift import relabel_top_level, stable_refit, stable_relabel
 from curation.evaluation import (
     balanced_test_split,
     coverage,
@@ -161,3 +161,26 @@ def test_appeared_vanished_and_moved_mass():
 def test_relabel_rejects_a_non_permutation():
     with pytest.raises(ValueError):
         relabel_top_level(random_tree(), np.array([0, 0, 1, 2, 3]))
+
+
+def test_a_warm_refit_keeps_top_level_ids_through_stable_refit():
+    x, _ = long_tailed(n=2000, seed=1)
+    config = HierarchyConfig(n_clusters=[40, 6], resampling_steps=[2], seed=0, device="cpu")
+    first = fit_hierarchy(x, config)
+    # a refit with another seed on grown data: same concepts, arbitrary top-level ids
+    grown = np.concatenate([x, long_tailed(n=500, seed=2)[0]])
+    second = fit_hierarchy(grown, config.model_copy(update={"seed": 7}))
+    stable, report = stable_refit(first.hierarchy, second, old_sizes=first.levels[-1].sizes)
+    assert report["matched"] == 6 and report["moved_share"] is not None
+    np.testing.assert_array_equal(stable.assignment.leaf, second.assignment.leaf)
+    # same partition of items, now with ids consistent with the hierarchy and the sizes
+    np.testing.assert_array_equal(stable.hierarchy.paths(stable.assignment.leaf),
+                                  stable.assignment.paths)
+    sizes = np.bincount(stable.assignment.paths[:, -1], minlength=6)
+    np.testing.assert_array_equal(stable.levels[-1].sizes, sizes)
+    # matched clusters keep old ids: the old tree's members mostly stay under the same id
+    old_top = first.assignment.paths[:, -1]
+    new_top = stable.assignment.paths[: x.shape[0], -1]
+    raw_top = second.assignment.paths[: x.shape[0], -1]
+    # (seed 7 happens to give every cluster another id: 0 agreement before relabelling)
+    assert (old_top == new_top).mean() > (old_top == raw_top).mean() + 0.3

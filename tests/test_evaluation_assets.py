@@ -15,14 +15,12 @@ from dagster import AssetKey
 @pytest.fixture(scope="module")
 def evaluated(grown, tmp_path_factory):
     """The grown platform with every evaluation and the report materialised."""
-    from curation_dags.local import _run
+    from curation_dags.local import evaluate
 
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("CURATION_HOME", str(home))
-    keys = [AssetKey(["tiny", "evaluation", s.name]) for s in grown.pool.subsets]
-    grown.evaluated = _run(grown.defs, grown.instance, keys)
-    grown.reported = _run(grown.defs, grown.instance, [AssetKey(["tiny", "report"])])
+    grown.evaluated, grown.reported = evaluate(grown.defs, grown.instance, grown.pool)
     grown.home = home
     yield grown
     mp.undo()
