@@ -82,6 +82,8 @@ def test_labels_file_named_in_the_pool_config(tmp_path):
 
     from curation_dags.local import _run
 
+    with pytest.raises(ValueError, match="labels"):
+        small_pool(labels="../elsewhere.csv")
     pool = small_pool(name="filed", labels="labels.csv",
                       subsets=[{"name": "even", "target_size": 150, "seed": 1}])
     with instance_for_test() as instance:
