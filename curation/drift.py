@@ -73,8 +73,9 @@ def stable_relabel(old: Hierarchy | None, new: Hierarchy, *,
 
     old_sizes / new_sizes (optional): items beneath each top-level cluster of old / new (in
     their own ids); with both, the report gives the mass that moved: half the L1 distance
-    between the two size distributions (as shares) once new ids are mapped to old ones, i.e.
-    the share of items that would have to change cluster. The report (JSON-ready):
+    between the two size distributions (as shares) once new ids are mapped to old ones: the
+    least share of items that must have changed top-level cluster (a lower bound: it sees
+    sizes, not items). The report (JSON-ready):
     matched (pairs), appeared (ids, after relabelling, of new clusters without a match),
     vanished (old ids without a match), renamed ({old id: new id} of matches whose old id is
     past the new top level's size),
@@ -114,7 +115,7 @@ def stable_relabel(old: Hierarchy | None, new: Hierarchy, *,
         "matched": int(new_idx.size),
         "appeared": sorted(set(range(k)) - matched_new),
         "vanished": sorted(set(range(k_old)) - set(old_idx.tolist())),
-        "renamed": {int(o): int(permutation[n]) for n, o in zip(new_idx, old_idx, strict=True)
+        "renamed": {str(o): int(permutation[n]) for n, o in zip(new_idx, old_idx, strict=True)
                     if not o < k},
         "mean_match_distance": float(dist.mean()) if dist.size else None,
         "max_match_distance": float(dist.max()) if dist.size else None,
