@@ -9,8 +9,10 @@ def build_pool_assets(pool: PoolConfig) -> list:
     """Every asset and asset check of one pool, keys prefixed with the pool name."""
     from .assignments import build_assignments_asset
     from .embeddings import build_embeddings_asset
+    from .evaluation import build_evaluation_asset
     from .levels import build_level_assets, build_level_checks
     from .raw import build_raw_asset
+    from .report import build_report_asset
     from .subsets import build_subset_asset
 
     return [
@@ -20,4 +22,6 @@ def build_pool_assets(pool: PoolConfig) -> list:
         build_assignments_asset(pool),
         *[build_subset_asset(pool, spec) for spec in pool.subsets],
         *build_level_checks(pool),
+        *[build_evaluation_asset(pool, spec) for spec in pool.subsets],
+        build_report_asset(pool),
     ]

@@ -43,6 +43,20 @@ def cluster_size_stats(sizes: np.ndarray) -> dict[str, float]:
     }
 
 
+def balance_stats(counts: np.ndarray) -> dict[str, float]:
+    """Balance of a selection over clusters, from its count (or total weight) per cluster:
+    entropy (nats), effective number of clusters (exp entropy), top-1 share, Gini."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    entropy = _entropy(counts)
+    return {
+        "entropy": entropy,
+        "effective_clusters": float(np.exp(entropy)) if total > 0 else 0.0,
+        "top1_share": float(counts.max() / total) if total > 0 else 0.0,
+        "gini": gini(counts),
+    }
+
+
 def size_histogram(sizes: np.ndarray, n_bins: int = 12) -> dict[str, int]:
     """Log-spaced histogram of cluster sizes, labelled by bin edges (for the UI)."""
     sizes = np.asarray(sizes, dtype=np.int64)

@@ -30,6 +30,14 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def _relative_path(value: str | None, what: str) -> str | None:
+    if value is not None and (
+        not value or value.startswith("/") or any(p in ("", ".", "..") for p in value.split("/"))
+    ):
+        raise ValueError(f"{what} {value!r} must be a relative path without . or ..")
+    return value
+
+
 class EmbedderConfig(BaseModel):
     """Which model turns a pool's raw items into vectors (ignored for precomputed vectors)."""
 
@@ -95,6 +103,11 @@ class PoolConfig(BaseModel):
     subsets: list[SubsetSpec] = Field(min_length=1)
     refit: RefitPolicy = RefitPolicy()
     health: HealthPolicy = HealthPolicy()
+    labels: str | None = Field(
+        default=None,
+        description="CSV file (columns item_id, label) under the pool's landing prefix, for "
+        "the evaluation's label figures; without it, a `label` column of the drops is used",
+    )
 
     @field_validator("name")
     @classmethod
@@ -104,13 +117,12 @@ class PoolConfig(BaseModel):
     @field_validator("landing_prefix")
     @classmethod
     def _prefix(cls, value: str | None) -> str | None:
-        if value is not None and (
-            not value
-            or value.startswith("/")
-            or any(p in ("", ".", "..") for p in value.split("/"))
-        ):
-            raise ValueError(f"landing_prefix {value!r} must be a relative path without . or ..")
-        return value
+        return _relative_path(value, "landing_prefix")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: str | None) -> str | None:
+        return _relative_path(value, "labels")
 
     @model_validator(mode="after")
     def _unique_subsets(self) -> PoolConfig:

@@ -8,7 +8,9 @@ EfficientNet-Lite0 at 64 px. --pool texts: a long-tailed templated corpus throug
 Materialises the whole Dagster graph over the drops in a real instance under $CURATION_HOME
 (so `dagster dev` shows the runs afterwards), then lands one more drop and runs the
 incremental path (raw and embeddings of that drop, assignment to the current tree, subsets).
-Prints one JSON line: subset tables, report path, pool size, items selected and, for the
+Then evaluates every subset against a same-size random subset and writes the pool's HTML
+report ($CURATION_HOME/reports/<pool>.html). Prints one JSON line: subset tables, report paths
+(JSON summary and HTML), pool size, items selected, curated-vs-random figures and, for the
 labelled pools, the class balance of pool, subsets and a uniform random subset of equal size.
 """
 
@@ -166,6 +168,12 @@ def class_balance(labels_csv: Path, lancedb, pool, subsets: dict, seed: int = 0)
     return out
 
 
+def evaluation_figures(meta: dict) -> dict:
+    """Curated vs random headline figures of one evaluation asset's metadata, rounded."""
+    keys = [k for k in meta if k.endswith(("_curated", "_random"))]
+    return {k: round(float(meta[k]), 4) for k in keys}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.home:
         os.environ["CURATION_HOME"] = args.home
@@ -184,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
     from curation.pools import load_pools
     from curation_dags.definitions import build_definitions, default_resources
-    from curation_dags.local import ingest_drop, refresh
+    from curation_dags.local import evaluate, ingest_drop, refresh
     from resources.lancedb import LanceDBResource
 
     pools = load_pools()
@@ -245,6 +253,17 @@ def run(args: argparse.Namespace) -> int:
                 "top1_share_pool": round(meta["top1_share_pool"], 4),
                 "top1_share_subset": round(meta["top1_share_subset"], 4),
             }
+    t = time.perf_counter()
+    evaluation, html_report = {}, None
+    for result in evaluate(defs, instance, pool):
+        for event in result.get_asset_materialization_events():
+            m = event.event_specific_data.materialization
+            meta = {k: v.value for k, v in m.metadata.items()}
+            if m.asset_key.path[-1] == "report":
+                html_report = meta["path"]
+            else:
+                evaluation[m.asset_key.path[-1]] = evaluation_figures(meta)
+    timings["evaluation_s"] = round(time.perf_counter() - t, 2)
     balance = None
     labels_csv = prefix_dir / "labels.csv"
     if subsets and pool.modality != "vectors" and labels_csv.exists():
@@ -256,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
         "pool": pool.name, "drops": [*drops, *new], "failed_drops": failed,
         "lancedb": settings.lancedb_uri(), "dagster_home": os.environ["DAGSTER_HOME"],
         "first_refit": full["refit"], "incremental_refit": incremental["refit"],
-        "subsets": subsets, "class_balance": balance, **timings,
+        "subsets": subsets, "class_balance": balance, "evaluation": evaluation,
+        "html_report": html_report, **timings,
     }
     report_path = home / "demo_report.json"
     report_path.write_text(json.dumps(report, indent=2))
@@ -265,10 +285,13 @@ def run(args: argparse.Namespace) -> int:
         "pool": pool.name,
         "subset_tables": [s["table"] for s in subsets.values()],
         "report": str(report_path),
+        "html_report": html_report,
         "pool_size": any_subset.get("pool_size", 0),
         "selected": {name: s["selected"] for name, s in subsets.items()},
     }
     if balance is not None:
         line["class_balance"] = balance
+    if evaluation:
+        line["curated_vs_random"] = evaluation
     print(json.dumps(line))
     return 0 if subsets and not failed else 1

@@ -1,0 +1,186 @@
+"""The evaluation core (curated vs random) and drift between fits (stable top-level ids)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curation.config import HierarchyConfig
+from curation.drift import relabel_top_level, stable_refit, stable_relabel
+from curation.evaluation import (
+    balanced_test_split,
+    coverage,
+    evaluate_selection,
+    knn_accuracy,
+    level_balance,
+    random_selection,
+)
+from curation.hierarchy import Hierarchy, fit_hierarchy
+from curation.sampling import sample_balanced
+
+
+def long_tailed(n=3000, dim=8, k=12, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 8, size=(k, dim))
+    p = 1.0 / np.arange(1, k + 1) ** 1.5
+    labels = rng.choice(k, size=n, p=p / p.sum())
+    return (means[labels] + rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, labels = long_tailed()
+    fit = fit_hierarchy(x, HierarchyConfig(n_clusters=[60, 12], resampling_steps=[3],
+                                           seed=0, device="cpu"))
+    sel = sample_balanced(fit.assignment.paths, 300, "random", seed=0)
+    return x, labels, fit, sel
+
+
+def test_curated_beats_random_on_a_long_tailed_pool(fitted):
+    x, labels, fit, sel = fitted
+    report = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights, labels, seed=0)
+    cur, rnd = report["curated"], report["random"]
+    assert cur["items"] == rnd["items"] == sel.indices.size
+    assert cur["coverage"]["p99"] < rnd["coverage"]["p99"]
+    assert cur["coverage"]["leaf_share"] > rnd["coverage"]["leaf_share"]
+    assert cur["balance"]["level_2"]["entropy"] > rnd["balance"]["level_2"]["entropy"]
+    assert cur["balance"]["level_2"]["gini"] < rnd["balance"]["level_2"]["gini"]
+    assert cur["labels"]["label_entropy"] > rnd["labels"]["label_entropy"]
+    assert cur["labels"]["labels_hit"] >= rnd["labels"]["labels_hit"]
+    assert cur["knn"]["balanced_accuracy"] > rnd["knn"]["balanced_accuracy"]
+    assert report["worse_than_random"] == []
+    assert report["pool"]["labels"]["labels_hit"] == np.unique(labels).size
+    # same seed, same report
+    again = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights, labels, seed=0)
+    assert again == report
+
+
+def test_a_selection_from_one_cluster_is_flagged_worse(fitted):
+    x, _, fit, sel = fitted
+    top = fit.assignment.paths[:, -1]
+    biggest = np.bincount(top).argmax()
+    rows = np.flatnonzero(top == biggest)[: sel.indices.size]
+    report = evaluate_selection(x, fit.assignment.paths, rows, seed=0)
+    assert "labels" not in report["curated"]
+    assert any("entropy" in r for r in report["worse_than_random"])
+    assert any("coverage" in r for r in report["worse_than_random"])
+    assert report["curated"]["balance"]["level_2"]["top1_share"] == 1.0
+
+
+def test_coverage_distances_and_leaf_share():
+    x = np.array([[0, 0], [1, 0], [10, 0], [11, 0]], np.float32)
+    leaf = np.array([0, 0, 1, 1])
+    c = coverage(x, np.array([0]), leaf, sample=4, seed=0)
+    assert c["median"] == pytest.approx(5.5) and c["leaf_share"] == 0.5
+    assert coverage(x, np.arange(4), leaf, sample=4)["p99"] == 0.0
+    cos = coverage(x * 3, np.array([0, 2]), metric="cosine", sample=4)
+    assert cos["p99"] == pytest.approx(0.0, abs=1e-6)  # all on the direction of (1, 0)
+
+
+def test_level_balance_and_random_selection():
+    paths = np.array([[0, 0], [1, 0], [2, 1], [3, 1]])
+    b = level_balance(paths, np.array([0, 2]))
+    assert b["level_2"]["entropy"] == pytest.approx(np.log(2))
+    assert b["level_1"]["clusters"] == 4 and b["level_1"]["top1_share"] == 0.5
+    assert b["level_1"]["gini"] > 0  # two of four leaves empty
+    r = random_selection(100, 10, seed=3)
+    assert r.size == 10 and np.unique(r).size == 10
+    assert np.array_equal(r, random_selection(100, 10, seed=3))
+    with pytest.raises(ValueError):
+        random_selection(5, 6)
+
+
+def test_knn_held_out_and_balanced():
+    labels = np.repeat([0, 1, 2], [500, 40, 4])
+    test = balanced_test_split(labels, per_class=20, seed=0)
+    per_class = np.bincount(labels[test])
+    assert per_class.tolist() == [20, 20, 2]
+    rng = np.random.default_rng(0)
+    x = (np.eye(3)[labels] * 5 + rng.normal(0, 0.3, (labels.size, 3))).astype(np.float32)
+    perfect = knn_accuracy(x, labels, np.arange(labels.size), test, k=3)
+    assert perfect["balanced_accuracy"] == 1.0
+    assert perfect["train_items"] == labels.size - test.size  # test rows never train
+    # trained on class 0 only: recall 1 on class 0, 0 elsewhere
+    only0 = knn_accuracy(x, labels, np.flatnonzero(labels == 0), test, k=3)
+    assert only0["balanced_accuracy"] == pytest.approx(1 / 3)
+
+
+def random_tree(k=(20, 5), dim=4, seed=0) -> Hierarchy:
+    rng = np.random.default_rng(seed)
+    centroids = [rng.normal(size=(kk, dim)).astype(np.float32) for kk in k]
+    parents = [rng.integers(0, k[i + 1], size=k[i]) for i in range(len(k) - 1)]
+    cfg = HierarchyConfig(n_clusters=list(k), device="cpu")
+    return Hierarchy(config=cfg, centroids=centroids, parents=parents)
+
+
+def test_identical_tree_maps_to_identity():
+    h = random_tree()
+    relabelled, report = stable_relabel(h, h, old_sizes=np.arange(5) + 1,
+                                        new_sizes=np.arange(5) + 1)
+    assert report["identity"] and report["permutation"] == list(range(5))
+    assert report["matched"] == 5 and report["appeared"] == report["vanished"] == []
+    assert report["moved_share"] == 0.0
+    np.testing.assert_array_equal(relabelled.parents[-1], h.parents[-1])
+
+
+def test_shuffled_refit_gets_the_old_ids_back_and_the_tree_is_preserved():
+    old = random_tree()
+    shuffle = np.array([3, 0, 4, 1, 2])  # fitted id i of the new tree is old id shuffle[i]
+    new_top = old.centroids[-1][shuffle] + 0.01  # new row j = old row shuffle[j]
+    inverse = np.argsort(shuffle)
+    new = Hierarchy(config=old.config, centroids=[old.centroids[0], new_top],
+                    parents=[inverse[old.parents[0]]])
+    relabelled, report = stable_relabel(old, new)
+    assert report["permutation"] == shuffle.tolist() and not report["identity"]
+    np.testing.assert_array_equal(relabelled.parents[0], old.parents[0])
+    np.testing.assert_allclose(relabelled.centroids[-1], old.centroids[-1] + 0.01)
+    # the tree is the same tree: every leaf's top-level centroid is unchanged by relabelling
+    leaf = np.arange(20)
+    np.testing.assert_array_equal(relabelled.centroids[-1][relabelled.paths(leaf)[:, -1]],
+                                  new.centroids[-1][new.paths(leaf)[:, -1]])
+
+
+def test_appeared_vanished_and_moved_mass():
+    old = random_tree(k=(20, 5))
+    new_top = old.centroids[-1].copy()
+    new_top[4] += 100.0  # cluster 4 went away, a far new one came
+    new = Hierarchy(config=old.config, centroids=[old.centroids[0], new_top],
+                    parents=[old.parents[0]])
+    _, report = stable_relabel(old, new, max_distance=1.0,
+                               old_sizes=np.array([10, 10, 10, 10, 60]),
+                               new_sizes=np.array([10, 10, 10, 10, 60]))
+    assert report["matched"] == 4 and report["appeared"] == [4] and report["vanished"] == [4]
+    assert report["moved_share"] == 0.0  # same id (the free one), same mass
+    _, shifted = stable_relabel(old, new, old_sizes=np.array([50, 10, 10, 10, 20]),
+                                new_sizes=np.array([10, 10, 10, 10, 60]))
+    assert shifted["moved_share"] == pytest.approx(0.4)
+    none, first = stable_relabel(None, new)
+    assert none is new and first["appeared"] == list(range(5)) and not first["previous"]
+
+
+def test_relabel_rejects_a_non_permutation():
+    with pytest.raises(ValueError):
+        relabel_top_level(random_tree(), np.array([0, 0, 1, 2, 3]))
+
+
+def test_a_warm_refit_keeps_top_level_ids_through_stable_refit():
+    x, _ = long_tailed(n=2000, seed=1)
+    config = HierarchyConfig(n_clusters=[40, 6], resampling_steps=[2], seed=0, device="cpu")
+    first = fit_hierarchy(x, config)
+    # a refit with another seed on grown data: same concepts, arbitrary top-level ids
+    grown = np.concatenate([x, long_tailed(n=500, seed=2)[0]])
+    second = fit_hierarchy(grown, config.model_copy(update={"seed": 7}))
+    stable, report = stable_refit(first.hierarchy, second, old_sizes=first.levels[-1].sizes)
+    assert report["matched"] == 6 and report["moved_share"] is not None
+    np.testing.assert_array_equal(stable.assignment.leaf, second.assignment.leaf)
+    # same partition of items, now with ids consistent with the hierarchy and the sizes
+    np.testing.assert_array_equal(stable.hierarchy.paths(stable.assignment.leaf),
+                                  stable.assignment.paths)
+    sizes = np.bincount(stable.assignment.paths[:, -1], minlength=6)
+    np.testing.assert_array_equal(stable.levels[-1].sizes, sizes)
+    # matched clusters keep old ids: the old tree's members mostly stay under the same id
+    old_top = first.assignment.paths[:, -1]
+    new_top = stable.assignment.paths[: x.shape[0], -1]
+    raw_top = second.assignment.paths[: x.shape[0], -1]
+    # (seed 7 happens to give every cluster another id: 0 agreement before relabelling)
+    assert (old_top == new_top).mean() > (old_top == raw_top).mean() + 0.3

@@ -1,0 +1,107 @@
+"""Evaluation and report assets materialised in-process on real LanceDB and Dagster."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import materialized, meta
+from dagster import AssetKey
+
+
+@pytest.fixture(scope="module")
+def evaluated(grown, tmp_path_factory):
+    """The grown platform with every evaluation and the report materialised."""
+    from curation_dags.local import evaluate
+
+    home = tmp_path_factory.mktemp("home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CURATION_HOME", str(home))
+    grown.evaluated, grown.reported = evaluate(grown.defs, grown.instance, grown.pool)
+    grown.home = home
+    yield grown
+    mp.undo()
+
+
+def test_evaluation_per_subset_beats_random_with_labels(evaluated):
+    p = evaluated
+    assert p.evaluated.success
+    for spec in p.pool.subsets:
+        (m,) = materialized(p.evaluated, ["tiny", "evaluation", spec.name])
+        values = meta(m)
+        report = values["evaluation"]
+        assert values["labelled"] is True and values["unlabelled_items"] == 0
+        assert values["pool_size"] == 900
+        assert report["curated"]["items"] == report["random"]["items"] == values["selected_items"]
+        assert set(report["curated"]["balance"]) == {"level_1", "level_2"}
+        assert values["top_entropy_curated"] >= values["top_entropy_random"]
+        if spec.strategy == "random":  # "closest" picks near centroids: few components
+            assert values["label_entropy_curated"] > values["label_entropy_random"]
+        assert 0.0 <= values["knn_balanced_accuracy_random"] <= 1.0
+        assert "| k-NN balanced_accuracy |" in values["summary"]
+    checks = {e.asset_check_key.asset_key.path[-1]: e for e in
+              p.evaluated.get_asset_check_evaluations()}
+    assert set(checks) == {s.name for s in p.pool.subsets}
+    assert checks["even"].passed  # a balanced random subset of 200 beats uniform
+    for e in checks.values():  # the check fails exactly when there are reasons
+        assert e.passed == (e.metadata["reasons"].value == [])
+
+
+def test_evaluation_is_downstream_of_its_subset_and_eager(evaluated):
+    graph = evaluated.defs.resolve_asset_graph()
+    node = graph.get(AssetKey(["tiny", "evaluation", "even"]))
+    assert node.parent_keys == {AssetKey(["tiny", "subsets", "even"])}
+    assert node.automation_condition is not None
+    report = graph.get(AssetKey(["tiny", "report"]))
+    assert report.parent_keys == {AssetKey(["tiny", "evaluation", s.name])
+                                  for s in evaluated.pool.subsets}
+
+
+def test_report_written_under_home_and_linked(evaluated):
+    p = evaluated
+    assert p.reported.success
+    values = meta(materialized(p.reported, ["tiny", "report"])[0])
+    path = p.home.resolve() / "reports" / "tiny.html"
+    assert values["path"] == str(path) and values["url"] == path.as_uri()
+    assert values["evaluated_subsets"] == ["core", "even"]
+    assert "| label entropy |" in values["evaluation_even"]
+    page = path.read_text()
+    # two size plots, two balance plots, all inline PNGs; item ids of the vectors pool
+    assert len(re.findall(r'<img class="plot"[^>]*src="data:image/png;base64,', page)) == 4
+    assert page.count('<code class="item">') > 0
+    assert "largest: cluster" in page and "smallest: cluster" in page
+
+
+def test_labels_file_named_in_the_pool_config(tmp_path):
+    """A pool whose labels come from a CSV under its landing prefix (as the fashion demo)."""
+    from conftest import Platform, small_pool
+    from dagster import instance_for_test
+
+    from curation_dags.local import _run
+
+    with pytest.raises(ValueError, match="labels"):
+        small_pool(labels="../elsewhere.csv")
+    pool = small_pool(name="filed", labels="labels.csv",
+                      subsets=[{"name": "even", "target_size": 150, "seed": 1}])
+    with instance_for_test() as instance:
+        p = Platform(tmp_path, instance, pool)
+        drops = [p.land(f"d{i}") for i in range(2)]
+        for d in drops:
+            assert p.ingest(d).success
+        p.refresh(drops)
+        ids = p.table("raw").to_arrow()["item_id"].to_pylist()
+        with (p.landing / "filed" / "labels.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["item_id", "label"])
+            writer.writerows((item, "odd" if n % 3 else "third") for n, item in enumerate(ids))
+        result = _run(p.defs, instance, [AssetKey(["filed", "evaluation", "even"])])
+        assert result.success
+        values = meta(materialized(result, ["filed", "evaluation", "even"])[0])
+        assert values["labelled"] is True
+        report = values["evaluation"]
+        assert report["pool"]["labels"]["labels_hit"] == 2  # the file's labels, not the drops'
+        assert json.dumps(report)  # JSON-ready
+        assert np.isfinite(report["curated"]["coverage"]["p99"])
