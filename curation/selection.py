@@ -247,12 +247,14 @@ def select(
 class Churn:
     entered: int
     left: int
-    forced_minimum: int  # items that had to leave: shrunk leaf quotas + items gone from the pool
+    forced_minimum: int  # had to leave: shrunk leaf quotas + items no longer eligible
+    fair_minimum: int  # forced_minimum + the newcomers' expected share of their leaves
     comparable: bool = True  # False when the two selections come from different trees
 
     def as_dict(self) -> dict:
         return {"entered": self.entered, "left": self.left,
-                "forced_minimum": self.forced_minimum, "comparable": self.comparable}
+                "forced_minimum": self.forced_minimum, "fair_minimum": self.fair_minimum,
+                "comparable": self.comparable}
 
 
 def entered_left(previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,23 +267,40 @@ def churn(
     previous_keys: np.ndarray,
     previous_leaf: np.ndarray,
     current: SubsetSelection,
+    previous_leaf_size: np.ndarray | None = None,
     gone_from_pool: int = 0,
     comparable: bool = True,
 ) -> Churn:
-    """Churn of `current` vs a previous selection (its keys and leaves).
+    """Churn of `current` vs a previous selection (its keys and their leaves).
 
-    Forced minimum: items that any selection under the new quotas had to drop, i.e. the sum
-    over leaves of max(0, previously taken - now taken), plus previous items that are no
-    longer eligible (`gone_from_pool`: removed, taken down).
+    forced_minimum: what any selection under the new quotas had to drop: the sum over
+    leaves of max(0, previously taken - now taken), plus previous items no longer eligible
+    (`gone_from_pool`: removed, taken down). fair_minimum adds what an unbiased sampler must
+    give newcomers: per leaf, its growth (now - before, from `previous_leaf_size`) x now
+    taken / now size, i.e. the expected number of newcomers in an unbiased draw, each of
+    which displaces an old item unless the quota grew by as much. Both are capped by `left`
+    when the trees differ (`comparable=False`: every leaf id changed meaning).
     """
     entered, left = entered_left(previous_keys, current.key)
+    if not comparable:
+        return Churn(int(entered.size), int(left.size), int(left.size), int(left.size), False)
     n = current.leaf_taken.size
     prev_leaf = np.asarray(previous_leaf, np.int64)
-    prev_taken = np.bincount(prev_leaf[prev_leaf < n], minlength=n)
-    forced = int(np.maximum(prev_taken - current.leaf_taken, 0).sum()) + int(gone_from_pool)
-    return Churn(entered=int(entered.size), left=int(left.size),
-                 forced_minimum=min(forced, int(left.size)) if comparable else int(left.size),
-                 comparable=comparable)
+    prev_taken = np.bincount(prev_leaf[prev_leaf < n], minlength=n)[:n]
+    now = current.leaf_taken
+    shrink = np.maximum(prev_taken - now, 0)
+    forced = int(shrink.sum()) + int(gone_from_pool)
+    fair = forced
+    if previous_leaf_size is not None:
+        before = np.zeros(n, np.int64)
+        m = min(n, len(previous_leaf_size))
+        before[:m] = np.asarray(previous_leaf_size, np.int64)[:m]
+        growth = np.maximum(current.leaf_size - before, 0)
+        share = growth * now / np.maximum(current.leaf_size, 1)
+        grown_quota = np.maximum(now - prev_taken, 0)
+        fair += int(np.rint(np.maximum(share - grown_quota, 0).sum()))
+    return Churn(entered=int(entered.size), left=int(left.size), forced_minimum=forced,
+                 fair_minimum=fair, comparable=True)
 
 
 # --- manifest ---------------------------------------------------------------------------
