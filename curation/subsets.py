@@ -311,16 +311,21 @@ def select_subsets(
             comparable = prev.fit_version == fit_version
             change = churn(prev.keys, prev.leaf, sel, previous_leaf_size=prev.leaf_size,
                            gone_from_pool=int((~seen[name]).sum()), comparable=comparable)
-        rows_out = subset_rows(sel, fetched, parents, fit_version)
         versions = {"assignments": version}
         m = manifest(fetched["item_id"], sel.weight, selector.config, fit_version, versions)
+        rows_out = subset_rows(sel, fetched, parents, fit_version, m.to_json())
         scan.subsets[name] = SubsetResult(name, selector.config, sel, rows_out, change,
                                           None if prev is None else prev.version, m.as_dict())
     return scan
 
 
-def subset_rows(sel: SubsetSelection, fetched, parents: list[np.ndarray], fit_version: int):
-    """The subset table's rows (schema in the module docstring)."""
+MANIFEST_KEY = b"curation.manifest"
+
+
+def subset_rows(sel: SubsetSelection, fetched, parents: list[np.ndarray], fit_version: int,
+                manifest_json: str = "{}"):
+    """The subset table's rows (schema in the module docstring); the manifest (config with
+    seed and strategy, fit and table versions read) rides in the schema metadata."""
     import pyarrow as pa
 
     paths = tree_paths(parents, sel.leaf)
@@ -336,7 +341,15 @@ def subset_rows(sel: SubsetSelection, fetched, parents: list[np.ndarray], fit_ve
         "leaf_size": pa.array(sel.leaf_size[sel.leaf], pa.int64()),
         "item_key": pa.array(sel.key, pa.uint64()),
         "fit_version": pa.array(np.full(len(sel), fit_version, np.int64)),
-    })
+    }).replace_schema_metadata({MANIFEST_KEY: manifest_json.encode()})
+
+
+def table_manifest(table) -> dict:
+    """The manifest stored with a subset table version ({} when absent)."""
+    import json
+
+    raw = (table.schema.metadata or {}).get(MANIFEST_KEY)
+    return json.loads(raw) if raw else {}
 
 
 def top_level_counts(leaf_size: np.ndarray, parents: list[np.ndarray]) -> np.ndarray:
