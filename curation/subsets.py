@@ -79,6 +79,21 @@ def open_table(db, name: str, version: int | None = None):
     return table
 
 
+def read_subset_version(db, pool: str, subset: str, version: int | None = None,
+                        columns=("item_id", "uri", "weight", "path")):
+    """(version, pyarrow Table of `columns` sorted by item_id) of one subset table version
+    (the latest when `version` is None)."""
+    import pyarrow.compute as pc
+
+    name = subset_table_name(pool, subset)
+    table = open_table(db, name, version)
+    if table is None:
+        raise ValueError(f"no subset table {name} (materialise the subset first)")
+    rows = table.to_arrow().select(list(columns))
+    rows = rows.take(pc.sort_indices(rows, sort_keys=[("item_id", "ascending")]))
+    return table.version, rows
+
+
 # --- takedowns ------------------------------------------------------------------------------
 
 

@@ -51,17 +51,9 @@ def register(subparsers) -> None:
 def read_version(lancedb: str | None, pool: str, subset: str, version: int | None,
                  columns=EXPORT_COLUMNS):
     """(version, pyarrow Table sorted by item_id) of one subset table version."""
-    import pyarrow.compute as pc
+    from ..subsets import connect, read_subset_version
 
-    from ..subsets import connect, open_table, subset_table_name
-
-    name = subset_table_name(pool, subset)
-    table = open_table(connect(lancedb), name, version)
-    if table is None:
-        raise ValueError(f"no subset table {name} (materialise the subset first)")
-    rows = table.to_arrow().select(list(columns))
-    rows = rows.take(pc.sort_indices(rows, sort_keys=[("item_id", "ascending")]))
-    return table.version, rows
+    return read_subset_version(connect(lancedb), pool, subset, version, columns)
 
 
 def export_bytes(rows, fmt: str) -> bytes:
