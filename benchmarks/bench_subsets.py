@@ -45,7 +45,8 @@ def tree(n: int, seed: int = 0) -> tuple[list[int], list[np.ndarray], np.ndarray
     return ks, parents, p / p.sum()
 
 
-def batches(n: int, start: int, p: np.ndarray, parents, seed: int, drop: str):
+def batches(n: int, start: int, p: np.ndarray, parents, seed: int, drop: str,
+            cached_keys: bool = False):
     import pyarrow as pa
 
     rng = np.random.default_rng(seed)
@@ -65,16 +66,20 @@ def batches(n: int, start: int, p: np.ndarray, parents, seed: int, drop: str):
             if lv < 3:
                 level = parents[lv][level]
         cols["fit_version"] = pa.array(np.ones(m, np.int64))
+        if cached_keys:
+            from curation.selection import item_keys
+
+            cols["item_key"] = pa.array(item_keys(ids), pa.uint64())
         yield pa.record_batch(cols)
 
 
-def write_pool(db_dir: str, n: int) -> None:
+def write_pool(db_dir: str, n: int, cached_keys: bool = False) -> None:
     import lancedb
     import pyarrow as pa
 
     _, parents, p = tree(n)
     db = lancedb.connect(db_dir)
-    gen = batches(n, 0, p, parents, seed=1, drop="d0")
+    gen = batches(n, 0, p, parents, seed=1, drop="d0", cached_keys=cached_keys)
     first = next(gen)
     table = db.create_table("bench__assignments", pa.Table.from_batches([first]),
                             mode="overwrite")
@@ -134,7 +139,7 @@ def redraw_churn(db_dir: str, n: int, fraction: float) -> dict:
 
 def child(args) -> int:
     if args.child == "write":
-        write_pool(args.db, args.n)
+        write_pool(args.db, args.n, args.cached_keys)
         out = {}
     elif args.child == "add":
         add_drop(args.db, args.n, args.added)
@@ -163,6 +168,9 @@ def main() -> int:
     parser.add_argument("--repeats-large", type=int, default=1, help="per size above 1M")
     parser.add_argument("--churn-size", type=int, default=1000000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cached-keys", action="store_true",
+                        help="the assignments table carries item_key (no hashing of ids)")
+    parser.add_argument("--no-churn", action="store_true")
     parser.add_argument("--dir", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--db", default=None, help=argparse.SUPPRESS)
@@ -176,13 +184,15 @@ def main() -> int:
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="bench_subsets_"))
     frac = str(args.fraction)
     print("| pool items | subset items | leaves | write pool s | refresh s (median) | "
-          "select s | write subset s | peak RSS MiB | runs |")
+          "select s | write subset s | peak RSS MiB | runs |"
+          + (" (item_key cached)" if args.cached_keys else ""))
     print("|---|---|---|---|---|---|---|---|---|")
     for n in (int(s) for s in args.sizes.split(",")):
         db = str(scratch / f"pool_{n}")
         shutil.rmtree(db, ignore_errors=True)
         t = time.perf_counter()
-        run_child("--child", "write", "--db", db, "--n", str(n))
+        run_child("--child", "write", "--db", db, "--n", str(n),
+                  *(["--cached-keys"] if args.cached_keys else []))
         written = time.perf_counter() - t
         repeats = args.repeats if n <= 1000000 else args.repeats_large
         runs = [run_child("--child", "refresh", "--db", db, "--n", str(n), "--fraction", frac)
@@ -195,6 +205,8 @@ def main() -> int:
               f"{peak:.0f} | {repeats} |", flush=True)
         shutil.rmtree(db, ignore_errors=True)
 
+    if args.no_churn:
+        return 0
     n = args.churn_size
     db = str(scratch / "churn")
     shutil.rmtree(db, ignore_errors=True)

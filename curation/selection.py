@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -52,9 +53,11 @@ def item_keys(item_ids) -> np.ndarray:
     if isinstance(item_ids, pa.Array | pa.ChunkedArray):
         if item_ids.null_count:
             raise ValueError("item ids must not be null")
-        item_ids = item_ids.to_pylist()
-    blake = hashlib.blake2b
-    digest = b"".join(blake(i.encode(), digest_size=8).digest() for i in item_ids)
+        raw = item_ids.cast(pa.binary()).to_pylist()
+    else:
+        raw = [i.encode() for i in item_ids]
+    blake8 = partial(hashlib.blake2b, digest_size=8)
+    digest = b"".join([blake8(b).digest() for b in raw])
     return np.frombuffer(digest, dtype="<u8").astype(np.uint64)
 
 

@@ -7,6 +7,9 @@ and uri for the selected rows only (by LanceDB row id, on the same pinned table 
 Memory: O(#clusters + selected) whatever the pool's size. Rows assigned by another fit than
 the current one are excluded and counted (`stale_excluded`), so are taken-down items.
 
+If the assignments table carries an `item_key` uint64 column (= `selection.item_keys` of
+item_id, written once at assignment), pass 2 reads it instead of hashing every id.
+
 Tables (names via `table_name(pool, kind)` = `<pool>__<kind>`):
 - `<pool>__subset_<name>`: item_id, uri, weight, path (fixed list of L cluster ids, leaf
   first), leaf, quota (the leaf's), rank (in the leaf, 0 first), leaf_size (eligible items
@@ -295,14 +298,19 @@ def select_subsets(
                                       prev.leaf_size, prev.fit_version)
             seen[name] = np.zeros(prev.keys.size, bool)
 
-    pass2 = ["item_id", "level_1", "distance", "fit_version"]
+    cached = "item_key" in assignments.schema.names  # keys stored by the writer: no hashing
+    pass2 = ["item_id", "level_1", "distance", "fit_version"] + (["item_key"] if cached else [])
+    if cached and not len(takedowns):
+        pass2.remove("item_id")
     for batch in _batches(assignments, pass2, batch_rows, row_id=True):
         mask, _, _ = _eligible(batch, fit_version, takedowns)
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             continue
-        take = pa.array(idx)
-        keys = item_keys(batch.column("item_id").take(take))
+        if cached:
+            keys = batch.column("item_key").to_numpy().astype(np.uint64)[idx]
+        else:
+            keys = item_keys(batch.column("item_id").take(pa.array(idx)))
         leaf = batch.column("level_1").to_numpy()[idx]
         dist = batch.column("distance").to_numpy()[idx]
         row_id = batch.column("_rowid").to_numpy()[idx]
