@@ -14,7 +14,7 @@ from curation.subsets import read_previous, select_subsets, subset_table_name
 PARENTS = [np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1])]
 
 
-def _assignments(db, n=120, start=0, seed=0, fit_version=1):
+def _assignments(db, n=120, start=0, seed=0, fit_version=1, keys=None):
     rng = np.random.default_rng(seed)
     leaf = rng.integers(0, 6, n)
     ids = [f"it-{i}" for i in range(start, start + n)]
@@ -26,6 +26,8 @@ def _assignments(db, n=120, start=0, seed=0, fit_version=1):
         "level_3": pa.array(PARENTS[1][PARENTS[0][leaf]].astype(np.int32)),
         "fit_version": pa.array(np.full(n, fit_version, np.int64)),
     })
+    if keys is not None:
+        rows = rows.append_column("item_key", pa.array(keys(ids), pa.uint64()))
     try:
         table = db.open_table("p__assignments")
         table.add(rows)
@@ -72,6 +74,22 @@ def test_select_subsets_streams_batches_and_matches_in_memory_selection(db):
     again = _materialise(db, configs, batch_rows=50)
     assert again.subsets["r"].churn.as_dict()["left"] == 0
     assert again.subsets["r"].manifest["sha256"] == scan.subsets["r"].manifest["sha256"]
+
+
+def test_cached_item_keys_give_the_same_selection_and_bad_ones_are_caught(tmp_path):
+    from curation.selection import item_keys
+
+    configs = {"r": SampleConfig(target_size=40, seed=3)}
+    plain = lancedb.connect(str(tmp_path / "a"))
+    _assignments(plain)
+    cached = lancedb.connect(str(tmp_path / "b"))
+    _assignments(cached, keys=item_keys)
+    assert (_materialise(plain, configs).subsets["r"].manifest["sha256"]
+            == _materialise(cached, configs).subsets["r"].manifest["sha256"])
+    wrong = lancedb.connect(str(tmp_path / "c"))
+    _assignments(wrong, keys=lambda ids: item_keys(ids)[::-1])
+    with pytest.raises(ValueError, match="do not match"):
+        _materialise(wrong, configs)
 
 
 def test_dataset_reads_a_pinned_version_and_honours_weights(db, tmp_path):
