@@ -213,3 +213,22 @@ def test_export_of_a_missing_version_or_subset_is_a_clean_error(pf, capsys, tmp_
     assert "no version 999" in capsys.readouterr().err
     assert main(["subset", "export", "--pool", "tiny", "--subset", "nope", "--out", out,
                  "--lancedb", db]) == 2
+
+
+def test_explain_ranks_match_the_selection_for_both_strategies(pf):
+    from curation.explain import leaf_rank
+    from curation.subsets import connect, table_manifest
+
+    db = connect(str(pf.tmp / "lancedb"))
+    down = set()
+    takedowns = pf.table("takedowns")
+    if takedowns is not None:
+        down = set(takedowns.to_arrow()["item_id"].to_pylist())
+    for name in ("even", "core"):
+        table = pf.table(f"subset_{name}")
+        manifest = table_manifest(table)
+        rows = table.to_arrow().to_pylist()
+        for r in rows[:: max(1, len(rows) // 15)]:
+            rank, members = leaf_rank(db, "tiny", r["item_id"], r["leaf"], r["fit_version"],
+                                      manifest["config"], down)
+            assert (rank, members) == (r["rank"], r["leaf_size"])
