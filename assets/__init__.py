@@ -13,14 +13,14 @@ def build_pool_assets(pool: PoolConfig) -> list:
     from .levels import build_level_assets, build_level_checks
     from .raw import build_raw_asset
     from .report import build_report_asset
-    from .subsets import build_subset_asset
+    from .subsets import build_subsets_asset
 
     return [
         build_raw_asset(pool),
         build_embeddings_asset(pool),
         *build_level_assets(pool),
         build_assignments_asset(pool),
-        *[build_subset_asset(pool, spec) for spec in pool.subsets],
+        build_subsets_asset(pool),
         *build_level_checks(pool),
         *[build_evaluation_asset(pool, spec) for spec in pool.subsets],
         build_report_asset(pool),

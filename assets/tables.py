@@ -18,6 +18,7 @@ import numpy as np
 from curation.config import HierarchyConfig
 from curation.hierarchy import Hierarchy
 from curation.pools import PoolConfig
+from curation.selection import item_keys
 
 
 def sql_str(value: str) -> str:
@@ -235,4 +236,6 @@ def assignment_table(item_id, drop, uri, assignment, fit_version: int):
     for level in range(assignment.paths.shape[1]):
         columns[f"level_{level + 1}"] = pa.array(assignment.paths[:, level].astype(np.int32))
     columns["fit_version"] = pa.array(np.full(len(assignment.distance), fit_version, np.int64))
+    # the 64-bit key that subsets rank by (computed once per item here, not per subset run)
+    columns["item_key"] = pa.array(item_keys(item_id), pa.uint64())
     return pa.table(columns)

@@ -7,7 +7,9 @@ import importlib
 import sys
 
 # Each module defines register(subparsers) -> None and sets a `func` default on its parser.
-COMMAND_MODULES = ("cluster", "sample", "embed", "backfill", "demo")
+COMMAND_MODULES = (
+    "cluster", "sample", "embed", "backfill", "demo", "subset", "explain", "takedown",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

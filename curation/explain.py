@@ -1,0 +1,125 @@
+"""Why is an item in (or not in) each subset of its pool? (pure core, reads LanceDB only)
+
+`explain_item(db, pool, item_id)` looks the item up in `<pool>__takedowns`,
+`<pool>__duplicates`, `<pool>__quarantine` and `<pool>__assignments`, then, for every
+`<pool>__subset_<name>` table (its latest version), says whether the item is in and why:
+its leaf, the leaf's quota, its rank in the leaf (recomputed from the leaf's members with
+the subset's seed and strategy when it is not in), or that it was taken down, is not
+assigned, or was assigned by another fit than the subset's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .selection import item_keys, rank_hash
+from .subsets import open_table, table_manifest, table_name, taken_down_ids
+
+
+def _sql(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _rows(db, name: str, where: str, columns: list[str] | None = None) -> list[dict]:
+    table = open_table(db, name)
+    if table is None:
+        return []
+    if columns is not None:
+        columns = [c for c in columns if c in table.schema.names]
+    query = table.search().where(where).limit(None)
+    if columns:
+        query = query.select(columns)
+    return query.to_arrow().to_pylist()
+
+
+def subset_names(db, pool: str) -> list[str]:
+    prefix = table_name(pool, "subset_")
+    return sorted(n[len(prefix):] for n in db.list_tables().tables if n.startswith(prefix))
+
+
+def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: dict,
+              taken_down: set[str]) -> tuple[int, int]:
+    """(rank of the item among its leaf's eligible members, members) under a subset's
+    seed and strategy: the order the selection uses (bottom-k)."""
+    where = f"level_1 = {int(leaf)} AND fit_version = {int(fit_version)}"
+    rows = _rows(db, table_name(pool, "assignments"), where, ["item_id", "distance"])
+    ids = [r["item_id"] for r in rows if r["item_id"] not in taken_down]
+    if item_id not in ids:
+        return -1, len(ids)
+    dist = {r["item_id"]: r["distance"] for r in rows}
+    keys = item_keys(ids)
+    h = rank_hash(keys, int(config.get("seed", 0)))
+    if config.get("strategy") == "closest":
+        order = np.lexsort((keys, h, np.array([dist[i] for i in ids], np.float64)))
+    else:
+        order = np.lexsort((keys, h))
+    return int(np.flatnonzero(np.asarray(ids, object)[order] == item_id)[0]), len(ids)
+
+
+def explain_item(db, pool: str, item_id: str) -> dict:
+    where = f"item_id = {_sql(item_id)}"
+    takedowns = _rows(db, table_name(pool, "takedowns"), where, ["reason", "at", "by"])
+    duplicates = _rows(db, table_name(pool, "duplicates"), where,
+                       ["drop", "first_drop", "uri"])
+    quarantine = _rows(db, table_name(pool, "quarantine"), where,
+                       ["drop", "stage", "reason", "uri"])
+    assigned = _rows(db, table_name(pool, "assignments"), where)
+    assignment = None
+    if assigned:
+        a = assigned[0]
+        levels = sorted((k for k in a if k.startswith("level_")), key=lambda k: int(k[6:]))
+        assignment = {"drop": a.get("drop"), "uri": a.get("uri"),
+                      "path": [a[k] for k in levels], "leaf": a["level_1"],
+                      "distance": a["distance"], "fit_version": a["fit_version"]}
+    down = set(taken_down_ids(db, pool).to_pylist())
+    subsets = {}
+    for name in subset_names(db, pool):
+        table = open_table(db, table_name(pool, f"subset_{name}"))
+        manifest = table_manifest(table)
+        config = manifest.get("config", {})
+        entry: dict = {"version": table.version, "seed": config.get("seed"),
+                       "strategy": config.get("strategy")}
+        row = table.search().where(where).limit(1).to_arrow().to_pylist()
+        if row:
+            r = row[0]
+            entry.update(selected=True, leaf=r["leaf"], path=r["path"], quota=r["quota"],
+                         rank=r["rank"], weight=r["weight"], leaf_size=r.get("leaf_size"),
+                         why=f"rank {r['rank']} in leaf {r['leaf']} is within the leaf's "
+                         f"{min(r['quota'], r.get('leaf_size') or r['quota'])} taken "
+                         f"(quota {r['quota']})")
+            if takedowns:
+                entry["why"] += "; taken down since: leaves at the next materialisation"
+        else:
+            entry["selected"] = False
+            fit = manifest.get("fit_version")
+            if takedowns:
+                entry["why"] = "taken down: " + "; ".join(t["reason"] for t in takedowns)
+            elif assignment is None:
+                entry["why"] = ("not in the pool's assignments" +
+                                (" (quarantined)" if quarantine else "") +
+                                (" (delivered again as a duplicate)" if duplicates else ""))
+            elif fit is not None and assignment["fit_version"] != fit:
+                entry["why"] = (f"assigned by fit {assignment['fit_version']}, the subset was "
+                                f"built on fit {fit}: stale rows are excluded")
+            else:
+                leaf = assignment["leaf"]
+                in_leaf = table.search().where(f"leaf = {int(leaf)}").select(
+                    ["quota", "leaf_size"]).limit(None).to_arrow()
+                quota = int(in_leaf["quota"][0].as_py()) if in_leaf.num_rows else 0
+                taken = in_leaf.num_rows
+                rank, members = leaf_rank(db, pool, item_id, leaf, assignment["fit_version"],
+                                          config, down)
+                entry.update(leaf=leaf, path=assignment["path"], quota=quota, rank=rank,
+                             leaf_size=members, taken=taken)
+                if quota == 0:
+                    entry["why"] = f"leaf {leaf} got quota 0 from the water-filling"
+                elif rank >= taken:
+                    entry["why"] = (f"rank {rank} in leaf {leaf} ({members} items) is below "
+                                    f"the cut: the leaf's quota {quota} takes {taken}")
+                else:
+                    entry["why"] = (f"would be taken now (rank {rank} < {taken}): the item "
+                                    "arrived after this subset version was built")
+        subsets[name] = entry
+    return {"pool": pool, "item_id": item_id, "assignment": assignment,
+            "taken_down": takedowns, "duplicate_deliveries": duplicates,
+            "quarantined": quarantine, "subsets": subsets}

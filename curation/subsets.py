@@ -1,0 +1,392 @@
+"""Subsets of a pool straight from its LanceDB tables (pure core: no Dagster).
+
+`select_subsets` streams the `<pool>__assignments` table twice in batches, reading only
+compact columns (pass 1: level_1 and fit_version -> leaf sizes; pass 2: item_id, level_1,
+distance, fit_version -> keys, fed to one `LeafSelector` per subset), then fetches item_id
+and uri for the selected rows only (by LanceDB row id, on the same pinned table version).
+Memory: O(#clusters + selected) whatever the pool's size. Rows assigned by another fit than
+the current one are excluded and counted (`stale_excluded`), so are taken-down items.
+
+If the assignments table carries an `item_key` uint64 column (= `selection.item_keys` of
+item_id, written once at assignment), pass 2 reads it instead of hashing every id.
+
+Tables (names via `table_name(pool, kind)` = `<pool>__<kind>`):
+- `<pool>__subset_<name>`: item_id, uri, weight, path (fixed list of L cluster ids, leaf
+  first), leaf, quota (the leaf's), rank (in the leaf, 0 first), leaf_size (eligible items
+  of the leaf), item_key (uint64, `selection.item_keys`), fit_version. Rows sorted by
+  (leaf, rank). Every materialisation is one new LanceDB version: pin it to reproduce.
+- `<pool>__takedowns`: item_id, reason, at (UTC ISO time), by (who/which run). Append-only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from .config import SampleConfig
+from .selection import (
+    Churn,
+    LeafSelector,
+    SubsetSelection,
+    churn,
+    item_keys,
+    leaf_quotas,
+    level_sizes,
+    manifest,
+    tree_paths,
+)
+
+BATCH_ROWS = 1 << 18
+
+
+def table_name(pool: str, kind: str) -> str:
+    return f"{pool}__{kind}"
+
+
+def subset_table_name(pool: str, subset: str) -> str:
+    return table_name(pool, f"subset_{subset}")
+
+
+def lancedb_uri(uri: str | None = None) -> str:
+    """The platform's LanceDB: `uri`, else $CURATION_LANCEDB_URI, else $CURATION_HOME/lancedb
+    (default home ./.curation), as curation_dags.settings resolves it."""
+    if uri:
+        return uri
+    home = Path(os.environ.get("CURATION_HOME") or "./.curation")
+    return os.environ.get("CURATION_LANCEDB_URI") or str(home / "lancedb")
+
+
+def connect(uri: str | None = None):
+    import lancedb
+
+    endpoint = os.environ.get("CURATION_S3_ENDPOINT_URL")
+    options = {"aws_endpoint": endpoint, "allow_http": "true"} if endpoint else None
+    return lancedb.connect(lancedb_uri(uri), storage_options=options)
+
+
+def open_table(db, name: str, version: int | None = None):
+    """The table (pinned at `version` when given), or None when it does not exist."""
+    try:
+        table = db.open_table(name)
+    except (ValueError, FileNotFoundError):
+        return None
+    if version is not None:
+        known = [v["version"] for v in table.list_versions()]
+        if int(version) not in known:
+            raise ValueError(f"table {name} has no version {version} (versions: {known})")
+        table.checkout(int(version))
+    return table
+
+
+def read_subset_version(db, pool: str, subset: str, version: int | None = None,
+                        columns=("item_id", "uri", "weight", "path")):
+    """(version, pyarrow Table of `columns` sorted by item_id) of one subset table version
+    (the latest when `version` is None)."""
+    import pyarrow.compute as pc
+
+    name = subset_table_name(pool, subset)
+    table = open_table(db, name, version)
+    if table is None:
+        raise ValueError(f"no subset table {name} (materialise the subset first)")
+    rows = table.to_arrow().select(list(columns))
+    rows = rows.take(pc.sort_indices(rows, sort_keys=[("item_id", "ascending")]))
+    return table.version, rows
+
+
+# --- takedowns ------------------------------------------------------------------------------
+
+
+def read_takedowns(db, pool: str):
+    """pyarrow Table of the pool's takedowns (item_id, reason, at, by), or None."""
+    table = open_table(db, table_name(pool, "takedowns"))
+    return None if table is None else table.to_arrow()
+
+
+def taken_down_ids(db, pool: str):
+    """pyarrow string array of the distinct taken-down item ids (empty when none)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = read_takedowns(db, pool)
+    if rows is None or rows.num_rows == 0:
+        return pa.array([], pa.string())
+    return pc.unique(rows["item_id"].combine_chunks())
+
+
+def append_takedowns(db, pool: str, item_ids: list[str], reason: str, by: str) -> int:
+    """Append audit rows (one per distinct id, in the given order); returns the table
+    version. Taken-down items are excluded from every subset's next materialisation."""
+    import pyarrow as pa
+
+    seen: dict[str, None] = {}
+    for item in item_ids:
+        item = item.strip()
+        if item:
+            seen.setdefault(item, None)
+    if not seen:
+        raise ValueError("no item ids to take down")
+    if not reason.strip():
+        raise ValueError("a takedown needs a reason")
+    now = datetime.now(UTC).isoformat()
+    rows = pa.table({
+        "item_id": pa.array(list(seen), pa.string()),
+        "reason": pa.array([reason] * len(seen), pa.string()),
+        "at": pa.array([now] * len(seen), pa.string()),
+        "by": pa.array([by] * len(seen), pa.string()),
+    })
+    name = table_name(pool, "takedowns")
+    table = open_table(db, name)
+    if table is None:
+        table = db.create_table(name, rows)
+    else:
+        table.add(rows)
+    return table.version
+
+
+# --- selection over the assignments table ------------------------------------------------
+
+
+@dataclass
+class Previous:
+    """The subset's previous version: its keys, leaves, per-leaf sizes, fit version."""
+
+    version: int
+    keys: np.ndarray
+    leaf: np.ndarray
+    leaf_size: np.ndarray  # (n_leaves,) 0 where unknown
+    fit_version: int
+
+
+def read_previous(db, pool: str, subset: str, n_leaves: int) -> Previous | None:
+    table = open_table(db, subset_table_name(pool, subset))
+    if table is None:
+        return None
+    names = table.schema.names
+    if not {"item_key", "leaf", "leaf_size", "fit_version"} <= set(names):
+        rows = table.to_arrow().select(["item_id", "leaf"])  # written before item keys
+        keys, leaf = item_keys(rows["item_id"]), rows["leaf"].to_numpy().astype(np.int64)
+        return Previous(table.version, keys, leaf, np.zeros(n_leaves, np.int64), -1)
+    rows = table.search().select(["item_key", "leaf", "leaf_size", "fit_version"]).limit(
+        None).to_arrow()
+    leaf = rows["leaf"].to_numpy().astype(np.int64)
+    sizes = np.zeros(n_leaves, np.int64)
+    ok = leaf < n_leaves
+    sizes[leaf[ok]] = rows["leaf_size"].to_numpy()[ok]
+    fit = int(rows["fit_version"][0].as_py()) if rows.num_rows else -1
+    return Previous(table.version, rows["item_key"].to_numpy().astype(np.uint64), leaf, sizes,
+                    fit)
+
+
+@dataclass
+class SubsetResult:
+    name: str
+    config: SampleConfig
+    selection: SubsetSelection
+    rows: object  # pyarrow Table to write (subset table schema)
+    churn: Churn | None
+    previous_version: int | None
+    manifest: dict = field(default_factory=dict)
+
+
+@dataclass
+class PoolScan:
+    """What the two passes saw: eligible rows per leaf and what was excluded."""
+
+    assignments_version: int
+    rows: int
+    eligible: int
+    stale_excluded: int
+    taken_down_excluded: int
+    leaf_size: np.ndarray
+    subsets: dict[str, SubsetResult] = field(default_factory=dict)
+
+
+def _batches(table, columns: list[str], batch_rows: int, row_id: bool = False):
+    query = table.search().select(columns).limit(None)
+    if row_id:
+        query = query.with_row_id(True)
+    yield from query.to_batches(batch_rows)
+
+
+def _eligible(batch, fit_version: int, takedowns) -> tuple[np.ndarray, int, int]:
+    """Mask of rows in the current fit and not taken down; (mask, stale, taken down)."""
+    import pyarrow.compute as pc
+
+    fresh = batch.column("fit_version").to_numpy() == fit_version
+    mask = fresh
+    down = 0
+    if len(takedowns):
+        gone = pc.is_in(batch.column("item_id"), value_set=takedowns).to_numpy(
+            zero_copy_only=False)
+        down = int(np.count_nonzero(gone & fresh))
+        mask = fresh & ~gone
+    return mask, int(fresh.size - np.count_nonzero(fresh)), down
+
+
+def fetch_rows(table, row_ids: np.ndarray, columns=("item_id", "uri"), chunk: int = 1 << 18):
+    """`columns` of the rows with these LanceDB row ids, in the given order (pyarrow Table)."""
+    import pyarrow as pa
+
+    row_ids = np.asarray(row_ids, np.uint64)
+    parts = []
+    for start in range(0, row_ids.size, chunk):
+        want = row_ids[start:start + chunk]
+        got = table.take_row_ids(want.tolist()).with_row_id().select(list(columns)).to_arrow()
+        have = got["_rowid"].to_numpy()
+        order = np.argsort(have)
+        pos = order[np.searchsorted(have, want, sorter=order)]
+        if not np.array_equal(have[pos], want):
+            raise ValueError("rows vanished from the pinned assignments table")
+        parts.append(got.select(list(columns)).take(pa.array(pos)))
+    if not parts:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.concat_tables(parts)
+
+
+def select_subsets(
+    assignments,
+    parents: list[np.ndarray],
+    n_leaves: int,
+    fit_version: int,
+    subsets: dict[str, SampleConfig],
+    takedowns=None,
+    previous: dict[str, Previous | None] | None = None,
+    batch_rows: int = BATCH_ROWS,
+    clip_to_pool: bool = True,
+) -> PoolScan:
+    """Select every subset of one pool from its assignments table (pinned at its current
+    version for both passes and the final fetch). `clip_to_pool` lowers a target above the
+    pool's capacity to the capacity (as the platform does for a young pool)."""
+    import pyarrow as pa
+
+    version = assignments.version
+    assignments.checkout(version)
+    if takedowns is None:
+        takedowns = pa.array([], pa.string())
+    previous = dict(previous or {})
+    pass1 = ["level_1", "fit_version"] + (["item_id"] if len(takedowns) else [])
+    sizes = np.zeros(n_leaves, np.int64)
+    rows = stale = down = 0
+    for batch in _batches(assignments, pass1, batch_rows):
+        mask, s, d = _eligible(batch, fit_version, takedowns)
+        rows, stale, down = rows + batch.num_rows, stale + s, down + d
+        leaf = batch.column("level_1").to_numpy()[mask]
+        if leaf.size and (leaf.max() >= n_leaves or leaf.min() < 0):
+            raise ValueError(f"leaf id {leaf.max()} outside the tree's {n_leaves} leaves")
+        sizes += np.bincount(leaf, minlength=n_leaves)
+    eligible = int(sizes.sum())
+    scan = PoolScan(version, rows, eligible, stale, down, sizes)
+    if eligible == 0:
+        raise ValueError("the pool has no eligible assigned items (none in the current fit)")
+
+    selectors: dict[str, LeafSelector] = {}
+    seen: dict[str, np.ndarray] = {}
+    for name, config in subsets.items():
+        capacity = eligible * config.multiplier
+        if clip_to_pool and config.target_size > capacity:
+            config = config.model_copy(update={"target_size": capacity})
+        quotas = leaf_quotas(sizes, parents, config)
+        selectors[name] = LeafSelector(quotas[0], sizes, config)
+        prev = previous.get(name)
+        if prev is not None:
+            order = np.argsort(prev.keys)
+            previous[name] = Previous(prev.version, prev.keys[order], prev.leaf[order],
+                                      prev.leaf_size, prev.fit_version)
+            seen[name] = np.zeros(prev.keys.size, bool)
+
+    cached = "item_key" in assignments.schema.names  # keys stored by the writer: no hashing
+    pass2 = ["item_id", "level_1", "distance", "fit_version"] + (["item_key"] if cached else [])
+    if cached and not len(takedowns):
+        pass2.remove("item_id")
+    for batch in _batches(assignments, pass2, batch_rows, row_id=True):
+        mask, _, _ = _eligible(batch, fit_version, takedowns)
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            continue
+        if cached:
+            keys = batch.column("item_key").to_numpy().astype(np.uint64)[idx]
+        else:
+            keys = item_keys(batch.column("item_id").take(pa.array(idx)))
+        leaf = batch.column("level_1").to_numpy()[idx]
+        dist = batch.column("distance").to_numpy()[idx]
+        row_id = batch.column("_rowid").to_numpy()[idx]
+        for name, selector in selectors.items():
+            selector.add(leaf, keys, row_id, dist)
+            if name in seen:
+                prev_keys = previous[name].keys
+                pos = np.searchsorted(prev_keys, keys)
+                hit = pos < prev_keys.size
+                hit[hit] = prev_keys[pos[hit]] == keys[hit]
+                seen[name][pos[hit]] = True
+
+    for name, selector in selectors.items():
+        sel = selector.result()
+        fetched = fetch_rows(assignments, sel.payload)
+        if not np.array_equal(item_keys(fetched["item_id"]), sel.key):
+            raise ValueError("fetched rows do not match the selected keys")
+        prev = previous.get(name)
+        change = None
+        if prev is not None:
+            comparable = prev.fit_version == fit_version
+            change = churn(prev.keys, prev.leaf, sel, previous_leaf_size=prev.leaf_size,
+                           gone_from_pool=int((~seen[name]).sum()), comparable=comparable)
+        versions = {"assignments": version}
+        m = manifest(fetched["item_id"], sel.weight, selector.config, fit_version, versions)
+        rows_out = subset_rows(sel, fetched, parents, fit_version, m.to_json())
+        scan.subsets[name] = SubsetResult(name, selector.config, sel, rows_out, change,
+                                          None if prev is None else prev.version, m.as_dict())
+    return scan
+
+
+MANIFEST_KEY = b"curation.manifest"
+
+
+def subset_rows(sel: SubsetSelection, fetched, parents: list[np.ndarray], fit_version: int,
+                manifest_json: str = "{}"):
+    """The subset table's rows (schema in the module docstring); the manifest (config with
+    seed and strategy, fit and table versions read) rides in the schema metadata."""
+    import pyarrow as pa
+
+    paths = tree_paths(parents, sel.leaf)
+    return pa.table({
+        "item_id": fetched["item_id"].cast(pa.string()),
+        "uri": fetched["uri"].cast(pa.string()),
+        "weight": pa.array(sel.weight, pa.int64()),
+        "path": pa.FixedSizeListArray.from_arrays(pa.array(paths.reshape(-1)),
+                                                  paths.shape[1]),
+        "leaf": pa.array(sel.leaf, pa.int64()),
+        "quota": pa.array(sel.quota, pa.int64()),
+        "rank": pa.array(sel.rank, pa.int64()),
+        "leaf_size": pa.array(sel.leaf_size[sel.leaf], pa.int64()),
+        "item_key": pa.array(sel.key, pa.uint64()),
+        "fit_version": pa.array(np.full(len(sel), fit_version, np.int64)),
+    }).replace_schema_metadata({MANIFEST_KEY: manifest_json.encode()})
+
+
+def table_manifest(table) -> dict:
+    """The manifest stored with a subset table version ({} when absent)."""
+    import json
+
+    raw = (table.schema.metadata or {}).get(MANIFEST_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def top_level_counts(leaf_size: np.ndarray, parents: list[np.ndarray]) -> np.ndarray:
+    return level_sizes(leaf_size, parents)[-1]
+
+
+def balance_from_counts(counts: np.ndarray) -> dict:
+    """label_entropy, labels_hit, top1_share, kl_to_uniform of a distribution over clusters."""
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum()
+    if total <= 0:
+        return {"label_entropy": 0.0, "labels_hit": 0, "top1_share": 0.0, "kl_to_uniform": 0.0}
+    p = counts[counts > 0] / total
+    entropy = float(-(p * np.log(p)).sum())
+    return {"label_entropy": entropy, "labels_hit": int((counts > 0).sum()),
+            "top1_share": float(counts.max() / total),
+            "kl_to_uniform": float(np.log(counts.size) - entropy)}
