@@ -69,6 +69,65 @@ class LanceDBResource(ConfigurableResource):
         )
         return table
 
+    def claim_rows(
+        self, name: str, data: Any, key: str, owner: str, compare: tuple[str, ...] = ()
+    ) -> tuple[Any, dict[str, str]]:
+        """Insert the rows of `data` (a pyarrow Table, unique `key`s, one value in column `owner`)
+        whose key no other owner holds; returns (table, {key: owner that holds it}).
+
+        Rows the same owner already holds are updated when a `compare` column changed; rows of
+        another owner are never touched; this owner's rows whose key is not in `data` are
+        deleted. The outcome is read back from the table after the commit, so two writers that
+        race on the same keys never both win one: LanceDB commits concurrent inserts of one key
+        side by side, and the row stored first (lowest row address: fragments are numbered in
+        commit order) wins; a writer that finds its own row behind another deletes it.
+        """
+        import pyarrow.compute as pc
+
+        me = data.column(owner)[0].as_py() if data.num_rows else None
+        table = self.open(name)
+        if table is None:
+            db = self.connect()
+            try:
+                table = db.create_table(name, schema=data.schema, exist_ok=True)
+            except (ValueError, OSError):  # created meanwhile by a concurrent run
+                table = db.open_table(name)
+        if data.num_rows == 0:
+            return table, {}
+        changed = " OR ".join(f"target.{c} <> source.{c}" for c in compare) or "false"
+        (
+            table.merge_insert(key)
+            .when_matched_update_all(where=f"target.{owner} = source.{owner} AND ({changed})")
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(f"{owner} = {_sql_str(me)}")
+            .execute(data)
+        )
+        keys = data.column(key).to_pylist()
+        holders: dict[str, tuple[int, str]] = {}
+        mine_behind: list[int] = []
+        for start in range(0, len(keys), 2000):
+            chunk = ", ".join(_sql_str(k) for k in keys[start : start + 2000])
+            found = (
+                table.search()
+                .where(f"{key} IN ({chunk})")
+                .select([key, owner])
+                .with_row_id(True)
+                .limit(None)
+                .to_arrow()
+            )
+            order = pc.sort_indices(found["_rowid"]).to_pylist()
+            rows = found.take(order).to_pylist()
+            for row in rows:
+                if row[key] not in holders:
+                    holders[row[key]] = (row["_rowid"], row[owner])
+                elif row[owner] == me:
+                    mine_behind.append(row["_rowid"])
+        if mine_behind:
+            for start in range(0, len(mine_behind), 2000):
+                ids = ", ".join(str(r) for r in mine_behind[start : start + 2000])
+                table.delete(f"_rowid IN ({ids}) AND {owner} = {_sql_str(me)}")
+        return table, {k: holder for k, (_, holder) in holders.items()}
+
     def overwrite(self, name: str, data: Any) -> Any:
         """Replace the whole table in one new version (readers see old or new, never a mix)."""
         return self.connect().create_table(name, data, mode="overwrite")
@@ -82,3 +141,7 @@ class LanceDBResource(ConfigurableResource):
         if where:
             query = query.where(where)
         return query.to_arrow()
+
+
+def _sql_str(value: Any) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
