@@ -283,15 +283,41 @@ def build_refit_schedule(pool: Any) -> dg.ScheduleDefinition | None:
     if not cron:
         return None  # refit.cron: null disables the periodic refit
     name = _pool_name(pool)
-    return dg.ScheduleDefinition(
+    error = getattr(refit, "cron_error", None)
+    if error is None:
+        try:
+            return dg.ScheduleDefinition(
+                name=f"{name}_refit_schedule",
+                cron_schedule=cron,
+                target=hierarchy_keys(pool),
+                run_config=refit_run_config(pool),
+                tags={REFIT_TAG: "force", POOL_TAG: name},
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
+            )
+        except dg.DagsterInvalidDefinitionError as exc:  # a cron Dagster reads differently
+            error = f"refit.cron {cron!r} is not a valid cron expression: {exc}"
+    return _failing_refit_schedule(pool, error)
+
+
+def _failing_refit_schedule(pool: Any, error: str) -> dg.ScheduleDefinition:
+    """Stands in for the refit schedule of a pool whose refit.cron is invalid: every tick fails
+    with the error (shown on the schedule in the UI, logged by the daemon); the code location
+    and every other pool are unaffected."""
+    name = _pool_name(pool)
+    message = f"pool {name!r}: {error}; fix it in the pools config"
+
+    @dg.schedule(
         name=f"{name}_refit_schedule",
-        cron_schedule=cron,
+        cron_schedule="0 * * * *",
         target=hierarchy_keys(pool),
-        run_config=refit_run_config(pool),
-        tags={REFIT_TAG: "force", POOL_TAG: name},
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
+        description=f"INVALID: {message}",
     )
+    def _invalid_refit(context: dg.ScheduleEvaluationContext):
+        raise dg.Failure(description=message)
+
+    return _invalid_refit
 
 
 # ---- entry points used by definitions.py --------------------------------------------------------
