@@ -11,6 +11,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
+RETRIES = 5  # commits that conflict with a concurrent writer's are retried this often
+
 
 class LanceDBResource(ConfigurableResource):
     uri: str = Field(description="folder or s3://bucket/prefix of the LanceDB database")
@@ -41,33 +43,45 @@ class LanceDBResource(ConfigurableResource):
         except (ValueError, FileNotFoundError):
             return None
 
+    def table_for(self, name: str, schema: Any) -> Any:
+        """The table, created empty with `schema` when missing. Data is never written by the
+        create itself: LanceDB resolves two racing creates as an overwrite, which would drop
+        rows written in between; concurrent empty creates are harmless."""
+        table = self.open(name)
+        if table is None:
+            db = self.connect()
+            try:
+                table = db.create_table(name, schema=schema, exist_ok=True)
+            except (ValueError, OSError, RuntimeError):  # created meanwhile: open it
+                table = db.open_table(name)
+        return table
+
     def replace_rows(self, name: str, data: Any, key: str, scope: str) -> Any:
         """Make the rows matching SQL filter `scope` equal to `data` (a pyarrow Table), atomically.
 
         One merge_insert commit: rows of `data` are upserted on `key`, rows in `scope` that are
         not in `data` are deleted. Re-running with the same data changes nothing; a crash leaves
-        either the old or the new version, never both (no duplicate keys).
+        either the old or the new version, never both (no duplicate keys). A commit that
+        conflicts with a concurrent writer's is retried.
         """
-        db = self.connect()
-        table = self.open(name)
-        if table is None:
-            if data.num_rows == 0:
-                return db.create_table(name, schema=data.schema, exist_ok=True)
+        for attempt in range(RETRIES):
+            table = self.table_for(name, data.schema)
             try:
-                return db.create_table(name, data)
-            except ValueError:  # created meanwhile by a concurrent run: merge below
-                table = db.open_table(name)
-        if data.num_rows == 0:
-            table.delete(scope)
-            return table
-        (
-            table.merge_insert(key)
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(scope)
-            .execute(data)
-        )
-        return table
+                if data.num_rows == 0:
+                    table.delete(scope)
+                    return table
+                (
+                    table.merge_insert(key)
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(scope)
+                    .execute(data)
+                )
+                return table
+            except RuntimeError as exc:
+                if not _conflict(exc) or attempt == RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def claim_rows(
         self, name: str, data: Any, key: str, owner: str, compare: tuple[str, ...] = ()
@@ -82,26 +96,37 @@ class LanceDBResource(ConfigurableResource):
         side by side, and the row stored first (lowest row address: fragments are numbered in
         commit order) wins; a writer that finds its own row behind another deletes it.
         """
+        me = data.column(owner)[0].as_py() if data.num_rows else None
+        for attempt in range(RETRIES):
+            table = self.table_for(name, data.schema)
+            if data.num_rows == 0:
+                return table, {}
+            changed = " OR ".join(f"target.{c} <> source.{c}" for c in compare) or "false"
+            try:
+                (
+                    table.merge_insert(key)
+                    .when_matched_update_all(
+                        where=f"target.{owner} = source.{owner} AND ({changed})"
+                    )
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(f"{owner} = {_sql_str(me)}")
+                    .execute(data)
+                )
+            except RuntimeError as exc:
+                if not _conflict(exc) or attempt == RETRIES - 1:
+                    raise
+                continue
+            holders = self._resolve(table, data, key, owner, me)
+            if len(holders) == data.num_rows or attempt == RETRIES - 1:
+                return table, holders
+            # keys held by nobody: a concurrent table creation overwrote our commit; again
+        raise AssertionError("unreachable")
+
+    def _resolve(self, table: Any, data: Any, key: str, owner: str, me: Any) -> dict[str, str]:
+        """{key: owner} of the row that holds each key of `data`; this owner's rows behind
+        another row of the same key are deleted."""
         import pyarrow.compute as pc
 
-        me = data.column(owner)[0].as_py() if data.num_rows else None
-        table = self.open(name)
-        if table is None:
-            db = self.connect()
-            try:
-                table = db.create_table(name, schema=data.schema, exist_ok=True)
-            except (ValueError, OSError):  # created meanwhile by a concurrent run
-                table = db.open_table(name)
-        if data.num_rows == 0:
-            return table, {}
-        changed = " OR ".join(f"target.{c} <> source.{c}" for c in compare) or "false"
-        (
-            table.merge_insert(key)
-            .when_matched_update_all(where=f"target.{owner} = source.{owner} AND ({changed})")
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(f"{owner} = {_sql_str(me)}")
-            .execute(data)
-        )
         keys = data.column(key).to_pylist()
         holders: dict[str, tuple[int, str]] = {}
         mine_behind: list[int] = []
@@ -126,7 +151,7 @@ class LanceDBResource(ConfigurableResource):
             for start in range(0, len(mine_behind), 2000):
                 ids = ", ".join(str(r) for r in mine_behind[start : start + 2000])
                 table.delete(f"_rowid IN ({ids}) AND {owner} = {_sql_str(me)}")
-        return table, {k: holder for k, (_, holder) in holders.items()}
+        return {k: holder for k, (_, holder) in holders.items()}
 
     def overwrite(self, name: str, data: Any) -> Any:
         """Replace the whole table in one new version (readers see old or new, never a mix)."""
@@ -145,3 +170,9 @@ class LanceDBResource(ConfigurableResource):
 
 def _sql_str(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A LanceDB commit that lost a race with a concurrent commit (safe to retry)."""
+    text = str(exc).lower()
+    return "incompatible transaction" in text or "conflict" in text

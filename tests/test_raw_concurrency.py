@@ -5,6 +5,9 @@ other's drop id. Real processes, real LanceDB folders, real Dagster runs."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -46,10 +49,30 @@ def test_claim_rows_resolves_a_race_that_slipped_past_the_merge(tmp_path):
     assert stored["x"]["uri"] == "A/x" and stored["b-only"]["uri"] == "new"
 
 
-def _resources(tmp: str) -> dict:
+class RendezvousLanceDB(LanceDBResource):
+    """The real resource, except that each run waits for the other at the write, so that the
+    two merge_inserts are issued together (a file per run in `rendezvous`)."""
+
+    rendezvous: str = ""
+    parties: int = 1
+
+    def claim_rows(self, name, data, *args, **kwargs):
+        folder = Path(self.rendezvous)
+        (folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + 300
+        while len(list(folder.iterdir())) < self.parties and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return super().claim_rows(name, data, *args, **kwargs)
+
+
+def _resources(tmp: str, parties: int = 1) -> dict:
+    rendezvous = Path(tmp) / "rendezvous"
+    rendezvous.mkdir(exist_ok=True)
     return {
         "landing": LandingStorage(url=f"{tmp}/landing"),
-        "lancedb": LanceDBResource(uri=f"{tmp}/lancedb"),
+        "lancedb": RendezvousLanceDB(
+            uri=f"{tmp}/lancedb", rendezvous=str(rendezvous), parties=parties
+        ),
     }
 
 
@@ -63,7 +86,7 @@ def _ingest_worker(tmp: str, drop: str, start, out) -> None:
             start.wait(timeout=300)
             result = dg.materialize(
                 [build_raw_asset(pool)], partition_key=drop, instance=instance,
-                resources=_resources(tmp),
+                resources=_resources(tmp, parties=2),
             )
             out.put((drop, meta(materialized(result, [pool.name, "raw"])[0])))
     except BaseException as exc:  # noqa: BLE001 (reported by the parent)
