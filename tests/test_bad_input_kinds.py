@@ -348,3 +348,46 @@ def test_bad_refit_cron_fails_only_its_pool(tmp_path, monkeypatch):
     assert "61 3 * * 0" in str(error.value.__cause__ or error.value)
     assert request.tags["curation/refit"] == "force"
     assert {s.name for s in repo.sensor_defs} >= {"a_drops_sensor", "b_drops_sensor"}
+
+
+# ---- raw and the embedder agree -----------------------------------------------------------------
+def test_text_embeddings_come_from_raw_rows_with_the_same_ids_and_refs(tmp_path):
+    """Through the real text embedder: what embeddings stores is exactly raw's rows of the drop
+    (item id and ref), BOM / U+2028 texts included; a duplicate of an earlier drop is never
+    embedded again, and nothing is quarantined for want of a match."""
+    from conftest import Platform
+
+    pool = small_pool(
+        name="notes", modality="texts", dim=None,
+        embedder={"model": "all-MiniLM-L6-v2", "options": {"device": "cpu", "batch_size": 8}},
+    )
+    with dg.instance_for_test() as instance:
+        p = Platform(tmp_path, instance, pool)
+        first = p.folder("d0")
+        first.mkdir(parents=True)
+        (first / "a.jsonl").write_text(json.dumps({"id": 0, "text": "Rivers carry silt."}) + "\n")
+        (first / "_SUCCESS").write_bytes(b"")
+        assert p.ingest("d0").success
+
+        texts = ["Rivers carry silt.", "Line\u2028separated", "Next\u0085line", "Plain text."]
+        body = "\n".join(json.dumps({"id": i, "text": t}, ensure_ascii=False)
+                         for i, t in enumerate(texts))
+        folder = p.folder("d1")
+        folder.mkdir(parents=True)
+        (folder / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + body.encode() + b"\r\n")
+        (folder / "c.txt").write_bytes(b"\xef\xbb\xbfA text file with a BOM.\n")
+        (folder / "_SUCCESS").write_bytes(b"")
+        result = p.ingest("d1")
+        assert result.success
+        counts = meta(materialized(result, [pool.name, "raw"])[0])
+        assert counts == {**counts, "delivered": 5, "ingested": 4, "duplicates": 1}
+        emb = meta(materialized(result, [pool.name, "embeddings"])[0])
+        assert emb["embedded"] == 4 and emb["quarantined"] == 0
+
+        def pairs(kind):
+            rows = p.table(kind).search().where("drop = 'd1'").select(["item_id", "uri"])
+            return sorted((r["item_id"], r["uri"]) for r in rows.limit(None).to_arrow().to_pylist())
+
+        assert pairs("embeddings") == pairs("raw")
+        assert {u.rsplit("/", 1)[-1] for _, u in pairs("raw")} == {
+            "b.jsonl#L2", "b.jsonl#L3", "b.jsonl#L4", "c.txt"}
