@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import HierarchyConfig, SampleConfig
+from .items import EMBEDDER_KIND
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 BUNDLED_POOLS = Path(__file__).resolve().parent.parent / "curation_dags" / "pools.yaml"
@@ -197,7 +198,7 @@ class PoolConfig(BaseModel):
 
     def embedder_fields(self) -> dict:
         """Fields of this pool's EmbedderResource / EmbedderSpec (images and texts pools)."""
-        kind = {"images": "image", "texts": "text", "vectors": "vectors"}[self.modality]
+        kind = EMBEDDER_KIND[self.modality]
         model = None if self.embedder.model == "precomputed" else self.embedder.model
         return {"kind": kind, "model": model, **self.embedder.options}
 
