@@ -1,9 +1,10 @@
 """`<pool>/embeddings`, one partition per drop: one vector per ingested item, in LanceDB.
 
-Precomputed vectors are read from the drop's parquet files; images and texts stream through the
-pool's EmbedderResource (`items(uris, read_bytes=...)` -> `embed_batches(...)`), so memory is
-bounded by the batch, not by the drop's bytes; only the output vectors are gathered, for one
-atomic write per drop. Progress (items done, items/s) goes to the Dagster log.
+Precomputed vectors are read from the drop's parquet files. Images and texts: raw's rows of
+the drop (item id + ref, read again through the same parser, curation.items) stream through the
+pool's EmbedderResource (`embed_batches(...)`), so memory is bounded by the batch, not by the
+drop's bytes, and duplicates of earlier drops are never embedded; only the output vectors are
+gathered, for one atomic write per drop. Progress (items done, items/s) goes to the Dagster log.
 
 Every row carries the model name and `model_hash` (the embedder's identity_version); the full
 identity is in the materialisation metadata. The asset's `code_version` is the pool's embedder
@@ -16,7 +17,6 @@ with stage "embeddings"; the rest replace this drop's rows in one merge_insert c
 re-run or a crash never leaves duplicates. Blocking checks: dimension, finite values, unique ids.
 """
 
-import json
 import time
 from collections import Counter
 
@@ -32,7 +32,8 @@ from dagster import (
     asset,
 )
 
-from curation.embedding.base import identity_version
+from curation.embedding.base import Item, identity_version
+from curation.items import parse_jsonl
 from curation.pools import PoolConfig
 from curation_dags.automation import PER_DROP
 from curation_dags.partitions import drops_partitions
@@ -207,28 +208,41 @@ def build_embeddings_asset(pool: PoolConfig):
     return embeddings
 
 
+def _raw_items(raw_rows, storage: LandingStorage):
+    """The embedder's Items of raw's rows, refs as raw recorded them: a whole-file item is read
+    lazily by its uri; a JSONL file is parsed again by the same parser (curation.items) and only
+    the lines raw ingested in this drop are kept."""
+    uris, sources = raw_rows["uri"].to_pylist(), raw_rows["source"].to_pylist()
+    lines: dict[str, set[str]] = {}
+    for uri, source in zip(uris, sources, strict=True):
+        if uri != source:
+            lines.setdefault(source, set()).add(uri)
+    for source in dict.fromkeys(sources):  # each file once, in raw order
+        if source not in lines:
+            yield Item(ref=source, reader=storage.read_bytes)
+            continue
+        try:
+            parsed = parse_jsonl(source, storage.read_bytes(source))
+        except OSError as exc:
+            for ref in sorted(lines[source]):
+                yield Item(ref=ref, error=f"unreadable: {type(exc).__name__}: {exc}")
+            continue
+        for item in parsed.items:
+            if item.ref in lines[source]:
+                yield Item(ref=item.ref, text=item.text)
+
+
 def _embed_stream(context, resource, storage: LandingStorage, raw_rows):
     """Stream this drop's raw items through the embedder, one batch in memory at a time.
 
     Returns (raw row indices embedded, their (n, d) vectors, a reason per raw row ("" when
-    embedded), the embedder's identity, items/s). Vectors are matched to raw rows by item_id
-    (both are the sha256 of the item's bytes), quarantine reasons by ref (the file uri, or
-    `file.jsonl#<id>` / `file.jsonl#L<n>` for a line). Embedder items that raw did not ingest
-    (duplicates of earlier drops) are dropped.
+    embedded), the embedder's identity, items/s). The embedder reads exactly raw's rows (item
+    id + ref, through the same parser), so its refs are raw's uris; an item whose bytes no
+    longer hash to raw's item id (the file changed since raw) is quarantined.
     """
     ids = raw_rows["item_id"].to_pylist()
     uris = raw_rows["uri"].to_pylist()
-    sources = raw_rows["source"].to_pylist()
-    lines = raw_rows["row"].to_pylist()
-    metas = raw_rows["meta"].to_pylist()
-    by_id = {item_id: i for i, item_id in enumerate(ids)}
     by_ref = {uri: i for i, uri in enumerate(uris)}
-    for i, (source, line, meta) in enumerate(zip(sources, lines, metas, strict=True)):
-        if line >= 0 and meta:  # a jsonl line: the embedder names it file.jsonl#<id>
-            record_id = json.loads(meta).get("id")
-            if record_id is not None:
-                by_ref.setdefault(f"{source}#{record_id}", i)
-    files = list(dict.fromkeys(sources))  # each file once, in raw order
     total = len(ids)
     last_log = [0.0]
 
@@ -243,29 +257,33 @@ def _embed_stream(context, resource, storage: LandingStorage, raw_rows):
     embedder = resource.get_embedder()
     identity = embedder.identity()  # loads the model once, before the stream
     reasons = [""] * total
+    done = [False] * total
     got: list[int] = []
     parts: list[np.ndarray] = []
     started = time.perf_counter()
     handled = 0
-    for batch in embedder.embed_batches(
-        resource.items(files, read_bytes=storage.read_bytes), progress=progress
-    ):
+    for batch in embedder.embed_batches(_raw_items(raw_rows, storage), progress=progress):
         handled += len(batch.item_ids) + len(batch.quarantined)
         for ref, reason in batch.quarantined:
             i = by_ref.get(ref)
-            if i is not None and not reasons[i]:
-                reasons[i] = reason
+            if i is not None and not done[i]:
+                reasons[i], done[i] = reason, True
         rows = []
-        for k, item_id in enumerate(batch.item_ids):
-            i = by_id.pop(item_id, None)  # pop: a repeated item is kept once
-            if i is not None:
-                got.append(i)
-                rows.append(k)
+        for k, (ref, item_id) in enumerate(zip(batch.refs, batch.item_ids, strict=True)):
+            i = by_ref.get(ref)
+            if i is None or done[i]:
+                continue
+            done[i] = True
+            if item_id != ids[i]:
+                reasons[i] = "changed since raw: its bytes no longer match the item id"
+                continue
+            got.append(i)
+            rows.append(k)
         if rows:
             parts.append(np.asarray(batch.vectors, dtype=np.float32)[rows])
     seconds = time.perf_counter() - started
-    for i in by_id.values():
-        if not reasons[i]:
+    for i in range(total):
+        if not done[i]:
             reasons[i] = "not embedded: the embedder returned no vector for this item"
     x = np.concatenate(parts) if parts else np.zeros((0, int(identity.get("dim") or 0)), np.float32)
     order = np.argsort(np.asarray(got, dtype=np.int64), kind="stable")

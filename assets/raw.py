@@ -3,17 +3,22 @@
 Every delivered item ends in exactly one place, so the counts add up:
 ingested (table `<pool>__raw`) + duplicates (`<pool>__duplicates`, already ingested by this or an
 earlier drop) + quarantined (`<pool>__quarantine`, stage "raw", with the reason) = delivered.
-An unreadable file counts as one delivered item. Item ids are content addresses (sha256 of the
-bytes), or the given item_id for precomputed vectors.
+Files are parsed by `curation.items` (one parser per item kind, shared with the embedders): an
+unreadable file counts as one delivered item. Item ids are content addresses (sha256 of the
+bytes, of the text for a JSONL line), or the given item_id for precomputed vectors.
+
+The write is insert-if-absent (merge_insert on item_id; only this drop's own rows may be
+updated), and ingested vs duplicate is read back from the table after the commit: two drops that
+share items and run at once never both ingest them, and never take over each other's rows. An
+item an earlier drop delivered but whose embedding was quarantined (NaN vector, undecodable
+image) is not a duplicate: a corrected re-delivery takes its raw row over and is ingested.
 """
 
-import hashlib
-import json
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
+from curation.items import parse_file
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
 from curation_dags.partitions import drops_partitions
@@ -22,11 +27,7 @@ from resources.storage import LandingStorage
 
 from .tables import in_list, sql_str
 
-SUFFIXES = {
-    "images": {".png", ".jpg", ".jpeg", ".webp"},
-    "texts": {".txt", ".jsonl"},
-    "vectors": {".parquet"},
-}
+CHUNK = 2000
 
 
 def checked_drop(context: AssetExecutionContext) -> str:
@@ -37,84 +38,30 @@ def checked_drop(context: AssetExecutionContext) -> str:
         raise Failure(description=f"refusing drop: {exc}") from None
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_file_items(modality: str, info, data: bytes):
-    """(items, quarantined) of one file; items are dicts, quarantined (uri, reason) pairs."""
-    uri, suffix = info.uri, PurePosixPath(info.name).suffix.lower()
-    if modality == "vectors":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(pa.BufferReader(data))
-        except Exception as exc:  # any decoding error quarantines the file, not the drop
-            return [], [(uri, f"unreadable parquet: {type(exc).__name__}: {exc}"[:500])]
-        missing = {"item_id", "vector"} - set(table.column_names)
-        if missing:
-            return [], [(uri, f"parquet lacks column(s) {sorted(missing)}")]
-        ids = table.column("item_id").cast(pa.string()).to_pylist()
-        uris = table.column("uri").to_pylist() if "uri" in table.column_names else [None] * len(ids)
-        lengths = table.column("vector").combine_chunks().value_lengths().to_pylist()
-        extra = [c for c in table.column_names if c not in ("item_id", "vector", "uri")]
-        metas = table.select(extra).to_pylist() if extra else [None] * len(ids)
-        items, bad = [], []
-        for row, (item_id, given, length, meta) in enumerate(
-            zip(ids, uris, lengths, metas, strict=True)
-        ):
-            row_uri = given or f"{uri}#row={row}"
-            if not item_id or length is None:
-                bad.append((row_uri, "missing item_id or vector"))
-                continue
-            items.append(
-                {
-                    "item_id": item_id,
-                    "uri": row_uri,
-                    "size": 4 * length,
-                    "source": uri,
-                    "row": row,
-                    "meta": json.dumps(meta, default=str) if meta else "",
-                }
-            )
-        return items, bad
-    if suffix == ".jsonl":
-        items, bad = [], []
-        for line_no, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
-            if not line.strip():
-                continue
-            row_uri = f"{uri}#L{line_no + 1}"
-            try:
-                record = json.loads(line)
-                text = record["text"]
-                assert isinstance(text, str) and text
-            except Exception:
-                bad.append((row_uri, "jsonl line without a non-empty 'text'"))
-                continue
-            raw = text.encode()
-            meta = {"id": record.get("id")}
-            items.append(
-                {
-                    "item_id": _sha(raw),
-                    "uri": row_uri,
-                    "size": len(raw),
-                    "source": uri,
-                    "row": line_no,
-                    "meta": json.dumps(meta),
-                }
-            )
-        return items, bad
-    if suffix == ".txt":
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            return [], [(uri, "text file is not UTF-8")]
-    if not data:
-        return [], [(uri, "empty file")]
-    return [
-        {"item_id": _sha(data), "uri": uri, "size": len(data), "source": uri, "row": -1, "meta": ""}
-    ], []
+def _reclaimable(lancedb: LanceDBResource, pool: PoolConfig, held: dict[str, str]) -> set[str]:
+    """Ids among `held` ({item_id: drop holding its raw row}) whose holder's embeddings step
+    quarantined them and that have no embedding: a re-delivery of them is not a duplicate."""
+    quarantine = lancedb.open(pool.table("quarantine"))
+    if quarantine is None or not held:
+        return set()
+    embeddings = lancedb.open(pool.table("embeddings"))
+    ids, out = sorted(held), set()
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        found = (
+            quarantine.search()
+            .where(f"stage = 'embeddings' AND {in_list('item_id', chunk)}")
+            .select(["item_id", "drop"])
+            .limit(None)
+            .to_arrow()
+            .to_pylist()
+        )
+        bad = {r["item_id"] for r in found if held.get(r["item_id"]) == r["drop"]}
+        if bad and embeddings is not None:
+            embedded = embeddings.search().where(in_list("item_id", sorted(bad)))
+            bad -= set(embedded.select(["item_id"]).limit(None).to_arrow()["item_id"].to_pylist())
+        out |= bad
+    return out
 
 
 def build_raw_asset(pool: PoolConfig):
@@ -132,72 +79,95 @@ def build_raw_asset(pool: PoolConfig):
 
         drop = checked_drop(context)
         storage = landing.child(pool.prefix)
+        problem = storage.drop_problem(drop)
+        if problem is not None:
+            raise Failure(description=f"drop {drop!r} {problem}: nothing was read")
         if not storage.is_complete(drop):
             raise Failure(description=f"drop {drop!r} has no _SUCCESS marker: not complete yet")
         files = storage.list_files(drop)
         if not files:
             raise Failure(description=f"drop {drop!r} is empty: it holds no data files")
-        items: list[dict] = []
+        items = []
         quarantined: list[tuple[str, str]] = []
         for info in files:
-            if PurePosixPath(info.name).suffix.lower() not in SUFFIXES[pool.modality]:
-                quarantined.append((info.uri, f"unsupported file type for {pool.modality}"))
+            if info.problem is not None:
+                quarantined.append((info.uri, info.problem))
                 continue
             try:
                 data = storage.read_bytes(info.uri)
             except OSError as exc:
                 quarantined.append((info.uri, f"unreadable: {exc}"))
                 continue
-            got, bad = read_file_items(pool.modality, info, data)
-            items += got
-            quarantined += bad
+            parsed = parse_file(pool.modality, info.uri, data)
+            items += parsed.items
+            quarantined += parsed.quarantined
         delivered = len(items) + len(quarantined)
 
-        # Duplicates: repeated inside this drop (first wins), or ingested by another drop.
-        seen: set[str] = set()
-        fresh, duplicates = [], []
+        # Repeated inside this drop: the first wins, the others are duplicates of this drop.
+        first: dict[str, object] = {}
+        repeated = []
         for item in items:
-            (duplicates if item["item_id"] in seen else fresh).append(item)
-            seen.add(item["item_id"])
-        earlier: dict[str, str] = {}
+            if item.item_id in first:
+                repeated.append(item)
+            else:
+                first[item.item_id] = item
+        fresh = list(first.values())
+
+        # Held by another drop whose embedding of it was quarantined: this drop takes it over.
         table = lancedb.open(pool.table("raw"))
-        ids = sorted(seen)
-        for start in range(0, len(ids) if table is not None else 0, 2000):
-            where = f"{in_list('item_id', ids[start : start + 2000])} AND drop != {sql_str(drop)}"
+        held: dict[str, str] = {}
+        ids = sorted(first)
+        for start in range(0, len(ids) if table is not None else 0, CHUNK):
+            where = f"{in_list('item_id', ids[start : start + CHUNK])} AND drop != {sql_str(drop)}"
             found = table.search().where(where).select(["item_id", "drop"]).limit(None).to_arrow()
-            earlier.update(
-                zip(found["item_id"].to_pylist(), found["drop"].to_pylist(), strict=True)
+            held.update(zip(found["item_id"].to_pylist(), found["drop"].to_pylist(), strict=True))
+        retaken = sorted(_reclaimable(lancedb, pool, held))
+        for start in range(0, len(retaken), CHUNK):
+            chunk = retaken[start : start + CHUNK]
+            table.delete(
+                " OR ".join(
+                    f"(item_id = {sql_str(i)} AND drop = {sql_str(held[i])})" for i in chunk
+                )
             )
-        duplicates = [dict(d, first_drop=drop) for d in duplicates]
-        duplicates += [
-            dict(i, first_drop=earlier[i["item_id"]]) for i in fresh if i["item_id"] in earlier
-        ]
-        ingested = [i for i in fresh if i["item_id"] not in earlier]
 
         now = datetime.now(UTC).isoformat()
-        scope = f"drop = {sql_str(drop)}"
         raw_rows = pa.table(
             {
-                "item_id": pa.array([i["item_id"] for i in ingested], pa.string()),
-                "drop": pa.array([drop] * len(ingested), pa.string()),
-                "uri": pa.array([i["uri"] for i in ingested], pa.string()),
-                "size": pa.array([i["size"] for i in ingested], pa.int64()),
-                "source": pa.array([i["source"] for i in ingested], pa.string()),
-                "row": pa.array([i["row"] for i in ingested], pa.int64()),
-                "meta": pa.array([i["meta"] for i in ingested], pa.string()),
-                "ingested_at": pa.array([now] * len(ingested), pa.string()),
+                "item_id": pa.array([i.item_id for i in fresh], pa.string()),
+                "drop": pa.array([drop] * len(fresh), pa.string()),
+                "uri": pa.array([i.ref for i in fresh], pa.string()),
+                "size": pa.array([i.size for i in fresh], pa.int64()),
+                "source": pa.array([i.source for i in fresh], pa.string()),
+                "row": pa.array([i.row for i in fresh], pa.int64()),
+                "meta": pa.array([i.meta for i in fresh], pa.string()),
+                "ingested_at": pa.array([now] * len(fresh), pa.string()),
             }
         )
-        raw_table = lancedb.replace_rows(pool.table("raw"), raw_rows, "item_id", scope)
+        raw_table, holders = lancedb.claim_rows(
+            pool.table("raw"),
+            raw_rows,
+            "item_id",
+            "drop",
+            compare=("uri", "size", "source", "row", "meta"),
+        )
+        if not fresh:  # nothing of this drop may stay in the table
+            raw_table.delete(f"drop = {sql_str(drop)}")
+        ingested = [i for i in fresh if holders.get(i.item_id) == drop]
+        duplicates = [(i, drop) for i in repeated]
+        duplicates += [
+            (i, holders.get(i.item_id, "")) for i in fresh if holders.get(i.item_id) != drop
+        ]
+
+        scope = f"drop = {sql_str(drop)}"
         dup_rows = pa.table(
             {
                 "key": pa.array(
-                    [f"{drop}|{n}|{d['uri']}" for n, d in enumerate(duplicates)], pa.string()
+                    [f"{drop}|{n}|{d.ref}" for n, (d, _) in enumerate(duplicates)], pa.string()
                 ),
-                "item_id": pa.array([d["item_id"] for d in duplicates], pa.string()),
+                "item_id": pa.array([d.item_id for d, _ in duplicates], pa.string()),
                 "drop": pa.array([drop] * len(duplicates), pa.string()),
-                "uri": pa.array([d["uri"] for d in duplicates], pa.string()),
-                "first_drop": pa.array([d["first_drop"] for d in duplicates], pa.string()),
+                "uri": pa.array([d.ref for d, _ in duplicates], pa.string()),
+                "first_drop": pa.array([f for _, f in duplicates], pa.string()),
             }
         )
         lancedb.replace_rows(pool.table("duplicates"), dup_rows, "key", scope)
@@ -205,9 +175,11 @@ def build_raw_asset(pool: PoolConfig):
         reasons: dict[str, int] = {}
         for _, reason in quarantined:
             reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+        assert len(ingested) + len(duplicates) + len(quarantined) == delivered
         context.log.info(
             f"drop {drop}: delivered {delivered} = ingested {len(ingested)} + duplicates "
             f"{len(duplicates)} + quarantined {len(quarantined)}"
+            + (f" ({len(retaken)} taken over from quarantined embeddings)" if retaken else "")
         )
         return MaterializeResult(
             metadata={
@@ -215,6 +187,7 @@ def build_raw_asset(pool: PoolConfig):
                 "ingested": len(ingested),
                 "duplicates": len(duplicates),
                 "quarantined": len(quarantined),
+                "retaken": len(retaken),
                 "files": len(files),
                 "quarantine_reasons": MetadataValue.json(reasons),
                 "lancedb_table": pool.table("raw"),

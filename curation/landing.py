@@ -23,6 +23,13 @@ def drop_id_problem(drop_id: object) -> str | None:
         return "is empty"
     if len(drop_id) > MAX_DROP_ID_LENGTH:
         return f"is too long ({len(drop_id)} characters, at most {MAX_DROP_ID_LENGTH})"
+    try:
+        drop_id.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a folder name of non-UTF-8 bytes (surrogateescape)
+        bad = drop_id[exc.start]
+        raw = bad.encode("utf-8", "surrogateescape") if 0xDC80 <= ord(bad) <= 0xDCFF else b""
+        what = f"byte 0x{raw.hex()}" if raw else f"U+{ord(bad):04X}"
+        return f"is not valid UTF-8 ({what} at character {exc.start}): cannot be a partition key"
     for ch in drop_id:
         if unicodedata.category(ch) == "Cc":
             return f"contains a control character (U+{ord(ch):04X})"

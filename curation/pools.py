@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import HierarchyConfig, SampleConfig
+from .items import EMBEDDER_KIND
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 BUNDLED_POOLS = Path(__file__).resolve().parent.parent / "curation_dags" / "pools.yaml"
@@ -36,6 +37,53 @@ def _relative_path(value: str | None, what: str) -> str | None:
     ):
         raise ValueError(f"{what} {value!r} must be a relative path without . or ..")
     return value
+
+
+CRON_FIELDS = (  # name, lowest, highest, names
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
+                      "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+CRON_MACROS = ("@hourly", "@daily", "@weekly", "@monthly")
+
+
+def cron_problem(expr: object) -> str | None:
+    """Why `expr` is not a 5-field cron expression (minute hour day-of-month month day-of-week:
+    '*', numbers, ranges a-b, lists a,b, steps */n or a-b/n, month and weekday names), or None."""
+    if not isinstance(expr, str):
+        return f"must be a string, got {type(expr).__name__}"
+    if expr.strip() in CRON_MACROS:
+        return None
+    fields = expr.split()
+    if len(fields) != 5:
+        return f"needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+
+    for text, (what, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
+        def value(v: str, what=what, low=low, high=high, names=names) -> int:
+            if v.lower() in names:
+                return names.index(v.lower()) + (1 if what == "month" else 0)
+            if not v.isdigit():
+                raise ValueError(f"{what} field: {v!r} is not a number")
+            if not low <= int(v) <= high:
+                raise ValueError(f"{what} field: {v} is out of range {low}-{high}")
+            return int(v)
+
+        try:
+            for part in text.split(","):
+                span, _, step = part.partition("/")
+                if step and (not step.isdigit() or int(step) == 0):
+                    raise ValueError(f"{what} field: step {step!r} must be a positive number")
+                if span == "*":
+                    continue
+                first, _, last = span.partition("-")
+                if value(first) > (value(last) if last else value(first)):
+                    raise ValueError(f"{what} field: range {span!r} runs backwards")
+        except ValueError as exc:
+            return str(exc)
+    return None
 
 
 class EmbedderConfig(BaseModel):
@@ -76,6 +124,16 @@ class RefitPolicy(BaseModel):
     max_distance_ratio: float = Field(default=1.5, gt=1.0)
     warm_start: bool = True
     cron: str | None = "0 3 * * 0"
+
+    @property
+    def cron_error(self) -> str | None:
+        """Why `cron` is not a valid cron expression, or None. Not raised at load: a bad cron
+        fails its pool's refit schedule only (curation_dags.sensors), never the other pools."""
+        if self.cron is None:
+            return None
+        problem = cron_problem(self.cron)
+        return None if problem is None else (
+            f"refit.cron {self.cron!r} is not a valid cron expression: {problem}")
 
 
 class HealthPolicy(BaseModel):
@@ -125,6 +183,21 @@ class PoolConfig(BaseModel):
         return _relative_path(value, "labels")
 
     @model_validator(mode="after")
+    def _known_embedder_options(self) -> PoolConfig:
+        from .embedding.factory import EmbedderSpec
+
+        if self.modality == "vectors":  # options describe the producer; no embedder runs
+            return self
+        known = set(EmbedderSpec.model_fields) - {"kind", "model"}
+        unknown = sorted(set(self.embedder.options) - known)
+        if unknown:
+            raise ValueError(
+                f"pool {self.name!r}: unknown embedder option(s) {unknown} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_subsets(self) -> PoolConfig:
         names = [s.name for s in self.subsets]
         if len(set(names)) != len(names):
@@ -137,7 +210,7 @@ class PoolConfig(BaseModel):
 
     def embedder_fields(self) -> dict:
         """Fields of this pool's EmbedderResource / EmbedderSpec (images and texts pools)."""
-        kind = {"images": "image", "texts": "text", "vectors": "vectors"}[self.modality]
+        kind = EMBEDDER_KIND[self.modality]
         model = None if self.embedder.model == "precomputed" else self.embedder.model
         return {"kind": kind, "model": model, **self.embedder.options}
 
@@ -156,7 +229,47 @@ class PoolsFile(BaseModel):
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate pool names {names}")
+        for i, a in enumerate(self.pools):
+            for b in self.pools[i + 1 :]:
+                pa, pb = a.prefix.strip("/").split("/"), b.prefix.strip("/").split("/")
+                n = min(len(pa), len(pb))
+                if pa[:n] == pb[:n]:
+                    raise ValueError(
+                        f"pools {a.name!r} and {b.name!r} share the landing prefix "
+                        f"{'/'.join(pa[:n])!r} (landing_prefix {a.prefix!r} and {b.prefix!r}): "
+                        "each pool needs a folder of its own"
+                    )
         return self
+
+
+def _unique_key_loader():
+    """A yaml SafeLoader that rejects a mapping with the same key twice (PyYAML keeps the last
+    one silently), naming the key and both lines."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable key: let PyYAML report it
+                continue
+            if first is not None:
+                raise ValueError(
+                    f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                    f"(first at line {first + 1})"
+                )
+            seen[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
+    )
+    return UniqueKeyLoader
 
 
 def load_pools(path: str | Path | None = None) -> list[PoolConfig]:
@@ -168,9 +281,20 @@ def load_pools(path: str | Path | None = None) -> list[PoolConfig]:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+        except ValueError as exc:
+            raise ValueError(f"invalid pools file {path}: {exc}") from None
     elif path.suffix == ".json":
-        data = json.loads(text)
+
+        def unique(pairs):
+            keys = [k for k, _ in pairs]
+            dups = sorted({k for k in keys if keys.count(k) > 1})
+            if dups:
+                raise ValueError(f"invalid pools file {path}: duplicate key(s) {dups}")
+            return dict(pairs)
+
+        data = json.loads(text, object_pairs_hook=unique)
     else:
         raise ValueError(f"pools file {path}: use .yaml, .yml or .json")
     try:

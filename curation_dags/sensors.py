@@ -5,8 +5,11 @@
   ``[pool, "raw"]`` + ``[pool, "embeddings"]`` for it; downstream assets follow by their
   automation conditions. A drop without ``_SUCCESS`` waits for a later tick. A drop id already
   registered, or a drop whose files are the same as an already registered drop's, is skipped
-  (no partition, no run). Folder names that are not valid drop ids are skipped with a logged
-  reason.
+  (no partition, no run). Folder names that are not valid drop ids (not UTF-8, '..', ...) and
+  drop folders that are symlinks out of the landing folder are skipped with a reason logged
+  once; they never block the pool's other drops. A drop id is immutable once registered: a
+  registered drop whose files change (seen when its _SUCCESS marker is written again) is
+  reported once, as an error, and not re-ingested; deliver corrections under a new drop id.
 - ``<pool>_refit_schedule`` (one per pool with ``refit.cron``): materialises the hierarchy assets
   with the refit forced.
 - ``curation_run_failure_sensor``: logs pool, drop partition, failed steps and their errors.
@@ -78,11 +81,26 @@ class _Cursor:
         data = json.loads(text) if text else {}
         self.fingerprints: dict[str, str] = dict(data.get("fingerprints", {}))
         self.reported: dict[str, str] = dict(data.get("reported", {}))
+        # registered drop -> [content fingerprint at registration (or None), marker stamp]
+        self.delivered: dict[str, list] = dict(data.get("delivered", {}))
 
     def dump(self) -> str:
+        # ensure_ascii: folder names that are not UTF-8 (surrogate escapes) stay storable
         return json.dumps(
-            {"fingerprints": self.fingerprints, "reported": self.reported}, sort_keys=True
+            {
+                "fingerprints": self.fingerprints,
+                "reported": self.reported,
+                "delivered": self.delivered,
+            },
+            sort_keys=True,
+            ensure_ascii=True,
         )
+
+
+CHANGED_CONTENT = (
+    "re-delivered with changed content under the same drop id: not re-ingested (a drop id is "
+    "immutable once registered; deliver the corrected files under a new drop id)"
+)
 
 
 def evaluate_drops(
@@ -110,14 +128,37 @@ def evaluate_drops(
             getattr(context.log, level)(f"pool {name}: drop {drop_id!r} skipped: {reason}")
             cursor.reported[drop_id] = reason
 
+    def check_redelivery(drop_id: str) -> None:
+        """A registered drop whose marker was written again: same files, or a report."""
+        known = cursor.delivered.get(drop_id)
+        stamp = pool_storage.marker_stamp(drop_id)
+        if known is None:  # registered before this cursor kept stamps: the baseline is now
+            cursor.delivered[drop_id] = [None, stamp]
+            return
+        if stamp is None or stamp == known[1]:
+            return
+        if time.monotonic() - started > fingerprint_budget_s:
+            return  # hash it at a later tick
+        fp = pool_storage.fingerprint(drop_id)
+        if known[0] is not None and fp != known[0]:
+            if cursor.reported.get(drop_id) != CHANGED_CONTENT:
+                context.log.error(f"pool {name}: drop {drop_id!r} {CHANGED_CONTENT}")
+                cursor.reported[drop_id] = CHANGED_CONTENT
+        cursor.delivered[drop_id] = [known[0] or fp, stamp]
+
     new: list[str] = []
     started = time.monotonic()
     for drop_id in present:
         if drop_id in registered:
-            continue  # re-delivered under the same id: nothing to do
+            check_redelivery(drop_id)
+            continue
         problem = drop_id_problem(drop_id)
         if problem is not None:
             report_once(drop_id, f"invalid drop id: {problem}")
+            continue
+        problem = pool_storage.drop_problem(drop_id)
+        if problem is not None:
+            report_once(drop_id, problem)
             continue
         if drop_id in cursor.reported and cursor.reported[drop_id].startswith("same content"):
             continue  # decided at an earlier tick
@@ -142,6 +183,10 @@ def evaluate_drops(
                 report_once(drop_id, f"same content as drop {original!r} (re-delivery)")
                 continue
             cursor.fingerprints[fp] = drop_id
+        content = None
+        if dedupe_content:
+            content = EMPTY_FINGERPRINT if fp.startswith("empty:") else fp
+        cursor.delivered[drop_id] = [content, pool_storage.marker_stamp(drop_id)]
         cursor.reported.pop(drop_id, None)
         new.append(drop_id)
 
@@ -252,16 +297,42 @@ def build_refit_schedule(pool: Any) -> dg.ScheduleDefinition | None:
     if not cron:
         return None  # refit.cron: null disables the periodic refit
     name = _pool_name(pool)
-    return dg.ScheduleDefinition(
+    error = getattr(refit, "cron_error", None)
+    if error is None:
+        try:
+            return dg.ScheduleDefinition(
+                name=f"{name}_refit_schedule",
+                cron_schedule=cron,
+                target=hierarchy_keys(pool),
+                run_config=refit_run_config(pool),
+                tags={REFIT_TAG: "force", POOL_TAG: name, FIT_TAG: name,
+                      REASON_TAG: "refit schedule"},
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
+            )
+        except dg.DagsterInvalidDefinitionError as exc:  # a cron Dagster reads differently
+            error = f"refit.cron {cron!r} is not a valid cron expression: {exc}"
+    return _failing_refit_schedule(pool, error)
+
+
+def _failing_refit_schedule(pool: Any, error: str) -> dg.ScheduleDefinition:
+    """Stands in for the refit schedule of a pool whose refit.cron is invalid: every tick fails
+    with the error (shown on the schedule in the UI, logged by the daemon); the code location
+    and every other pool are unaffected."""
+    name = _pool_name(pool)
+    message = f"pool {name!r}: {error}; fix it in the pools config"
+
+    @dg.schedule(
         name=f"{name}_refit_schedule",
-        cron_schedule=cron,
+        cron_schedule="0 * * * *",
         target=hierarchy_keys(pool),
-        run_config=refit_run_config(pool),
-        tags={REFIT_TAG: "force", POOL_TAG: name, FIT_TAG: name,
-              REASON_TAG: "refit schedule"},
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
+        description=f"INVALID: {message}",
     )
+    def _invalid_refit(context: dg.ScheduleEvaluationContext):
+        raise dg.Failure(description=message)
+
+    return _invalid_refit
 
 
 # ---- entry points used by definitions.py --------------------------------------------------------

@@ -11,6 +11,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
+RETRIES = 5  # commits that conflict with a concurrent writer's are retried this often
+
 
 class LanceDBResource(ConfigurableResource):
     uri: str = Field(description="folder or s3://bucket/prefix of the LanceDB database")
@@ -41,33 +43,115 @@ class LanceDBResource(ConfigurableResource):
         except (ValueError, FileNotFoundError):
             return None
 
+    def table_for(self, name: str, schema: Any) -> Any:
+        """The table, created empty with `schema` when missing. Data is never written by the
+        create itself: LanceDB resolves two racing creates as an overwrite, which would drop
+        rows written in between; concurrent empty creates are harmless."""
+        table = self.open(name)
+        if table is None:
+            db = self.connect()
+            try:
+                table = db.create_table(name, schema=schema, exist_ok=True)
+            except (ValueError, OSError, RuntimeError):  # created meanwhile: open it
+                table = db.open_table(name)
+        return table
+
     def replace_rows(self, name: str, data: Any, key: str, scope: str) -> Any:
         """Make the rows matching SQL filter `scope` equal to `data` (a pyarrow Table), atomically.
 
         One merge_insert commit: rows of `data` are upserted on `key`, rows in `scope` that are
         not in `data` are deleted. Re-running with the same data changes nothing; a crash leaves
-        either the old or the new version, never both (no duplicate keys).
+        either the old or the new version, never both (no duplicate keys). A commit that
+        conflicts with a concurrent writer's is retried.
         """
-        db = self.connect()
-        table = self.open(name)
-        if table is None:
-            if data.num_rows == 0:
-                return db.create_table(name, schema=data.schema, exist_ok=True)
+        for attempt in range(RETRIES):
+            table = self.table_for(name, data.schema)
             try:
-                return db.create_table(name, data)
-            except ValueError:  # created meanwhile by a concurrent run: merge below
-                table = db.open_table(name)
-        if data.num_rows == 0:
-            table.delete(scope)
-            return table
-        (
-            table.merge_insert(key)
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(scope)
-            .execute(data)
-        )
-        return table
+                if data.num_rows == 0:
+                    table.delete(scope)
+                    return table
+                (
+                    table.merge_insert(key)
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(scope)
+                    .execute(data)
+                )
+                return table
+            except RuntimeError as exc:
+                if not _conflict(exc) or attempt == RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def claim_rows(
+        self, name: str, data: Any, key: str, owner: str, compare: tuple[str, ...] = ()
+    ) -> tuple[Any, dict[str, str]]:
+        """Insert the rows of `data` (a pyarrow Table, unique `key`s, one value in column `owner`)
+        whose key no other owner holds; returns (table, {key: owner that holds it}).
+
+        Rows the same owner already holds are updated when a `compare` column changed; rows of
+        another owner are never touched; this owner's rows whose key is not in `data` are
+        deleted. The outcome is read back from the table after the commit, so two writers that
+        race on the same keys never both win one: LanceDB commits concurrent inserts of one key
+        side by side, and the row stored first (lowest row address: fragments are numbered in
+        commit order) wins; a writer that finds its own row behind another deletes it.
+        """
+        me = data.column(owner)[0].as_py() if data.num_rows else None
+        for attempt in range(RETRIES):
+            table = self.table_for(name, data.schema)
+            if data.num_rows == 0:
+                return table, {}
+            changed = " OR ".join(f"target.{c} <> source.{c}" for c in compare) or "false"
+            try:
+                (
+                    table.merge_insert(key)
+                    .when_matched_update_all(
+                        where=f"target.{owner} = source.{owner} AND ({changed})"
+                    )
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(f"{owner} = {_sql_str(me)}")
+                    .execute(data)
+                )
+            except RuntimeError as exc:
+                if not _conflict(exc) or attempt == RETRIES - 1:
+                    raise
+                continue
+            holders = self._resolve(table, data, key, owner, me)
+            if len(holders) == data.num_rows or attempt == RETRIES - 1:
+                return table, holders
+            # keys held by nobody: a concurrent table creation overwrote our commit; again
+        raise AssertionError("unreachable")
+
+    def _resolve(self, table: Any, data: Any, key: str, owner: str, me: Any) -> dict[str, str]:
+        """{key: owner} of the row that holds each key of `data`; this owner's rows behind
+        another row of the same key are deleted."""
+        import pyarrow.compute as pc
+
+        keys = data.column(key).to_pylist()
+        holders: dict[str, tuple[int, str]] = {}
+        mine_behind: list[int] = []
+        for start in range(0, len(keys), 2000):
+            chunk = ", ".join(_sql_str(k) for k in keys[start : start + 2000])
+            found = (
+                table.search()
+                .where(f"{key} IN ({chunk})")
+                .select([key, owner])
+                .with_row_id(True)
+                .limit(None)
+                .to_arrow()
+            )
+            order = pc.sort_indices(found["_rowid"]).to_pylist()
+            rows = found.take(order).to_pylist()
+            for row in rows:
+                if row[key] not in holders:
+                    holders[row[key]] = (row["_rowid"], row[owner])
+                elif row[owner] == me:
+                    mine_behind.append(row["_rowid"])
+        if mine_behind:
+            for start in range(0, len(mine_behind), 2000):
+                ids = ", ".join(str(r) for r in mine_behind[start : start + 2000])
+                table.delete(f"_rowid IN ({ids}) AND {owner} = {_sql_str(me)}")
+        return {k: holder for k, (_, holder) in holders.items()}
 
     def overwrite(self, name: str, data: Any) -> Any:
         """Replace the whole table in one new version (readers see old or new, never a mix)."""
@@ -82,3 +166,13 @@ class LanceDBResource(ConfigurableResource):
         if where:
             query = query.where(where)
         return query.to_arrow()
+
+
+def _sql_str(value: Any) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A LanceDB commit that lost a race with a concurrent commit (safe to retry)."""
+    text = str(exc).lower()
+    return "incompatible transaction" in text or "conflict" in text

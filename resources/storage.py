@@ -43,6 +43,7 @@ class FileInfo(NamedTuple):
     uri: str
     name: str  # path relative to the drop folder, '/'-separated
     size: int
+    problem: str | None = None  # why it must not be read (a symlink out of the landing folder)
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -182,15 +183,49 @@ class LandingStorage(ConfigurableResource):
                     )
             return out
         folder = self._root() / drop_id
-        if not folder.is_dir():
+        if not folder.is_dir() or self.drop_problem(drop_id) is not None:
             return []
-        for path in folder.rglob("*"):
-            if not path.is_file():
+        for path, problem in self._walk(folder):
+            name = path.relative_to(folder).as_posix()
+            if problem is not None:
+                out.append((name, str(path), 0, datetime.fromtimestamp(0, UTC), problem))
                 continue
             st = path.stat()
-            name = path.relative_to(folder).as_posix()
             out.append((name, str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), ""))
         return out
+
+    def _walk(self, folder: Path):
+        """(path, problem) of every file under a local drop folder, never leaving the landing
+        folder: symlinks are not followed into folders, and a symlink (file or folder) whose
+        target is outside the landing folder is returned with a problem instead of read."""
+        root = self._root()
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+            base = Path(dirpath)
+            for name in sorted(dirnames):
+                path = base / name
+                if path.is_symlink():
+                    yield (
+                        path,
+                        _outside(path, root)
+                        or ("refused: symlinked folder inside a drop (not followed)"),
+                    )
+            for name in sorted(filenames):
+                path = base / name
+                if path.is_symlink():
+                    problem = _outside(path, root)
+                    if problem is None and not path.is_file():
+                        problem = "refused: dangling or special symlink"
+                    yield path, problem
+                elif path.is_file():
+                    yield path, None
+
+    def drop_problem(self, drop_id: str) -> str | None:
+        """Why a drop must not be read at all (its folder is a symlink out of the landing
+        folder), or None. S3 prefixes have no links: always None."""
+        if self.is_s3:
+            return None
+        folder = self._root() / drop_id
+        return _outside(folder, self._root()) if folder.is_symlink() else None
 
     def drop_info(self, drop_id: str) -> DropInfo:
         validate_drop_id(drop_id)
@@ -231,12 +266,37 @@ class LandingStorage(ConfigurableResource):
             return True
         return (self._root() / drop_id / SUCCESS_MARKER).is_file()
 
+    def marker_stamp(self, drop_id: str) -> str | None:
+        """A cheap token that changes when the drop's _SUCCESS marker is written again (one stat
+        or HEAD), or None without a marker: the sensor re-checks a registered drop's content only
+        when it changes."""
+        validate_drop_id(drop_id)
+        if self.is_s3:
+            bucket, prefix = self._bucket_prefix()
+            try:
+                head = self.client().head_object(
+                    Bucket=bucket, Key=f"{prefix}{drop_id}/{SUCCESS_MARKER}"
+                )
+            except Exception as exc:  # botocore ClientError 404
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return f"{head.get('ETag', '')}|{head['LastModified'].isoformat()}"
+        try:
+            st = (self._root() / drop_id / SUCCESS_MARKER).stat()
+        except OSError:
+            return None
+        return f"{st.st_mtime_ns}|{st.st_size}|{st.st_ino}"
+
     def list_files(self, drop_id: str) -> list[FileInfo]:
         """Data files of a drop, sorted by name; _SUCCESS and hidden files (.*) excluded."""
         validate_drop_id(drop_id)
         files = [
-            FileInfo(uri=uri, name=name, size=size)
-            for name, uri, size, _, _ in self._objects(drop_id)
+            FileInfo(
+                uri=uri, name=name, size=size, problem=tag if tag.startswith("refused") else None
+            )
+            for name, uri, size, _, tag in self._objects(drop_id)
             if not is_hidden_part(name)
         ]
         return sorted(files, key=lambda f: f.name)
@@ -251,7 +311,7 @@ class LandingStorage(ConfigurableResource):
         for name, uri, size, _, tag in self._objects(drop_id):
             if is_hidden_part(name):
                 continue
-            if not self.is_s3:
+            if not self.is_s3 and not tag.startswith("refused"):
                 tag = _sha256_file(Path(uri))
             entries.append((name, size, tag))
         return content_fingerprint(entries)
@@ -261,8 +321,22 @@ class LandingStorage(ConfigurableResource):
         if uri.startswith("s3://"):
             bucket, key = split_s3_url(uri)
             return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        path = uri[len("file://") :] if uri.startswith("file://") else uri
-        return Path(path).read_bytes()
+        path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+        problem = _outside(path, self._root())
+        if problem is not None:
+            raise PermissionError(f"{uri}: {problem}")
+        return path.read_bytes()
+
+
+def _outside(path: Path, root: Path) -> str | None:
+    """A refusal when `path`, links resolved, is not inside the landing folder `root`."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        return f"refused: cannot resolve the link ({type(exc).__name__})"
+    if target == root or root in target.parents:
+        return None
+    return "refused: symlink pointing outside the landing folder"
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -116,8 +116,7 @@ class Platform:
                 "dagster/asset_partition_range_end": ordered[-1]}))
         else:
             results.append(None)
-            for drop in drops:
-                results.append(self.run([[name, "assignments"]], partition_key=drop))
+            results += [self.run([[name, "assignments"]], partition_key=d) for d in drops]
         results.append(self.run([[name, "subsets", s.name] for s in self.pool.subsets]))
         return {"refit": tags is not None, "results": results}
 

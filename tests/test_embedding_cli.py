@@ -108,6 +108,11 @@ def test_precomputed_vectors_with_bad_rows(tmp_path, capsys):
     reasons = [why for _, why in result.quarantined]
     assert reasons[0].startswith("wrong dimension") and reasons[1].startswith("non-finite")
     assert reasons[2].startswith("missing vector")
+    assert [ref.rsplit("/", 1)[-1] for ref, _ in result.quarantined] == [
+        "part.parquet#row=5", "part.parquet#row=6", "part.parquet#row=7"]  # raw's refs
+    pq.write_table(pa.table({"item_id": ["s"], "vector": [1.0]}), tmp_path / "scalar.parquet")
+    (scalar,) = reader.embed([tmp_path / "scalar.parquet"]).quarantined
+    assert scalar[1] == "'vector' column must hold lists of numbers, not double"
     out = tmp_path / "o" / "v.parquet"
     assert (
         main(

@@ -55,7 +55,7 @@ def test_bad_texts_are_quarantined_and_the_good_ones_embedded(tmp_path, embedder
     (tmp_path / "items.jsonl").write_bytes(raw)
     result = embedder.embed(folder_items(tmp_path, "text"))
     names = [r.split("/")[-1] for r in result.refs]
-    assert names == ["good.txt", "items.jsonl#a", "items.jsonl#d"]
+    assert names == ["good.txt", "items.jsonl#L1", "items.jsonl#L6"]  # refs name the line
     reasons = {r.split("/")[-1]: why for r, why in result.quarantined}
     assert reasons["latin1.txt"].startswith("not UTF-8")
     assert reasons["zero.txt"].startswith("empty file")
@@ -63,7 +63,7 @@ def test_bad_texts_are_quarantined_and_the_good_ones_embedded(tmp_path, embedder
     assert reasons["image.png"].startswith("unsupported format: .png")
     assert reasons["items.jsonl#L2"].startswith("invalid JSON line")
     assert reasons["items.jsonl#L3"].startswith("invalid JSONL record")
-    assert reasons["items.jsonl#c"].startswith("empty text")
+    assert reasons["items.jsonl#L4"].startswith("empty text")
     assert reasons["items.jsonl#L7"].startswith("not UTF-8")
     assert len(reasons) == 8
     assert np.isfinite(result.vectors).all() and result.vectors.shape == (3, 384)
@@ -91,7 +91,13 @@ def test_demo_corpus_topics_are_neighbours(tmp_path, embedder):
     items = [it for d in drops for it in folder_items(tmp_path / d, "text")]
     result = embedder.embed(items)
     assert len(result.refs) == 120 and not result.quarantined
-    y = np.array([labels[ref.rsplit("#", 1)[1]] for ref in result.refs])
+    record_ids = {}  # ref file#L<n> -> the record's id, read from the file
+    for d in drops:
+        path = tmp_path / d / "texts.jsonl"
+        for n, line in enumerate(path.read_text().split("\n"), start=1):
+            if line.strip():
+                record_ids[f"{path}#L{n}"] = json.loads(line)["id"]
+    y = np.array([labels[record_ids[ref]] for ref in result.refs])
     sims = result.vectors @ result.vectors.T
     np.fill_diagonal(sims, -np.inf)
     nearest = sims.argmax(axis=1)

@@ -15,12 +15,12 @@ from dagster import AssetKey
 @pytest.fixture(scope="module")
 def evaluated(grown, tmp_path_factory):
     """The grown platform with every evaluation and the report materialised."""
-    from curation_dags.local import evaluate
-
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("CURATION_HOME", str(home))
-    grown.evaluated, grown.reported = evaluate(grown.defs, grown.instance, grown.pool)
+    pool = grown.pool.name
+    grown.evaluated = grown.run([[pool, "evaluation", s.name] for s in grown.pool.subsets])
+    grown.reported = grown.run([[pool, "report"]])
     grown.home = home
     yield grown
     mp.undo()
@@ -80,8 +80,6 @@ def test_labels_file_named_in_the_pool_config(tmp_path):
     from conftest import Platform, small_pool
     from dagster import instance_for_test
 
-    from curation_dags.local import _run
-
     with pytest.raises(ValueError, match="labels"):
         small_pool(labels="../elsewhere.csv")
     pool = small_pool(name="filed", labels="labels.csv",
@@ -97,7 +95,7 @@ def test_labels_file_named_in_the_pool_config(tmp_path):
             writer = csv.writer(fh)
             writer.writerow(["item_id", "label"])
             writer.writerows((item, "odd" if n % 3 else "third") for n, item in enumerate(ids))
-        result = _run(p.defs, instance, [AssetKey(["filed", "evaluation", "even"])])
+        result = p.run([["filed", "evaluation", "even"]])
         assert result.success
         values = meta(materialized(result, ["filed", "evaluation", "even"])[0])
         assert values["labelled"] is True

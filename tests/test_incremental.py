@@ -1,113 +1,157 @@
-"""A new drop costs O(drop): its raw + embeddings partitions, assignment to the current tree
-(no refit), refreshed subsets. Refits: forced (warm start) and by the drift policy."""
+"""The incremental path, asset by asset (in-process, the real sensor functions): a new drop is
+assigned to the current tree without a fit; the refit sensor asks for a fit only when the
+policy says so; a fit re-assigns every drop; the same items give the same tree and subsets
+whatever order the drops arrived in. The same path under the real daemon: test_live.py."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow.compute as pc
-from conftest import materialized, meta
-from dagster import AssetKey, evaluate_automation_conditions
+from conftest import Platform, materialized, meta, small_pool
+from dagster import DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
 
 from assets.tables import load_fit
+from curation_dags.refit import evaluate_refit
 
 
-def _subset_meta(result) -> dict:
-    return meta(materialized(result["results"][-1], ["tiny", "subsets", "even"])[0])
+def _tick(p):
+    return evaluate_refit(build_sensor_context(instance=p.instance), p.pool, p.lancedb)
 
 
-def test_new_drop_runs_only_its_partitions_and_does_not_refit(platform):
+def _subset_meta(result, name="even") -> dict:
+    return meta(materialized(result["results"][-1], ["tiny", "subsets", name])[0])
+
+
+def test_new_drop_is_assigned_to_the_tree_without_a_fit(platform):
     p = platform
     drops = [p.land(f"d{i}") for i in range(3)]
     for d in drops:
         p.ingest(d)
     first = p.refresh(drops)
-    before = _subset_meta(first)
+    assert first["refit"] is True
     level_versions = [p.table(f"level_{lv}").version for lv in (1, 2)]
     old_rows = p.table("assignments").to_arrow().sort_by("item_id")
 
     new = p.land("d3", n=200)
-    ingest = p.ingest(new)
-    done = {(m.asset_key.to_user_string(), m.partition)
-            for e in ingest.get_asset_materialization_events()
-            for m in [e.event_specific_data.materialization]}
-    assert done == {("tiny/raw", "d3"), ("tiny/embeddings", "d3")}
-    assert meta(materialized(ingest, ["tiny", "embeddings"])[0])["embedded"] == 200
-
+    p.ingest(new)
+    tick = _tick(p)
+    assert isinstance(tick, SkipReason) and "within refit policy" in tick.skip_message
     second = p.refresh([new])
     assert second["refit"] is False
-    level_run = second["results"][0]
-    assert not materialized(level_run, ["tiny", "level_1"])
-    assert not materialized(level_run, ["tiny", "level_2"])
-    observed = [e.event_specific_data.asset_observation for e in level_run.all_events
-                if e.event_type_value == "ASSET_OBSERVATION"]
-    numbers = meta(observed[0])
-    assert numbers["refit"] is False and numbers["added_since_fit"] == 200
-    assert 0 < numbers["distance_ratio"] < 3.0
     assert [p.table(f"level_{lv}").version for lv in (1, 2)] == level_versions
     assert load_fit(p.lancedb, p.pool).fit_version == 1
 
     assigned = meta(materialized(second["results"][1], ["tiny", "assignments"])[0])
-    assert assigned["items"] == 200 and assigned["fit_version"] == 1
+    assert assigned["items"] == 200 and assigned["new_since_fit"] == 200
+    log = p.table("assignment_log").to_arrow()
+    row = log.filter(pc.equal(log["drop"], "d3")).to_pylist()[0]
+    assert row["new_items"] == 200 and row["new_distance_sum"] > 0 and row["fit_version"] == 1
     rows = p.table("assignments").to_arrow()
     assert rows.num_rows == 1100
     unchanged = rows.filter(pc.not_equal(rows["drop"], "d3")).sort_by("item_id")
     assert unchanged.equals(old_rows)  # earlier drops' assignments untouched
 
     after = _subset_meta(second)
-    assert after["pool_size"] == 1100 and before["pool_size"] == 900
-    assert after["manifest_sha256"] != before["manifest_sha256"]
+    assert after["pool_size"] == 1100 and _subset_meta(first)["pool_size"] == 900
     subset = p.table("subset_even").to_arrow()
     assert any(i.startswith("d3-") for i in subset["item_id"].to_pylist())
 
 
-def test_forced_refit_warm_starts_and_reassigns_everything(platform):
+def test_refit_sensor_asks_for_a_fit_when_new_data_lies_far(platform):
     p = platform
-    drops = [p.land(f"d{i}") for i in range(2)]
-    for d in drops:
-        p.ingest(d)
-    p.refresh(drops)
-    old = load_fit(p.lancedb, p.pool)
-    forced = p.refresh([], refit="force")
-    assert forced["refit"] is True
-    level_meta = meta(materialized(forced["results"][0], ["tiny", "level_1"])[0])
-    assert level_meta["warm_start"] is True and level_meta["fit_version"] == 2
-    assert materialized(forced["results"][0], ["tiny", "level_2"])
-    fit = load_fit(p.lancedb, p.pool)
-    assert fit.fit_version == 2 and fit.n_items == old.n_items == 600
-    versions = set(p.table("assignments").to_arrow()["fit_version"].to_pylist())
-    assert versions == {2}
-    assert _subset_meta(forced)["fit_version"] == 2
-
-
-def test_drift_policy_refits_when_new_data_lies_far_from_the_tree(platform):
-    p = platform
+    assert isinstance(_tick(p), SkipReason)  # no data: nothing to fit
     drops = [p.land(f"d{i}") for i in range(3)]
     for d in drops:
         p.ingest(d)
+    first = _tick(p)
+    assert isinstance(first, SensorResult)
+    assert first.run_requests[0].tags["curation/refit_reason"] == "first fit"
     p.refresh(drops)
     far = p.land("far", n=150, shift=25.0)
     p.ingest(far)
-    result = p.refresh([far])
+    p.refresh([far])  # assigned to the old tree: that is how the drift is measured
+    tick = _tick(p)
+    assert isinstance(tick, SensorResult)
+    (request,) = tick.run_requests
+    assert "distance ratio" in request.tags["curation/refit_reason"]
+    assert {k.path[-1] for k in request.asset_selection} == {"level_1", "level_2"}
+    result = p.refresh([])
     assert result["refit"] is True
-    level_meta = meta(materialized(result["results"][0], ["tiny", "level_1"])[0])
-    assert level_meta["distance_ratio"] > 3.0 and "distance ratio" in level_meta["reason"]
-    assert load_fit(p.lancedb, p.pool).drops["far"] == 150
+    fit = load_fit(p.lancedb, p.pool)
+    assert fit.fit_version == 2 and fit.drops["far"] == 150
+    assert "distance ratio" in fit.reason
+    versions = set(p.table("assignments").to_arrow()["fit_version"].to_pylist())
+    assert versions == {2}  # every drop re-assigned to the new tree, in one run
+    assert _subset_meta(result)["fit_version"] == 2
 
 
-def test_automation_requests_only_the_new_drop_downstream(platform):
+def test_refit_sensor_waits_while_drops_are_in_flight(platform):
+    p = platform
+    drops = [p.land(f"d{i}") for i in range(2)]
+    for d in drops:
+        p.ingest(d)
+    from dagster._core.test_utils import create_run_for_test
+
+    create_run_for_test(p.instance, job_name="x", status=DagsterRunStatus.STARTED,
+                        tags={"curation/pool": "tiny", "curation/drop": "d9"})
+    tick = _tick(p)
+    assert isinstance(tick, SkipReason) and "drop run(s) in flight" in tick.skip_message
+
+
+def test_forced_refit_fits_anew_and_reassigns_everything(platform):
     p = platform
     drops = [p.land(f"d{i}") for i in range(2)]
     for d in drops:
         p.ingest(d)
     p.refresh(drops)
-    first = evaluate_automation_conditions(defs=p.defs, instance=p.instance)
-    new = p.land("d9", n=100)
-    p.instance.add_dynamic_partitions("tiny_drops", [new])
-    from dagster import materialize
+    forced = p.refresh([], refit="force")
+    assert forced["refit"] is True
+    level_meta = meta(materialized(forced["results"][0], ["tiny", "level_1"])[0])
+    assert level_meta["fit_version"] == 2 and level_meta["reused_saved_fit"] is False
+    assert materialized(forced["results"][0], ["tiny", "level_2"])
+    assert set(p.table("assignments").to_arrow()["fit_version"].to_pylist()) == {2}
 
-    materialize(list(p.defs.resolve_asset_graph().assets_defs), instance=p.instance,
-                selection=[AssetKey(["tiny", "raw"])], partition_key=new)
-    tick = evaluate_automation_conditions(defs=p.defs, instance=p.instance, cursor=first.cursor)
-    assert tick.get_requested_partitions(AssetKey(["tiny", "embeddings"])) == {new}
-    # planned into the same run, after the embeddings of the drop: only the new partition
-    assert tick.get_requested_partitions(AssetKey(["tiny", "assignments"])) == {new}
-    assert not tick.get_requested_partitions(AssetKey(["tiny", "level_2"]))
+
+def test_a_fit_saved_before_a_crash_is_reused_not_refitted(platform):
+    """The level run died after saving its fit (simulated: the fit is saved, nothing else):
+    the retry sees the same drops and config, publishes that fit and fits nothing."""
+    from assets.levels import _fit
+    from assets.tables import drop_counts, fit_signature, model_hash_counts, save_fit
+    from resources.clustering import ClusteringResource
+
+    p = platform
+    drops = [p.land(f"d{i}") for i in range(2)]
+    for d in drops:
+        p.ingest(d)
+    embeddings = p.table("embeddings")
+    counts, hashes = drop_counts(embeddings), model_hash_counts(embeddings)
+    saved = _fit(p.pool, embeddings, ClusteringResource(device="cpu"), None, hashes, counts,
+                 fit_signature(counts, hashes, p.pool.hierarchy), "first fit")
+    save_fit(p.lancedb, p.pool, saved)
+    assert p.table("level_1") is None
+    retry = p.run([["tiny", "level_1"], ["tiny", "level_2"]])
+    level_meta = meta(materialized(retry, ["tiny", "level_1"])[0])
+    assert level_meta["reused_saved_fit"] is True and level_meta["fit_version"] == 1
+    assert p.table("fits").count_rows() == 1
+    stored = p.table("level_1").to_arrow()["vector"].to_pylist()
+    assert np.allclose(np.asarray(stored), saved.hierarchy.centroids[0])
+
+
+def test_same_items_give_the_same_tree_and_subsets_whatever_the_order(tmp_path):
+    from dagster import instance_for_test
+
+    manifests, centroids = [], []
+    for run, order in enumerate([["a", "b", "c"], ["c", "a", "b"]]):
+        with instance_for_test() as instance:
+            p = Platform(tmp_path / f"run{run}", instance, small_pool())
+            for drop in ["a", "b", "c"]:
+                p.next_seed = 100 + ord(drop)
+                p.land(drop)
+            for drop in order:
+                p.ingest(drop)
+            p.ingest(order[0])  # a re-run rewrites that drop's rows at the end of the table
+            result = p.refresh(order)
+            manifests.append(_subset_meta(result)["manifest_sha256"])
+            centroids.append(load_fit(p.lancedb, p.pool).hierarchy.centroids[0])
+    assert manifests[0] == manifests[1]
+    assert np.array_equal(centroids[0], centroids[1])

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..items import EXTENSIONS
 from .base import (
     PIPELINE_VERSION,
     EmbedBatch,
@@ -36,7 +37,7 @@ from .base import (
     torch_runtime,
 )
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+IMAGE_EXTENSIONS = EXTENSIONS["images"]
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300; larger images are quarantined as bombs
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"

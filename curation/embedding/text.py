@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..items import TextRejected, decode_text, text_problem
 from .base import (
     PIPELINE_VERSION,
     EmbedBatch,
@@ -27,26 +28,6 @@ from .base import (
 )
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
-
-
-class TextRejected(Exception):
-    """The message is the quarantine reason."""
-
-
-def decode_text(data: bytes) -> str:
-    """UTF-8 bytes -> stripped text (a BOM is dropped). Raises TextRejected."""
-    if len(data) == 0:
-        raise TextRejected("empty file (0 bytes)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TextRejected(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    text = text.strip()
-    if not text:
-        raise TextRejected("empty text (whitespace only)")
-    if "\x00" in text:
-        raise TextRejected("not text: contains NUL bytes")
-    return text
 
 
 def default_model_path(model: str) -> Path | None:
@@ -157,10 +138,11 @@ class TextEmbedder(EmbedderBase):
                     continue
                 try:
                     if item.text is not None:
+                        problem = text_problem(item.text)
+                        if problem is not None:
+                            raise TextRejected(problem)
                         text = item.text.strip()
-                        if not text:
-                            raise TextRejected("empty text (whitespace only)")
-                        data = item.text.encode("utf-8", errors="surrogatepass")
+                        data = item.text.encode("utf-8")
                     else:
                         data = item.read_bytes()
                         text = decode_text(data)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..items import vector_type_problem
 from .base import (
     PIPELINE_VERSION,
     EmbedBatch,
@@ -77,6 +78,10 @@ class VectorReader(EmbedderBase):
         if self.vector_column not in names:
             yield item.ref, "", None, f"no column {self.vector_column!r} (columns: {names})"
             return
+        problem = vector_type_problem(pf.schema_arrow.field(self.vector_column).type)
+        if problem is not None:  # the same rule as raw's parser (curation.items)
+            yield item.ref, "", None, problem.replace("'vector'", repr(self.vector_column))
+            return
         id_col = next((c for c in ID_COLUMNS if c in names), None)
         columns = [self.vector_column] + ([id_col] if id_col else [])
         row = 0
@@ -84,7 +89,7 @@ class VectorReader(EmbedderBase):
             vectors = rb.column(self.vector_column).to_pylist()
             ids = rb.column(id_col).to_pylist() if id_col else [None] * len(vectors)
             for vec, item_id in zip(vectors, ids, strict=True):
-                ref = f"{item.ref}#{row}"
+                ref = f"{item.ref}#row={row}"  # raw's ref of a row without a uri column
                 row += 1
                 if vec is None:
                     yield ref, "", None, "missing vector (null)"
