@@ -165,6 +165,7 @@ def build_level_assets(pool: PoolConfig) -> list:
                 "pool_items": total,
                 "drops_in_fit": len(record.drops),
                 "mean_distance": record.mean_distance,
+                **({"drift": MetadataValue.json(record.drift)} if record.drift else {}),
                 **({"fits_table_version": fits_version} if fits_version else {}),
             },
             data_version=DataVersion(f"fit-{record.fit_version}"),
@@ -186,6 +187,16 @@ def _fit(pool, embeddings, clustering, previous, hashes, counts, signature, reas
             init = previous.hierarchy.centroids
     result = clustering.fit(x, pool.hierarchy, init_centroids=init)
     del x
+    # Top-level clusters keep their ids across refits where a match exists (Hungarian matching
+    # on centroids), so "cluster 17" means the same before and after; the drift is recorded.
+    from curation.drift import stable_refit
+
+    if previous is not None and previous.hierarchy.centroids[-1].shape[1] == \
+            result.hierarchy.centroids[-1].shape[1]:
+        result, drift = stable_refit(previous.hierarchy, result,
+                                     old_sizes=np.asarray(previous.sizes[-1]))
+    else:
+        drift = {}
     return FitRecord(
         fit_version=(previous.fit_version + 1) if previous else 1,
         hierarchy=result.hierarchy,
@@ -198,6 +209,7 @@ def _fit(pool, embeddings, clustering, previous, hashes, counts, signature, reas
              "seconds": r.seconds, "warm_start": init is not None}
             for r in result.levels
         ],
+        drift=drift,
         model_hash=model_hash,
         signature=signature,
         reason=reason,

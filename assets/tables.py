@@ -96,6 +96,7 @@ class FitRecord:
     model_hash: str = ""  # identity_version of the embeddings the tree was fitted on
     signature: str = ""  # what the fit saw (drop counts, model, config): see fit_signature
     reason: str = ""  # why this fit was made (first fit, policy, forced)
+    drift: dict = field(default_factory=dict)  # top-level matching to the previous fit
 
 
 def save_fit(lancedb, pool: PoolConfig, record: FitRecord) -> int:
@@ -121,13 +122,14 @@ def save_fit(lancedb, pool: PoolConfig, record: FitRecord) -> int:
             "model_hash": [record.model_hash],
             "signature": [record.signature],
             "reason": [record.reason],
+            "drift": [json.dumps(record.drift)],
         }
     )
     table = lancedb.open(pool.table("fits"))
     if table is None:
         table = lancedb.connect().create_table(pool.table("fits"), row)
     else:
-        for column in ("model_hash", "signature", "reason"):  # tables from older versions
+        for column in ("model_hash", "signature", "reason", "drift"):  # tables from older versions
             if column not in table.schema.names:
                 table.add_columns({column: "CAST('' AS STRING)"})
         table.add(row)
@@ -184,6 +186,7 @@ def load_fit(lancedb, pool: PoolConfig) -> FitRecord | None:
         model_hash=row.get("model_hash") or "",
         signature=row.get("signature") or "",
         reason=row.get("reason") or "",
+        drift=json.loads(row.get("drift") or "{}"),
     )
 
 

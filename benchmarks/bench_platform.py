@@ -1,18 +1,22 @@
-"""Platform benchmark (prints a table; not a test): full materialisation, then one more drop.
+"""Platform benchmark (prints a table; not a test): the live path under the real daemon.
 
-    python benchmarks/bench_platform.py                       # 100 drops x 10,000 x 384
-    python benchmarks/bench_platform.py --n-drops 10 --drop-size 2000 --dim 64   # small
+    python benchmarks/bench_platform.py                          # 10 drops x 10,000 x 384 (100k)
+    python benchmarks/bench_platform.py --n-drops 100            # a 1M pool (long)
+    python benchmarks/bench_platform.py --n-drops 4 --drop-size 2000 --dim 64 --repeat 1  # smoke
 
-Runs the real graph in-process (LanceDB + a Dagster instance in a temp folder), on the CPU.
-Reports: full materialisation time and peak RSS; time from landing one more drop to refreshed
-subsets (target <= 30 s at 1M); the same drop on a pool of `--small-drops` drops (the cost should
-follow the drop, not the pool: target within 2x).
+Lands `--n-drops` drops of synthetic 384-d vectors in a temp landing folder, starts
+`dagster-daemon` over workspace.yaml (deploy/dagster.local.yaml instance, sensor and automation
+ticks of `--tick` seconds) and times the first full materialisation (sensor, ingestion, first
+fit, assignments, subsets, evaluations). Then lands `--repeat` more drops one at a time and
+breaks each "drop landed -> every subset refreshed" time down (sensor wait, queue and launch,
+step work, automation wait), with the runs one drop cost. Medians in the last row.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -20,89 +24,86 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def build(tmp: Path, name: str, args):
-    from dagster import DagsterInstance
-
-    from curation.config import HierarchyConfig
-    from curation.pools import PoolConfig, SubsetSpec
-    from curation_dags.definitions import build_definitions
-    from resources.clustering import ClusteringResource
-    from resources.lancedb import LanceDBResource
-    from resources.storage import LandingStorage
-
-    pool = PoolConfig(
-        name=name, dim=args.dim,
-        hierarchy=HierarchyConfig(n_clusters=args.clusters, resampling_steps=[args.steps],
-                                  max_iter=20, fit_sample_size=args.fit_sample, seed=0),
-        subsets=[SubsetSpec(name="balanced", target_size=args.target, seed=0)],
-        refit={"max_added_fraction": 0.5, "max_distance_ratio": 2.0},
-        health={"max_empty_fraction": 1.0, "max_cluster_share": 1.0},
-    )
-    home = tmp / name
-    resources = {"landing": LandingStorage(url=str(home / "landing")),
-                 "lancedb": LanceDBResource(uri=str(home / "lancedb")),
-                 "clustering": ClusteringResource()}
-    defs = build_definitions([pool], resources, with_sensors=False)
-    (home / "dagster").mkdir(parents=True, exist_ok=True)
-    instance = DagsterInstance.local_temp(str(home / "dagster"))
-    return pool, defs, instance, home / "landing"
-
-
-def run_pool(tmp: Path, name: str, n_drops: int, args) -> dict:
-    from curation.commands.demo import build_synthetic_drops
-    from curation_dags.local import ingest_drop, refresh
-
-    pool, defs, instance, landing = build(tmp, name, args)
-    drops = build_synthetic_drops(landing, pool.prefix, n_drops, args.drop_size, args.dim)
-    started = time.perf_counter()
-    for drop in drops:
-        assert ingest_drop(defs, instance, pool, drop).success, drop
-    ingested = time.perf_counter() - started
-    full = refresh(defs, instance, pool, drops)
-    assert all(r.success for r in full["results"])
-    full_s = time.perf_counter() - started
-    new = build_synthetic_drops(landing, pool.prefix, 1, args.drop_size, args.dim,
-                                first=n_drops)
-    t = time.perf_counter()
-    assert ingest_drop(defs, instance, pool, new[0]).success
-    inc = refresh(defs, instance, pool, new)
-    incremental_s = time.perf_counter() - t
-    assert all(r.success for r in inc["results"]) and not inc["refit"]
-    return {"items": n_drops * args.drop_size, "ingest_s": ingested, "full_s": full_s,
-            "incremental_s": incremental_s, "peak_rss_gib": peak_rss_gib()}
+POOL_YAML = """\
+pools:
+  - name: bench
+    modality: vectors
+    dim: {dim}
+    hierarchy: {{n_clusters: {clusters}, resampling_steps: [{steps}], max_iter: 20,
+                fit_sample_size: {fit_sample}, seed: 0}}
+    subsets:
+      - {{name: balanced, target_size: {target}, strategy: random, seed: 0}}
+    refit: {{max_added_fraction: 0.5, max_distance_ratio: 2.0, warm_start: false, cron: null}}
+    health: {{max_empty_fraction: 1.0, max_cluster_share: 1.0}}
+"""
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n-drops", type=int, default=100)
+    p.add_argument("--n-drops", type=int, default=10)
     p.add_argument("--drop-size", type=int, default=10_000)
     p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--small-drops", type=int, default=10, help="drops of the small pool")
-    p.add_argument("--clusters", type=lambda s: [int(v) for v in s.split(",")],
-                   default=[500, 50])
+    p.add_argument("--clusters", default="500,50")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--fit-sample", type=int, default=100_000)
     p.add_argument("--target", type=int, default=10_000)
+    p.add_argument("--repeat", type=int, default=3, help="incremental drops to time")
+    p.add_argument("--tick", type=int, default=5, help="sensor/automation interval, seconds")
+    p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args()
-    import logging
 
-    logging.getLogger("dagster").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        small = run_pool(Path(tmp), "small", args.small_drops, args)
-        big = run_pool(Path(tmp), "big", args.n_drops, args)
-    print(f"| pool items | full materialisation s | peak RSS GiB | +1 drop ({args.drop_size}) "
-          "to refreshed subsets s |")
-    print("|---|---|---|---|")
-    for r in (small, big):
-        print(f"| {r['items']:,} | {r['full_s']:.1f} | {r['peak_rss_gib']:.2f} | "
-              f"{r['incremental_s']:.1f} |")
-    print(f"incremental ratio big/small: {big['incremental_s'] / small['incremental_s']:.2f}")
+        home = Path(tmp)
+        pools = home / "pools.yaml"
+        pools.write_text(POOL_YAML.format(dim=args.dim, clusters=f"[{args.clusters}]",
+                                          steps=args.steps, fit_sample=args.fit_sample,
+                                          target=args.target))
+        env = {"CURATION_HOME": str(home / "curation"), "CURATION_POOLS": str(pools),
+               "CURATION_SENSOR_INTERVAL_S": str(args.tick),
+               "CURATION_AUTOMATION_INTERVAL_S": str(args.tick),
+               "DAGSTER_HOME": str(home / "dagster")}
+        os.environ.update(env)
+        from dagster import DagsterInstance
+
+        from curation.commands.demo import build_synthetic_drops
+        from curation.pools import load_pools
+        from curation_dags import live
+        from resources.lancedb import LanceDBResource
+
+        pool = load_pools(pools)[0]
+        landing = home / "curation" / "landing"
+        lancedb = LanceDBResource(uri=str(home / "curation" / "lancedb"))
+        live.write_instance_yaml(home / "dagster")
+        build_synthetic_drops(landing, pool.prefix, args.n_drops, args.drop_size, args.dim)
+        started = time.time()
+        rows = []
+        with live.daemon(home / "dagster", env) as proc:
+            instance = DagsterInstance.get()
+            live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, started),
+                            args.timeout, "first full materialisation", proc)
+            full_s = time.time() - started
+            fits = live.materialization_count(instance, [pool.name, "level_1"])
+            for k in range(args.repeat):
+                landed = time.time()
+                (drop,) = build_synthetic_drops(landing, pool.prefix, 1, args.drop_size,
+                                                args.dim, first=args.n_drops + k)
+                live.wait_until(lambda t=landed: live.subsets_cover(instance, lancedb, pool, t),
+                                args.timeout, f"subsets after {drop}", proc)
+                rows.append(live.drop_timeline(instance, pool.name, drop, landed, time.time()))
+            refits = live.materialization_count(instance, [pool.name, "level_1"]) - fits
+    items = args.n_drops * args.drop_size
+    print(f"pool of {items:,} items ({args.n_drops} drops x {args.drop_size:,} x {args.dim}-d), "
+          f"tick {args.tick} s: first full materialisation {full_s:.1f} s; "
+          f"refits during the incremental drops: {refits}")
+    fields = ["sensor_wait_s", "drop_run_queue_s", "drop_run_s", "automation_wait_s",
+              "subsets_run_queue_s", "subsets_run_s", "total_s", "runs"]
+    print("| drop | " + " | ".join(fields) + " |")
+    print("|---" * (len(fields) + 1) + "|")
+    for k, r in enumerate(rows):
+        print(f"| +{k + 1} | " + " | ".join(str(getattr(r, f)) for f in fields) + " |")
+    print("| median | " + " | ".join(
+        f"{statistics.median(getattr(r, f) for r in rows):.2f}" for f in fields) + " |")
 
 
 if __name__ == "__main__":

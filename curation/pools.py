@@ -116,13 +116,17 @@ class RefitPolicy(BaseModel):
     `max_added_fraction`, or when their mean squared distance to the nearest leaf centroid is
     more than `max_distance_ratio` times the fitted items' mean (the new data no longer looks
     like the data the tree was fitted on). `cron` is read by the periodic refit schedule.
+
+    `warm_start` starts a refit from the previous tree's centroids. Off by default: a cold fit
+    depends only on the items and the seed, so the same items give the same tree whatever the
+    history of fits; top-level cluster ids stay stable across refits anyway (drift matching).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_added_fraction: float = Field(default=0.5, gt=0.0)
     max_distance_ratio: float = Field(default=1.5, gt=1.0)
-    warm_start: bool = True
+    warm_start: bool = False
     cron: str | None = "0 3 * * 0"
 
     @property

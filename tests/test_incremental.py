@@ -108,6 +108,8 @@ def test_forced_refit_fits_anew_and_reassigns_everything(platform):
     assert forced["refit"] is True
     level_meta = meta(materialized(forced["results"][0], ["tiny", "level_1"])[0])
     assert level_meta["fit_version"] == 2 and level_meta["reused_saved_fit"] is False
+    # same items, same seed, cold fit: the same tree, matched to itself cluster for cluster
+    assert level_meta["drift"]["identity"] is True and level_meta["drift"]["appeared"] == []
     assert materialized(forced["results"][0], ["tiny", "level_2"])
     assert set(p.table("assignments").to_arrow()["fit_version"].to_pylist()) == {2}
 

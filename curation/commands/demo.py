@@ -1,17 +1,19 @@
-"""`curate demo`: the platform end to end on a real pool, in-process, in about two minutes.
+"""`curate demo`: the platform end to end on a real pool, under the real Dagster daemon.
 
 --pool fashion (default): long-tailed drops of real Fashion-MNIST images (Zipf class sizes,
 shuffled across the drops; labels in <landing>/fashion/labels.csv), embedded by the pool's
 EfficientNet-Lite0 at 64 px. --pool texts: a long-tailed templated corpus through MiniLM.
 --pool demo: synthetic precomputed 64-d vectors (no model).
 
-Materialises the whole Dagster graph over the drops in a real instance under $CURATION_HOME
-(so `dagster dev` shows the runs afterwards), then lands one more drop and runs the
-incremental path (raw and embeddings of that drop, assignment to the current tree, subsets).
-Then evaluates every subset against a same-size random subset and writes the pool's HTML
-report ($CURATION_HOME/reports/<pool>.html). Prints one JSON line: subset tables, report paths
-(JSON summary and HTML), pool size, items selected, curated-vs-random figures and, for the
-labelled pools, the class balance of pool, subsets and a uniform random subset of equal size.
+Lands the drops in the landing folder, starts `dagster-daemon` over workspace.yaml with an
+instance under $CURATION_HOME/dagster (deploy/dagster.local.yaml; `make dev` shows it
+afterwards) and waits while the code location's sensors and automation move them through the
+graph: raw, embeddings, the first fit, assignments, subsets, their evaluation against a
+same-size random subset and the pool's HTML report ($CURATION_HOME/reports/<pool>.html). Then
+lands one more drop and times it until every subset includes it (no refit). Prints one JSON
+line: subset tables, report paths (JSON summary and HTML), pool size, items selected,
+curated-vs-random figures and, for the labelled pools, the class balance of pool, subsets and
+a uniform random subset of equal size.
 """
 
 from __future__ import annotations
@@ -110,6 +112,11 @@ def register(subparsers) -> None:
                    "demo 16000); the extra drop holds items/drops more")
     p.add_argument("--drop-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tick", type=int, default=3,
+                   help="seconds between sensor and automation ticks (default 3; 30 in "
+                   "production)")
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="seconds to wait for each stage before giving up")
     p.set_defaults(func=run)
 
 
@@ -180,19 +187,18 @@ def run(args: argparse.Namespace) -> int:
     from curation_dags import settings
 
     home = settings.curation_home().resolve()
+    os.environ["CURATION_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster")))
     n_items = args.items or (args.drop_size * args.drops if args.drop_size else None)
     n_items = n_items or DEFAULT_ITEMS[args.pool]
     if args.drops < 1 or n_items < args.drops:
         raise ValueError("--drops must be >= 1 and --items >= --drops")
 
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     from curation.pools import load_pools
-    from curation_dags.definitions import build_definitions, default_resources
-    from curation_dags.local import evaluate, ingest_drop, refresh
+    from curation_dags import live
     from resources.lancedb import LanceDBResource
 
     pools = load_pools()
@@ -203,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
     pool = matching[0]
     landing = Path(settings.landing_url())
     prefix_dir = landing / pool.prefix
+    lancedb = LanceDBResource(uri=settings.lancedb_uri(), endpoint_url=settings.s3_endpoint_url())
+    live.write_instance_yaml(dagster_home)
     started = time.perf_counter()
 
     extra = max(n_items // args.drops, 1)  # items of the drop added for the incremental path
@@ -228,53 +236,52 @@ def run(args: argparse.Namespace) -> int:
         shutil.move(str(held), str(prefix_dir / held.name))
         return [held.name]
 
-    defs = build_definitions([pool], default_resources([pool]), with_sensors=False)
-    instance = DagsterInstance.get()
     timings = {"landing_s": round(time.perf_counter() - started, 2)}
-    failed = [d for d in drops if not ingest_drop(defs, instance, pool, d).success]
-    full = refresh(defs, instance, pool, drops)
-    timings["full_s"] = round(time.perf_counter() - started, 2)
+    # The drops move through the code location's own sensors and automation under a real
+    # dagster-daemon; the demo only shortens the tick intervals (configuration, no other path).
+    env = {"CURATION_SENSOR_INTERVAL_S": str(args.tick), "CURATION_AUTOMATION_INTERVAL_S":
+           str(args.tick), "CURATION_HOME": str(home)}
+    with live.daemon(dagster_home, env) as proc:
+        instance = DagsterInstance.get()
+        since = time.time() - 1
+        live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, since),
+                        args.timeout, f"subsets of pool {pool.name} over the first drops", proc)
+        timings["full_s"] = round(time.perf_counter() - started, 2)
+        fits_before = live.materialization_count(instance, [pool.name, "level_1"])
 
-    t = time.perf_counter()
-    new = land_extra()
-    if not ingest_drop(defs, instance, pool, new[0]).success:
-        failed.append(new[0])
-    incremental = refresh(defs, instance, pool, new)
-    timings["incremental_s"] = round(time.perf_counter() - t, 2)
-
-    subsets = {}
-    for result in incremental["results"][-1:]:
-        for event in result.get_asset_materialization_events():
-            m = event.event_specific_data.materialization
-            meta = {k: v.value for k, v in m.metadata.items()}
-            subsets[m.asset_key.path[-1]] = {
-                "table": meta["lancedb_table"], "selected": meta["selected_items"],
-                "pool_size": meta["pool_size"], "manifest_sha256": meta["manifest_sha256"],
-                "top1_share_pool": round(meta["top1_share_pool"], 4),
-                "top1_share_subset": round(meta["top1_share_subset"], 4),
-            }
-    t = time.perf_counter()
-    evaluation, html_report = {}, None
-    for result in evaluate(defs, instance, pool):
-        for event in result.get_asset_materialization_events():
-            m = event.event_specific_data.materialization
-            meta = {k: v.value for k, v in m.metadata.items()}
-            if m.asset_key.path[-1] == "report":
-                html_report = meta["path"]
-            else:
-                evaluation[m.asset_key.path[-1]] = evaluation_figures(meta)
-    timings["evaluation_s"] = round(time.perf_counter() - t, 2)
+        t, landed_at = time.perf_counter(), time.time()
+        new = land_extra()
+        subsets = live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, landed_at),
+                                  args.timeout, f"subsets after drop {new[0]}", proc)
+        refreshed_at = time.time()
+        timings["incremental_s"] = round(time.perf_counter() - t, 2)
+        timeline = live.drop_timeline(instance, pool.name, new[0], landed_at, refreshed_at)
+        report_key = [pool.name, "report"]
+        live.wait_until(lambda: (live.latest_metadata(instance, report_key) or (0,))[0]
+                        > refreshed_at - 1, args.timeout, "the pool's report", proc)
+        evaluation = {s.name: evaluation_figures(live.latest_metadata(
+            instance, [pool.name, "evaluation", s.name])[1]) for s in pool.subsets}
+        html_report = live.latest_metadata(instance, report_key)[1].get("path")
+        fits = live.materialization_count(instance, [pool.name, "level_1"])
+        failed_runs = instance.get_run_records(RunsFilter(
+            statuses=[DagsterRunStatus.FAILURE], tags={"curation/pool": pool.name}))
+        failed = sorted({r.dagster_run.tags.get("curation/drop") for r in failed_runs} - {None})
+    subsets = {name: {
+        "table": meta["lancedb_table"], "selected": meta["selected_items"],
+        "pool_size": meta["pool_size"], "manifest_sha256": meta["manifest_sha256"],
+        "top1_share_pool": round(meta["top1_share_pool"], 4),
+        "top1_share_subset": round(meta["top1_share_subset"], 4),
+    } for name, meta in subsets.items()}
     balance = None
     labels_csv = prefix_dir / "labels.csv"
-    if subsets and pool.modality != "vectors" and labels_csv.exists():
-        lancedb = LanceDBResource(uri=settings.lancedb_uri(),
-                                  endpoint_url=settings.s3_endpoint_url())
+    if pool.modality != "vectors" and labels_csv.exists():
         balance = class_balance(labels_csv, lancedb, pool, subsets, args.seed)
     timings["total_s"] = round(time.perf_counter() - started, 2)
     report = {
         "pool": pool.name, "drops": [*drops, *new], "failed_drops": failed,
-        "lancedb": settings.lancedb_uri(), "dagster_home": os.environ["DAGSTER_HOME"],
-        "first_refit": full["refit"], "incremental_refit": incremental["refit"],
+        "lancedb": settings.lancedb_uri(), "dagster_home": str(dagster_home),
+        "fits": fits, "incremental_refit": fits > fits_before,
+        "incremental_timeline": timeline.__dict__,
         "subsets": subsets, "class_balance": balance, "evaluation": evaluation,
         "html_report": html_report, **timings,
     }
@@ -288,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
         "html_report": html_report,
         "pool_size": any_subset.get("pool_size", 0),
         "selected": {name: s["selected"] for name, s in subsets.items()},
+        "incremental_s": timings["incremental_s"],
     }
     if balance is not None:
         line["class_balance"] = balance
