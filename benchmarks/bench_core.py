@@ -1,4 +1,4 @@
-"""Benchmark the curation core against ALGORITHM.md section 5 and show how cost grows.
+"""Benchmark the curation core against docs/METHOD.md's reference and show how cost grows.
 
     python benchmarks/bench_core.py              # the reference config, 3 repeats, + 200k x 128
     python benchmarks/bench_core.py --quick      # the reference config once, no large run
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-# The reference figures measured on the authors' public code (ALGORITHM.md section 5).
+# The reference figures measured on the authors' public code (docs/METHOD.md).
 REFERENCE = {"label_entropy": 4.77, "labels_hit": 200, "top1_share": 0.050, "seconds": 289.0}
 
 
@@ -25,7 +25,7 @@ def _variant(data: dict, hierarchy: dict, target: int, **overrides) -> dict:
     return {"data": data, "hierarchy": {**hierarchy, **overrides}, "target": target}
 
 
-# ALGORITHM.md section 5: make_synth.py --seed 0, 1000/200/50 clusters, T=10, r=10/3/2.
+# docs/METHOD.md reference: long_tailed_mixture seed 0, 1000/200/50 clusters, T=10, r=10/3/2.
 REFERENCE_DATA = {"n": 20000, "dim": 64, "n_components": 200, "seed": 0}
 REFERENCE_HIERARCHY = {
     "n_clusters": [1000, 200, 50],
@@ -144,7 +144,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     ref = REFERENCE
     print(
-        f"| reference | authors' public code (ALGORITHM.md) | {ref['label_entropy']:.2f} "
+        f"| reference | authors' public code (docs/METHOD.md) | {ref['label_entropy']:.2f} "
         f"| {ref['labels_hit']} | {ref['top1_share']:.3f} | {ref['seconds']:.0f} | - | no seeds |"
     )
     for name in names:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class HierarchyConfig(BaseModel):
-    """Hierarchical k-means with resampling (ALGORITHM.md section 2).
+    """Hierarchical k-means with resampling (docs/METHOD.md).
 
     Level 1 clusters the data points; level l > 1 clusters the centroids of level l - 1.
     """
@@ -101,7 +101,7 @@ class HierarchyConfig(BaseModel):
 
 
 class SampleConfig(BaseModel):
-    """Balanced hierarchical sampling (ALGORITHM.md section 3)."""
+    """Balanced hierarchical sampling (docs/METHOD.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

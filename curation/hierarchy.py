@@ -1,4 +1,4 @@
-"""Hierarchical k-means with resampling (ALGORITHM.md section 2) and the fitted tree."""
+"""Hierarchical k-means with resampling (docs/METHOD.md) and the fitted tree."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .metrics import cluster_size_stats
 
 FORMAT_VERSION = 1
 # Greedy k-means++ candidates per seed above level 1, where the points are only the centroids
-# below and extra candidates cost little. Measured on ALGORITHM.md's pool, 5 seeds: mean
+# below and extra candidates cost little. Measured on the reference pool, 5 seeds: mean
 # label entropy 4.47 with 1 candidate, 4.78 with the default 2 + log k, 4.81 with 20.
 UPPER_LEVEL_TRIALS = 20
 

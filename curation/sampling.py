@@ -1,4 +1,4 @@
-"""Balanced hierarchical sampling by water-filling (ALGORITHM.md section 3).
+"""Balanced hierarchical sampling by water-filling (docs/METHOD.md).
 
 Everything is vectorised over clusters: one grouped water-fill per level, so the cost is
 O(items + clusters) whatever the tree's width.

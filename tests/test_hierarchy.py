@@ -11,7 +11,7 @@ from curation.synthetic import long_tailed_grid, long_tailed_mixture
 
 @pytest.fixture(scope="module")
 def pool():
-    # A smaller cousin of ALGORITHM.md's benchmark pool: Zipf-sized Gaussian components.
+    # A smaller cousin of the reference pool (docs/METHOD.md): Zipf-sized Gaussian components.
     return long_tailed_mixture(n=8000, dim=32, n_components=80, zipf=1.1, seed=0)
 
 
@@ -44,7 +44,7 @@ def mean_kl(x, labels, n_labels, cfg, target=2000, fit_seeds=range(3)):
 
 @pytest.fixture(scope="module")
 def toy():
-    # The 2-D toy of ALGORITHM.md: 25 touching concepts with Zipf masses.
+    # A 2-D toy like the paper's (docs/METHOD.md): 25 touching concepts with Zipf masses.
     return long_tailed_grid(n=20000, side=5, zipf=1.3, seed=0)
 
 

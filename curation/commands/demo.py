@@ -71,7 +71,7 @@ def _redraw(n: int, dim: int, seed: int, n_components: int = 200, zipf: float = 
             n_super: int = 20):
     """Points of one fixed long-tailed mixture (means from seed 0), drawn with `seed`.
 
-    Component sizes follow a Zipf law (like make_synth.py); component means are grouped
+    Component sizes follow a Zipf law (like curation.synthetic); component means are grouped
     around `n_super` super-concepts, as concepts are in real data, so the upper levels of the
     tree have structure to find (with independent means they merge arbitrarily).
     """
