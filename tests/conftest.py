@@ -91,34 +91,40 @@ class Platform:
                         partition_key=drop)
 
     def refresh(self, drops: list[str], refit: str = "auto") -> dict:
-        """What the refit sensor and automation would do next: a fit when the refit sensor
-        asks for one (or `refit="force"`), the assignments (all drops after a fit), subsets."""
-        from dagster import SensorResult, build_sensor_context
+        """What the platform does next, step by step: the drops are assigned to the current
+        tree (their drop run, once a tree exists); the refit sensor ticks and its fit runs
+        when it asks for one (or `refit="force"`), then every drop is assigned again in one
+        run; the subsets follow. Returns the runs by name and the refit sensor's answer."""
+        from dagster import AssetKey, SensorResult, build_sensor_context
 
         from curation_dags.refit import evaluate_refit
 
         name = self.pool.name
         levels = [[name, f"level_{lv}"] for lv in range(1, self.pool.hierarchy.n_levels + 1)]
-        results, tags = [], None
+        top = AssetKey(levels[-1])
+        out = {"assignments": [], "fit": None, "tick": None}
+        if self.instance.get_latest_materialization_event(top) is not None:
+            out["assignments"] = [self.run([[name, "assignments"]], partition_key=d)
+                                  for d in drops]
+        tags = None
         if refit == "force":
             tags = {"curation/refit": "force"}
         else:
-            tick = evaluate_refit(build_sensor_context(instance=self.instance), self.pool,
-                                  self.lancedb)
-            if isinstance(tick, SensorResult) and tick.run_requests:
-                tags = dict(tick.run_requests[0].tags)
+            out["tick"] = evaluate_refit(build_sensor_context(instance=self.instance), self.pool,
+                                         self.lancedb)
+            if isinstance(out["tick"], SensorResult) and out["tick"].run_requests:
+                tags = dict(out["tick"].run_requests[0].tags)
         if tags is not None:
-            results.append(self.run(levels, tags=tags))
+            out["fit"] = self.run(levels, tags=tags)
             ordered = self.instance.get_dynamic_partitions(f"{name}_drops")
             # after a fit every partition is assigned again, in one run (a partition range)
-            results.append(self.run([[name, "assignments"]], tags={
+            out["assignments"].append(self.run([[name, "assignments"]], tags={
                 "dagster/asset_partition_range_start": ordered[0],
                 "dagster/asset_partition_range_end": ordered[-1]}))
-        else:
-            results.append(None)
-            results += [self.run([[name, "assignments"]], partition_key=d) for d in drops]
-        results.append(self.run([[name, "subsets", s.name] for s in self.pool.subsets]))
-        return {"refit": tags is not None, "results": results}
+        out["subsets"] = self.run([[name, "subsets", s.name] for s in self.pool.subsets])
+        runs = [r for r in (out["fit"], *out["assignments"]) if r is not None]
+        # "results": the fit first when there was one, the subsets last
+        return {**out, "refit": tags is not None, "results": [*runs, out["subsets"]]}
 
     def table(self, kind: str):
         return self.lancedb.open(self.pool.table(kind))

@@ -140,7 +140,7 @@ def stack(tmp_path_factory):
 
     def stop_sensors(url: str) -> None:
         # before the daemon starts: only the backfills launch runs here
-        for sensor in (f"{POOL}_drops_sensor", "curation_automation"):
+        for sensor in (f"{POOL}_drops_sensor", f"{POOL}_automation", f"{POOL}_refit_sensor"):
             stop_sensor(url, sensor)
 
     with dagster_stack(root / "dagster_home", env, before_daemon=stop_sensors) as url:
@@ -170,7 +170,7 @@ def curate_backfill(url: str, *args: str) -> subprocess.Popen:
     """The real `curate` console script, as CI calls it."""
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "curate"), "backfill", "--url", url, "--pool", POOL,
-         "--poll-interval", "1", "--timeout", "240", "--in-process", *args],
+         "--poll-interval", "1", "--timeout", "240", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

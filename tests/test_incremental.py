@@ -34,14 +34,14 @@ def test_new_drop_is_assigned_to_the_tree_without_a_fit(platform):
 
     new = p.land("d3", n=200)
     p.ingest(new)
-    tick = _tick(p)
-    assert isinstance(tick, SkipReason) and "within refit policy" in tick.skip_message
     second = p.refresh([new])
     assert second["refit"] is False
+    tick = second["tick"]
+    assert isinstance(tick, SkipReason) and "within refit policy" in tick.skip_message
     assert [p.table(f"level_{lv}").version for lv in (1, 2)] == level_versions
     assert load_fit(p.lancedb, p.pool).fit_version == 1
 
-    assigned = meta(materialized(second["results"][1], ["tiny", "assignments"])[0])
+    assigned = meta(materialized(second["assignments"][0], ["tiny", "assignments"])[0])
     assert assigned["items"] == 200 and assigned["new_since_fit"] == 200
     log = p.table("assignment_log").to_arrow()
     row = log.filter(pc.equal(log["drop"], "d3")).to_pylist()[0]
@@ -69,14 +69,12 @@ def test_refit_sensor_asks_for_a_fit_when_new_data_lies_far(platform):
     p.refresh(drops)
     far = p.land("far", n=150, shift=25.0)
     p.ingest(far)
-    p.refresh([far])  # assigned to the old tree: that is how the drift is measured
-    tick = _tick(p)
-    assert isinstance(tick, SensorResult)
-    (request,) = tick.run_requests
+    # assigned to the old tree first (its drop run): that is how the drift is measured
+    result = p.refresh([far])
+    assert result["refit"] is True
+    (request,) = result["tick"].run_requests
     assert "distance ratio" in request.tags["curation/refit_reason"]
     assert {k.path[-1] for k in request.asset_selection} == {"level_1", "level_2"}
-    result = p.refresh([])
-    assert result["refit"] is True
     fit = load_fit(p.lancedb, p.pool)
     assert fit.fit_version == 2 and fit.drops["far"] == 150
     assert "distance ratio" in fit.reason
@@ -106,11 +104,11 @@ def test_forced_refit_fits_anew_and_reassigns_everything(platform):
     p.refresh(drops)
     forced = p.refresh([], refit="force")
     assert forced["refit"] is True
-    level_meta = meta(materialized(forced["results"][0], ["tiny", "level_1"])[0])
+    level_meta = meta(materialized(forced["fit"], ["tiny", "level_1"])[0])
     assert level_meta["fit_version"] == 2 and level_meta["reused_saved_fit"] is False
     # same items, same seed, cold fit: the same tree, matched to itself cluster for cluster
     assert level_meta["drift"]["identity"] is True and level_meta["drift"]["appeared"] == []
-    assert materialized(forced["results"][0], ["tiny", "level_2"])
+    assert materialized(forced["fit"], ["tiny", "level_2"])
     assert set(p.table("assignments").to_arrow()["fit_version"].to_pylist()) == {2}
 
 

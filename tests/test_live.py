@@ -77,8 +77,13 @@ class Live:
 
     def settled(self, after: float, what: str) -> dict:
         """Wait until every subset covers every good drop's items under the latest fit."""
-        return wait_until(lambda: subsets_cover(self.instance, self.lancedb, self.pool, after),
-                          DEADLINE_S, what, poll=1.0)
+        expected = sum(self.good.values())
+
+        def covered():
+            meta = subsets_cover(self.instance, self.lancedb, self.pool, after)
+            return meta if meta and meta["even"]["pool_size"] == expected else None
+
+        return wait_until(covered, DEADLINE_S, what, poll=1.0)
 
     def fit_version(self) -> int:
         from assets.tables import latest_fit_summary

@@ -40,6 +40,11 @@ def tiny_embeddings(context) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"drop": context.partition_key})
 
 
+@dg.asset(key=["tiny", "assignments"], partitions_def=PARTITIONS, deps=[tiny_embeddings])
+def tiny_assignments(context) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"drop": context.partition_key})
+
+
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as inst:
@@ -154,7 +159,7 @@ def test_sensor_tick_through_definitions(local_landing, instance):
     """A full tick with the Definitions (validates targets and partition keys as the daemon)."""
     sensor = build_drop_sensor(POOL)
     defs = dg.Definitions(
-        assets=[tiny_raw, tiny_embeddings],
+        assets=[tiny_raw, tiny_embeddings, tiny_assignments],
         sensors=[sensor],
         resources={"landing": local_landing.storage},
     )
@@ -177,6 +182,8 @@ def test_sensors_and_schedules_run_by_default():
     assert {s.name for s in sensors} == {
         "tiny_drops_sensor",
         "other_drops_sensor",
+        "tiny_refit_sensor",
+        "other_refit_sensor",
         "curation_run_failure_sensor",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
@@ -231,10 +238,13 @@ def test_real_code_location_wires_sensors_and_a_valid_refit_run_config(tmp_path,
         sensor = repo.get_sensor_def(f"{pool.name}_drops_sensor")
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
         job = repo.get_job(sensor.job_name)
-        assert set(job.asset_layer.selected_asset_keys) == {
+        assert set(job.asset_layer.selected_asset_keys) == {  # a drop's whole per-drop path
             dg.AssetKey([pool.name, "raw"]),
             dg.AssetKey([pool.name, "embeddings"]),
+            dg.AssetKey([pool.name, "assignments"]),
         }
+        assert f"{pool.name}_refit_sensor" in sensor_names
+        assert f"{pool.name}_automation" in sensor_names
     assert "curation_run_failure_sensor" in sensor_names
 
     pool = pools[0]

@@ -371,7 +371,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--in-process",
         action="store_true",
-        help="run each run's steps in its process (faster for small drops; default executor)",
+        help="ask the multiprocess executor to run each run's steps in its process (only for a "
+        "code location on $CURATION_EXECUTOR=multiprocess; the default executor is in-process)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, launch nothing")
     p.set_defaults(func=run)
