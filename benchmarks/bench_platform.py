@@ -78,8 +78,8 @@ def main() -> None:
         build_synthetic_drops(landing, pool.prefix, args.n_drops, args.drop_size, args.dim)
         started = time.time()
         rows = []
+        instance = DagsterInstance.get()  # creates the storage before the daemon does
         with live.daemon(home / "dagster", env) as proc:
-            instance = DagsterInstance.get()
             live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, started),
                             args.timeout, "first full materialisation", proc)
             full_s = time.time() - started

@@ -184,3 +184,15 @@ def test_a_warm_refit_keeps_top_level_ids_through_stable_refit():
     raw_top = second.assignment.paths[: x.shape[0], -1]
     # (seed 7 happens to give every cluster another id: 0 agreement before relabelling)
     assert (old_top == new_top).mean() > (old_top == raw_top).mean() + 0.3
+
+
+def test_coverage_probe_is_not_the_random_baseline():
+    """Same seed, same size: the probe must not replay the baseline's draws (it once did, and
+    the random subset then covered its own probe at distance 0)."""
+    from curation.evaluation import coverage, random_selection
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 8)).astype(np.float32)
+    baseline = random_selection(2000, 500, seed=0)
+    report = coverage(x, baseline, sample=500, seed=0)
+    assert report["median"] > 0.0  # most probe items are not in the baseline

@@ -241,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
     # dagster-daemon; the demo only shortens the tick intervals (configuration, no other path).
     env = {"CURATION_SENSOR_INTERVAL_S": str(args.tick), "CURATION_AUTOMATION_INTERVAL_S":
            str(args.tick), "CURATION_HOME": str(home)}
+    instance = DagsterInstance.get()  # creates the instance's storage before the daemon does
     with live.daemon(dagster_home, env) as proc:
-        instance = DagsterInstance.get()
         since = time.time() - 1
         live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, since),
                         args.timeout, f"subsets of pool {pool.name} over the first drops", proc)
