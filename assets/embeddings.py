@@ -35,7 +35,6 @@ from dagster import (
 from curation.embedding.base import Item, identity_version
 from curation.items import parse_jsonl
 from curation.pools import PoolConfig
-from curation_dags.automation import PER_DROP
 from curation_dags.partitions import drops_partitions
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
@@ -118,7 +117,6 @@ def build_embeddings_asset(pool: PoolConfig):
         group_name=pool.name,
         kinds={"lancedb"},
         required_resource_keys=resource_keys,
-        automation_condition=PER_DROP,
         check_specs=[AssetCheckSpec(name, asset=key, blocking=True) for name in CHECKS],
         description=f"One vector per ingested item of pool {pool.name!r}, per drop.",
     )

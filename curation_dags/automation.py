@@ -1,6 +1,9 @@
 """Declarative automation: every asset follows its upstream without clicks.
 
-- per-drop assets (embeddings) follow their own drop's partition: a bad drop fails alone;
+- raw and embeddings have no condition: the drop sensor runs them together for each new drop,
+  and re-embedding after a model change is a backfill (curate backfill). An eager condition
+  here re-requested a drop's embeddings in the moment between the sensor adding the partition
+  and its run starting, so a drop was sometimes embedded twice;
 - assignments (per drop) follow their drop's embeddings, and every partition follows a new
   tree (a refit); they wait until a tree exists and their drop's blocking checks passed;
 - fan-in assets (subsets) fire when any upstream partition updated, even while other
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 from dagster import AssetSelection, AutomationCondition
 
-PER_DROP = AutomationCondition.eager()
 FAN_IN = AutomationCondition.eager().without(~AutomationCondition.any_deps_missing())
 FOLLOW = AutomationCondition.eager()
 
