@@ -4,18 +4,16 @@ The servers start once for the module (~30 s)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from servers import dagster_stack
+from servers import dagster_stack, graphql
 
 from curation.cli import main
 from curation.commands.backfill import parse_partitions, select_partitions
@@ -49,17 +47,6 @@ def write_drop(landing, drop: str, n: int, seed: int, complete: bool = True) -> 
     pq.write_table(table, folder / "part-0.parquet")
     if complete:
         (folder / "_SUCCESS").touch()
-
-
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(
-        url + "/graphql", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        payload = json.loads(response.read())
-    assert not payload.get("errors"), payload["errors"]
-    return payload["data"]
 
 
 def sensor_selector(url: str, name: str) -> dict:
