@@ -23,14 +23,15 @@ from dagster import (
     asset,
 )
 
+from curation import naming
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
-from curation_dags.automation import assignments_condition
-from curation_dags.partitions import drops_partitions
 from resources.clustering import ClusteringResource
 from resources.lancedb import LanceDBResource
 
+from .automation import assignments_condition
 from .levels import level_keys
+from .partitions import drops_partitions
 from .tables import assignment_table, in_list, load_fit, stream_vectors
 
 
@@ -43,8 +44,8 @@ def build_assignments_asset(pool: PoolConfig):
 
 def _build(pool: PoolConfig, keys):
     @asset(
-        key=[pool.name, "assignments"],
-        deps=[[pool.name, "embeddings"], keys[-1]],
+        key=naming.asset_path(pool.name, "assignments"),
+        deps=[naming.asset_path(pool.name, "embeddings"), keys[-1]],
         partitions_def=drops_partitions(pool.name),
         backfill_policy=BackfillPolicy.single_run(),
         group_name=pool.name,

@@ -32,13 +32,14 @@ from dagster import (
     asset,
 )
 
+from curation import naming
 from curation.embedding.base import Item, identity_version
 from curation.items import parse_jsonl
 from curation.pools import PoolConfig
-from curation_dags.partitions import drops_partitions
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
+from .partitions import drops_partitions
 from .raw import checked_drop, write_quarantine
 from .tables import in_list, sql_str, table_dim, vector_array, vectors_of
 
@@ -47,7 +48,7 @@ PROGRESS_EVERY_S = 5.0
 
 
 def embedder_key(pool: PoolConfig) -> str:
-    return f"{pool.name}_embedder"
+    return naming.embedder_resource(pool.name)
 
 
 def vectors_identity(pool: PoolConfig) -> dict:
@@ -102,7 +103,7 @@ def _precomputed(storage: LandingStorage, raw_rows) -> tuple[list[int], list, li
 
 
 def build_embeddings_asset(pool: PoolConfig):
-    key = [pool.name, "embeddings"]
+    key = naming.asset_path(pool.name, "embeddings")
     resource_keys = {"landing", "lancedb"}
     if pool.modality != "vectors":
         resource_keys.add(embedder_key(pool))
@@ -111,7 +112,7 @@ def build_embeddings_asset(pool: PoolConfig):
 
     @asset(
         key=key,
-        deps=[[pool.name, "raw"]],
+        deps=[naming.asset_path(pool.name, "raw")],
         code_version=code_version,
         partitions_def=drops_partitions(pool.name),
         group_name=pool.name,

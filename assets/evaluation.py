@@ -25,6 +25,7 @@ from dagster import (
     asset,
 )
 
+from curation import naming
 from curation.evaluation import evaluate_selection
 from curation.pools import PoolConfig, SubsetSpec
 from curation.report import evaluation_markdown
@@ -35,7 +36,7 @@ from .tables import load_fit, stream_vectors
 
 
 def evaluation_key(pool: PoolConfig, spec: SubsetSpec) -> list[str]:
-    return [pool.name, "evaluation", spec.name]
+    return naming.evaluation_path(pool.name, spec.name)
 
 
 def pool_view(lancedb: LanceDBResource, pool: PoolConfig, fit):
@@ -120,7 +121,7 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
 
     @asset(
         key=key,
-        deps=[[pool.name, "subsets", spec.name]],
+        deps=[naming.subset_path(pool.name, spec.name)],
         group_name=pool.name,
         automation_condition=AutomationCondition.eager(),
         check_specs=[AssetCheckSpec("not_worse_than_random", asset=key,

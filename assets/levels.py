@@ -40,13 +40,14 @@ from dagster import (
     asset_check,
 )
 
+from curation import naming
 from curation.metrics import cluster_size_stats, size_histogram
+from curation.naming import REASON_TAG, REFIT_TAG
 from curation.pools import PoolConfig
-from curation_dags.automation import FOLLOW
-from curation_dags.tags import REASON_TAG, REFIT_TAG
 from resources.clustering import ClusteringResource
 from resources.lancedb import LanceDBResource
 
+from .automation import FOLLOW
 from .tables import (
     FitRecord,
     canonical_order,
@@ -65,7 +66,7 @@ class RefitConfig(Config):
 
 
 def level_keys(pool: PoolConfig) -> list[list[str]]:
-    return [[pool.name, f"level_{lv}"] for lv in range(1, pool.hierarchy.n_levels + 1)]
+    return naming.level_paths(pool.name, pool.hierarchy.n_levels)
 
 
 def write_level(lancedb: LanceDBResource, pool: PoolConfig, fit: FitRecord, level: int):
@@ -117,7 +118,7 @@ def build_level_assets(pool: PoolConfig) -> list:
 
     @asset(
         key=keys[0],
-        deps=[AssetDep([pool.name, "embeddings"],
+        deps=[AssetDep(naming.asset_path(pool.name, "embeddings"),
                        partition_mapping=SpecificPartitionsPartitionMapping([]))],
         group_name=pool.name,
         kinds={"lancedb"},

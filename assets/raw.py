@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
+from curation import naming
 from curation.items import parse_file
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
-from curation_dags.partitions import drops_partitions
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
+from .partitions import drops_partitions
 from .tables import in_list, sql_str
 
 CHUNK = 2000
@@ -66,7 +67,7 @@ def _reclaimable(lancedb: LanceDBResource, pool: PoolConfig, held: dict[str, str
 
 def build_raw_asset(pool: PoolConfig):
     @asset(
-        key=[pool.name, "raw"],
+        key=naming.asset_path(pool.name, "raw"),
         partitions_def=drops_partitions(pool.name),
         group_name=pool.name,
         kinds={"lancedb"},

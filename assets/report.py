@@ -22,9 +22,9 @@ from dagster import (
     asset,
 )
 
+from curation import naming, settings
 from curation.pools import PoolConfig
 from curation.report import evaluation_markdown, example_clusters, render_report
-from curation_dags import settings
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
@@ -33,7 +33,7 @@ from .tables import load_fit
 
 
 def report_path(pool: PoolConfig):
-    return settings.curation_home().resolve() / "reports" / f"{pool.name}.html"
+    return settings.reports_dir().resolve() / f"{pool.name}.html"
 
 
 def _latest_json(context: AssetExecutionContext, key: list[str], name: str):
@@ -52,7 +52,7 @@ def level_sizes(paths: np.ndarray, n_clusters: list[int],
 
 
 def build_report_asset(pool: PoolConfig):
-    key = [pool.name, "report"]
+    key = naming.asset_path(pool.name, "report")
 
     @asset(
         key=key,
@@ -88,7 +88,7 @@ def build_report_asset(pool: PoolConfig):
         page = render_report(
             pool.name, pool.modality, level_sizes(paths, n_clusters), subset_sizes,
             evaluations, examples, ids, uris, landing.read_bytes,
-            drift=_latest_json(context, [pool.name, "level_1"], "drift"),
+            drift=_latest_json(context, naming.level_path(pool.name, 1), "drift"),
             generated=f"{datetime.now(UTC).isoformat(timespec='seconds')}, fit "
             f"{fit.fit_version}",
         )

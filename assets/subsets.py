@@ -26,6 +26,7 @@ from dagster import (
     multi_asset,
 )
 
+from curation import naming
 from curation.pools import PoolConfig
 from curation.selection import tree_paths
 from curation.subsets import (
@@ -35,15 +36,15 @@ from curation.subsets import (
     taken_down_ids,
     top_level_counts,
 )
-from curation_dags.automation import subsets_condition
 from resources.lancedb import LanceDBResource
 
+from .automation import subsets_condition
 from .levels import level_keys
 from .tables import load_fit
 
 
 def subset_key(pool: PoolConfig, name: str) -> AssetKey:
-    return AssetKey([pool.name, "subsets", name])
+    return AssetKey(naming.subset_path(pool.name, name))
 
 
 def balance_check(pool_balance: dict, subset_balance: dict) -> bool:
@@ -57,7 +58,7 @@ def build_subsets_asset(pool: PoolConfig):
     specs = [
         AssetSpec(
             key=subset_key(pool, spec.name),
-            deps=[keys[-1], [pool.name, "assignments"]],
+            deps=[keys[-1], naming.asset_path(pool.name, "assignments")],
             group_name=pool.name,
             kinds={"lancedb"},
             automation_condition=subsets_condition(keys),
@@ -70,7 +71,7 @@ def build_subsets_asset(pool: PoolConfig):
     checks = [AssetCheckSpec("balance", asset=subset_key(pool, s.name)) for s in pool.subsets]
 
     @multi_asset(specs=specs, check_specs=checks, can_subset=True,
-                 name=f"{pool.name}__subsets")
+                 name=naming.subsets_op(pool.name))
     def subsets(context: AssetExecutionContext, lancedb: LanceDBResource):
         selected = context.selected_asset_keys
         wanted = [s for s in pool.subsets if subset_key(pool, s.name) in selected]

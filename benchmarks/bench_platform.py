@@ -66,8 +66,8 @@ def main() -> None:
         os.environ.update(env)
         from dagster import DagsterInstance
 
-        from curation.commands.demo import build_synthetic_drops
         from curation.pools import load_pools
+        from curation.synthetic import build_synthetic_drops
         from curation_dags import live
         from resources.lancedb import LanceDBResource
 

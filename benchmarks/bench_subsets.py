@@ -101,8 +101,9 @@ def refresh(db_dir: str, n: int, fraction: float) -> dict:
     """One subset refresh, as the asset does it; returns timings and churn."""
     import lancedb
 
+    from curation import naming
     from curation.config import SampleConfig
-    from curation.subsets import read_previous, select_subsets, subset_table_name
+    from curation.subsets import read_previous, select_subsets
 
     ks, parents, _ = tree(n)
     db = lancedb.connect(db_dir)
@@ -113,7 +114,7 @@ def refresh(db_dir: str, n: int, fraction: float) -> dict:
     scan = select_subsets(table, parents, ks[0], 1, {"s": config}, previous=previous)
     t1 = time.perf_counter()
     result = scan.subsets["s"]
-    db.create_table(subset_table_name("bench", "s"), result.rows, mode="overwrite")
+    db.create_table(naming.subset_table("bench", "s"), result.rows, mode="overwrite")
     t2 = time.perf_counter()
     return {"n": scan.eligible, "selected": len(result.selection), "select_s": t1 - t0,
             "write_s": t2 - t1, "total_s": t2 - t0,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import naming
 from .selection import item_keys, rank_hash
-from .subsets import open_table, table_manifest, table_name, taken_down_ids
+from .subsets import open_table, table_manifest, taken_down_ids
 
 
 def _sql(value: str) -> str:
@@ -33,7 +34,7 @@ def _rows(db, name: str, where: str, columns: list[str] | None = None) -> list[d
 
 
 def subset_names(db, pool: str) -> list[str]:
-    prefix = table_name(pool, "subset_")
+    prefix = naming.table(pool, "subset_")
     return sorted(n[len(prefix):] for n in db.list_tables().tables if n.startswith(prefix))
 
 
@@ -42,7 +43,7 @@ def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: 
     """(rank of the item among its leaf's eligible members, members) under a subset's
     seed and strategy: the order the selection uses (bottom-k)."""
     where = f"level_1 = {int(leaf)} AND fit_version = {int(fit_version)}"
-    rows = _rows(db, table_name(pool, "assignments"), where, ["item_id", "distance"])
+    rows = _rows(db, naming.table(pool, "assignments"), where, ["item_id", "distance"])
     ids = [r["item_id"] for r in rows if r["item_id"] not in taken_down]
     if item_id not in ids:
         return -1, len(ids)
@@ -58,12 +59,12 @@ def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: 
 
 def explain_item(db, pool: str, item_id: str) -> dict:
     where = f"item_id = {_sql(item_id)}"
-    takedowns = _rows(db, table_name(pool, "takedowns"), where, ["reason", "at", "by"])
-    duplicates = _rows(db, table_name(pool, "duplicates"), where,
+    takedowns = _rows(db, naming.table(pool, "takedowns"), where, ["reason", "at", "by"])
+    duplicates = _rows(db, naming.table(pool, "duplicates"), where,
                        ["drop", "first_drop", "uri"])
-    quarantine = _rows(db, table_name(pool, "quarantine"), where,
+    quarantine = _rows(db, naming.table(pool, "quarantine"), where,
                        ["drop", "stage", "reason", "uri"])
-    assigned = _rows(db, table_name(pool, "assignments"), where)
+    assigned = _rows(db, naming.table(pool, "assignments"), where)
     assignment = None
     if assigned:
         a = assigned[0]
@@ -74,7 +75,7 @@ def explain_item(db, pool: str, item_id: str) -> dict:
     down = set(taken_down_ids(db, pool).to_pylist())
     subsets = {}
     for name in subset_names(db, pool):
-        table = open_table(db, table_name(pool, f"subset_{name}"))
+        table = open_table(db, naming.subset_table(pool, name))
         manifest = table_manifest(table)
         config = manifest.get("config", {})
         entry: dict = {"version": table.version, "seed": config.get("seed"),

@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import naming
 from .config import HierarchyConfig, SampleConfig
 from .items import EMBEDDER_KIND
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-BUNDLED_POOLS = Path(__file__).resolve().parent.parent / "curation_dags" / "pools.yaml"
+BUNDLED_POOLS = Path(__file__).resolve().parent / "pools.yaml"  # the demo pools
 Modality = Literal["images", "texts", "vectors"]
-
-
-def _check_name(value: str, what: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise ValueError(
-            f"{what} {value!r} must be lower-case letters, digits and _ (starting with a letter, "
-            "at most 48 characters): it names tables and Dagster asset keys"
-        )
-    return value
 
 
 def _relative_path(value: str | None, what: str) -> str | None:
@@ -106,7 +96,7 @@ class SubsetSpec(SampleConfig):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _check_name(value, "subset name")
+        return naming.check_name(value, "subset name")
 
 
 class RefitPolicy(BaseModel):
@@ -132,7 +122,7 @@ class RefitPolicy(BaseModel):
     @property
     def cron_error(self) -> str | None:
         """Why `cron` is not a valid cron expression, or None. Not raised at load: a bad cron
-        fails its pool's refit schedule only (curation_dags.sensors), never the other pools."""
+        fails its pool's refit schedule only (the Dagster side), never the other pools."""
         if self.cron is None:
             return None
         problem = cron_problem(self.cron)
@@ -174,7 +164,7 @@ class PoolConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _check_name(value, "pool name")
+        return naming.check_name(value, "pool name")
 
     @field_validator("landing_prefix")
     @classmethod
@@ -220,7 +210,7 @@ class PoolConfig(BaseModel):
 
     def table(self, kind: str) -> str:
         """LanceDB table name of this pool's `kind` (raw, embeddings, level_1, subset_x, ...)."""
-        return f"{self.name}__{kind}"
+        return naming.table(self.name, kind)
 
 
 class PoolsFile(BaseModel):

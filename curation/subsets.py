@@ -10,7 +10,7 @@ the current one are excluded and counted (`stale_excluded`), so are taken-down i
 If the assignments table carries an `item_key` uint64 column (= `selection.item_keys` of
 item_id, written once at assignment), pass 2 reads it instead of hashing every id.
 
-Tables (names via `table_name(pool, kind)` = `<pool>__<kind>`):
+Tables (names from `naming.table(pool, kind)` = `<pool>__<kind>`):
 - `<pool>__subset_<name>`: item_id, uri, weight, path (fixed list of L cluster ids, leaf
   first), leaf, quota (the leaf's), rank (in the leaf, 0 first), leaf_size (eligible items
   of the leaf), item_key (uint64, `selection.item_keys`), fit_version. Rows sorted by
@@ -23,10 +23,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
+from . import naming
 from .config import SampleConfig
 from .selection import (
     Churn,
@@ -39,25 +39,11 @@ from .selection import (
     manifest,
     tree_paths,
 )
+from .settings import lancedb_uri
 
 BATCH_ROWS = 1 << 18
 
 
-def table_name(pool: str, kind: str) -> str:
-    return f"{pool}__{kind}"
-
-
-def subset_table_name(pool: str, subset: str) -> str:
-    return table_name(pool, f"subset_{subset}")
-
-
-def lancedb_uri(uri: str | None = None) -> str:
-    """The platform's LanceDB: `uri`, else $CURATION_LANCEDB_URI, else $CURATION_HOME/lancedb
-    (default home ./.curation), as curation_dags.settings resolves it."""
-    if uri:
-        return uri
-    home = Path(os.environ.get("CURATION_HOME") or "./.curation")
-    return os.environ.get("CURATION_LANCEDB_URI") or str(home / "lancedb")
 
 
 def connect(uri: str | None = None):
@@ -88,7 +74,7 @@ def read_subset_version(db, pool: str, subset: str, version: int | None = None,
     (the latest when `version` is None)."""
     import pyarrow.compute as pc
 
-    name = subset_table_name(pool, subset)
+    name = naming.subset_table(pool, subset)
     table = open_table(db, name, version)
     if table is None:
         raise ValueError(f"no subset table {name} (materialise the subset first)")
@@ -102,7 +88,7 @@ def read_subset_version(db, pool: str, subset: str, version: int | None = None,
 
 def read_takedowns(db, pool: str):
     """pyarrow Table of the pool's takedowns (item_id, reason, at, by), or None."""
-    table = open_table(db, table_name(pool, "takedowns"))
+    table = open_table(db, naming.table(pool, "takedowns"))
     return None if table is None else table.to_arrow()
 
 
@@ -138,7 +124,7 @@ def append_takedowns(db, pool: str, item_ids: list[str], reason: str, by: str) -
         "at": pa.array([now] * len(seen), pa.string()),
         "by": pa.array([by] * len(seen), pa.string()),
     })
-    name = table_name(pool, "takedowns")
+    name = naming.table(pool, "takedowns")
     table = open_table(db, name)
     if table is None:
         table = db.create_table(name, rows)
@@ -162,7 +148,7 @@ class Previous:
 
 
 def read_previous(db, pool: str, subset: str, n_leaves: int) -> Previous | None:
-    table = open_table(db, subset_table_name(pool, subset))
+    table = open_table(db, naming.subset_table(pool, subset))
     if table is None:
         return None
     names = table.schema.names

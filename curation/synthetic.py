@@ -1,6 +1,15 @@
-"""Long-tailed synthetic embedding pools, for tests, benchmarks and the demo."""
+"""Long-tailed synthetic embedding pools, for tests, benchmarks and the demo.
+
+- `long_tailed_mixture`: one pool, fresh concepts per seed (core tests and benchmarks);
+- `fixed_mixture_draw`: points of one fixed mixture, drawn with a seed, so successive drops
+  share their concepts (the platform's demo pool, benchmarks and live tests);
+- `long_tailed_grid`: the 2-D toy whose concepts touch;
+- `write_vector_drop` / `build_synthetic_drops`: such points as precomputed-vector drops.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -42,3 +51,61 @@ def long_tailed_grid(
     labels = rng.choice(n_cells, size=n, p=weights)
     cells = np.stack([labels % side, labels // side], axis=1)
     return (cells + rng.random((n, 2))).astype(np.float32), labels.astype(np.int64)
+
+
+def write_vector_drop(folder: Path, vectors: np.ndarray, item_ids: list[str],
+                      extra: dict | None = None, complete: bool = True) -> Path:
+    """One precomputed-vector drop: folder/part-0.parquet (+ _SUCCESS when complete)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    columns = {
+        "item_id": pa.array(item_ids, pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
+                                                    vectors.shape[1]),
+        **(extra or {}),
+    }
+    pq.write_table(pa.table(columns), folder / "part-0.parquet")
+    if complete:
+        (folder / "_SUCCESS").write_text("")
+    return folder
+
+
+def build_synthetic_drops(landing: Path, prefix: str, n_drops: int, drop_size: int, dim: int,
+                          seed: int = 0, first: int = 0) -> list[str]:
+    """Drops drop-<first>.. of one long-tailed Gaussian mixture (fixed concepts, fresh points
+    per drop). A `label` column (the mixture component) rides along as item metadata so the
+    balance of a subset can be scored later. Swap this function for real data (images)."""
+    import pyarrow as pa
+
+    drops = []
+    for d in range(first, first + n_drops):
+        x, labels = fixed_mixture_draw(drop_size, dim, seed * 1_000_003 + d)
+        drop = f"drop-{d:05d}"
+        ids = [f"{drop}-{i:06d}" for i in range(drop_size)]
+        write_vector_drop(landing / prefix / drop, x, ids, {"label": pa.array(labels)})
+        drops.append(drop)
+    return drops
+
+
+def fixed_mixture_draw(n: int, dim: int, seed: int, n_components: int = 200, zipf: float = 1.1,
+            n_super: int = 20):
+    """Points of one fixed long-tailed mixture (means from seed 0), drawn with `seed`.
+
+    Component sizes follow a Zipf law (like curation.synthetic); component means are grouped
+    around `n_super` super-concepts, as concepts are in real data, so the upper levels of the
+    tree have structure to find (with independent means they merge arbitrarily).
+    """
+    fixed = np.random.default_rng(0)
+    weights = 1.0 / np.arange(1, n_components + 1) ** zipf
+    weights /= weights.sum()
+    centres = fixed.normal(0.0, 6.0, size=(n_super, dim))
+    means = centres[fixed.integers(0, n_super, n_components)]
+    means = means + fixed.normal(0.0, 2.0, size=(n_components, dim))
+    scales = fixed.uniform(0.5, 1.5, size=n_components)
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(n_components, size=n, p=weights)
+    points = means[labels] + rng.normal(size=(n, dim)) * scales[labels, None]
+    return points.astype(np.float32), labels.astype(np.int64)

@@ -1,7 +1,8 @@
 """The code location: every pool's assets, resources, sensors and schedules.
 
-Pools come from $CURATION_POOLS (default: curation_dags/pools.yaml); storage from
-$CURATION_HOME, $CURATION_LANDING, $CURATION_LANCEDB_URI (see curation_dags.settings).
+Pools come from $CURATION_POOLS (default: the demo pools, curation/pools.yaml); storage from
+$CURATION_HOME, $CURATION_LANDING, $CURATION_LANCEDB_URI (see curation.settings); tick
+intervals and the executor from curation_dags.settings.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from dagster import (
 )
 
 from assets import build_pool_assets
+from curation import naming, settings
+from curation.naming import POOL_TAG
 from curation.pools import PoolConfig, load_pools
-from curation_dags import settings
-from curation_dags.sensors import build_schedules, build_sensors
-from curation_dags.tags import POOL_TAG
+from curation_dags.refit import build_refit_sensor
+from curation_dags.sensors import (
+    build_drop_sensor,
+    build_refit_schedule,
+    curation_run_failure_sensor,
+)
+from curation_dags.settings import automation_interval_s, executor, sensor_interval_s
 from resources.clustering import ClusteringResource
 from resources.embedders import EmbedderResource
 from resources.lancedb import LanceDBResource
@@ -42,9 +49,9 @@ def embedder_resources(pools: list[PoolConfig]) -> dict:
         if pool.modality == "vectors":
             continue
         try:
-            out[f"{pool.name}_embedder"] = EmbedderResource(**pool.embedder_fields())
+            out[naming.embedder_resource(pool.name)] = EmbedderResource(**pool.embedder_fields())
         except ValueError as exc:  # config rejected (pydantic): fail the asset, not the load
-            out[f"{pool.name}_embedder"] = UnavailableEmbedder(
+            out[naming.embedder_resource(pool.name)] = UnavailableEmbedder(
                 reason=f"{type(exc).__name__}: {exc}"
             )
     return out
@@ -63,6 +70,21 @@ def default_resources(pools: list[PoolConfig]) -> dict:
     }
 
 
+def build_sensors(pools: list[PoolConfig]) -> list:
+    """Per pool: the drop sensor and the refit sensor; and the run failure sensor."""
+    interval = sensor_interval_s()
+    return [
+        *(build_drop_sensor(p) for p in pools),
+        *(build_refit_sensor(p, interval) for p in pools),
+        curation_run_failure_sensor,
+    ]
+
+
+def build_schedules(pools: list[PoolConfig]) -> list:
+    """Per pool with a refit cron: the periodic refit."""
+    return [s for s in (build_refit_schedule(p) for p in pools) if s is not None]
+
+
 def build_definitions(
     pools: list[PoolConfig] | None = None, resources: dict | None = None, with_sensors: bool = True
 ) -> Definitions:
@@ -74,16 +96,16 @@ def build_definitions(
     # per-pool concurrency limit (deploy/dagster.yaml) covers them too.
     automation = [
         AutomationConditionSensorDefinition(
-            f"{pool.name}_automation",
+            naming.automation_sensor(pool.name),
             target=AssetSelection.groups(pool.name),
             run_tags={POOL_TAG: pool.name},
             default_status=DefaultSensorStatus.RUNNING,
-            minimum_interval_seconds=settings.automation_interval_s(),
+            minimum_interval_seconds=automation_interval_s(),
         )
         for pool in pools
     ]
     return Definitions(
-        executor=settings.executor(),
+        executor=executor(),
         assets=[d for d in defs if not isinstance(d, AssetChecksDefinition)],
         asset_checks=[d for d in defs if isinstance(d, AssetChecksDefinition)],
         resources=resources if resources is not None else default_resources(pools),

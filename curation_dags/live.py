@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curation import naming
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 DEPLOY = REPO_ROOT / "deploy"
@@ -133,7 +135,7 @@ def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
     n_items = embeddings.count_rows()
     out = {}
     for spec in pool.subsets:
-        got = latest_metadata(instance, [pool.name, "subsets", spec.name])
+        got = latest_metadata(instance, naming.subset_path(pool.name, spec.name))
         if got is None or got[0] <= after:
             return None
         meta = got[1]
@@ -162,7 +164,7 @@ def drop_timeline(instance, pool_name: str, drop: str, landed_at: float,
     """Break a drop's landing -> refreshed subsets time down from the run records."""
     from dagster import RunsFilter
 
-    from curation_dags.tags import DROP_TAG, POOL_TAG
+    from curation.naming import DROP_TAG, POOL_TAG
 
     drop_runs = instance.get_run_records(RunsFilter(tags={POOL_TAG: pool_name, DROP_TAG: drop}))
     if not drop_runs:

@@ -17,8 +17,12 @@ from typing import Any
 
 import dagster as dg
 
+from assets.keys import hierarchy_keys
+from assets.tables import latest_fit_summary
+from curation import naming
+from curation.naming import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG
+from curation.pools import PoolConfig
 from curation.refit import DriftSummary, decide_refit
-from curation_dags.tags import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -44,7 +48,7 @@ def busy(instance: dg.DagsterInstance, pool_name: str) -> str | None:
     return None
 
 
-def drift_since_fit(lancedb: Any, pool: Any, fit_version: int) -> DriftSummary:
+def drift_since_fit(lancedb: Any, pool: PoolConfig, fit_version: int) -> DriftSummary:
     """The assignment log of the current fit, added up (O(drops since the fit))."""
     drift = DriftSummary()
     log = lancedb.read(
@@ -64,11 +68,8 @@ def drift_since_fit(lancedb: Any, pool: Any, fit_version: int) -> DriftSummary:
     return drift
 
 
-def evaluate_refit(context: dg.SensorEvaluationContext, pool: Any, lancedb: Any):
+def evaluate_refit(context: dg.SensorEvaluationContext, pool: PoolConfig, lancedb: Any):
     """One tick of a pool's refit sensor (separate from the decorator for tests)."""
-    from assets.tables import latest_fit_summary
-    from curation_dags.sensors import hierarchy_keys
-
     name = pool.name
     waiting = busy(context.instance, name)
     if waiting:
@@ -96,11 +97,9 @@ def evaluate_refit(context: dg.SensorEvaluationContext, pool: Any, lancedb: Any)
     ])
 
 
-def build_refit_sensor(pool: Any, minimum_interval_seconds: int) -> dg.SensorDefinition:
-    from curation_dags.sensors import hierarchy_keys
-
+def build_refit_sensor(pool: PoolConfig, minimum_interval_seconds: int) -> dg.SensorDefinition:
     @dg.sensor(
-        name=f"{pool.name}_refit_sensor",
+        name=naming.refit_sensor(pool.name),
         description=f"Asks for a new tree of pool {pool.name!r} when its refit policy says so "
         "(first fit, added fraction, distance ratio, embedding model changed).",
         target=hierarchy_keys(pool),

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 
+from assets.keys import drop_run_keys, hierarchy_keys, ingest_keys
+from assets.partitions import drops_partitions
+from curation import naming
 from curation.landing import content_fingerprint, drop_id_problem
-from curation_dags.partitions import drops_partitions
-from curation_dags.tags import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG, REFIT_TAG
+from curation.naming import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG, REFIT_TAG
+from curation.pools import PoolConfig
+from curation_dags.settings import sensor_interval_s
 
 LANDING_RESOURCE_KEY = "landing"
 DEFAULT_REFIT_CRON = "0 3 * * 0"  # Sundays 03:00
@@ -39,37 +42,8 @@ MAX_NEW_DROPS_PER_TICK = 200
 EMPTY_FINGERPRINT = content_fingerprint([])
 
 
-# ---- helpers shared with the assets (names only: no import of their modules at import time) ----
-def _pool_name(pool: Any) -> str:
-    return pool if isinstance(pool, str) else pool.name
-
-
-def _pool_prefix(pool: Any) -> str:
-    return getattr(pool, "prefix", None) or _pool_name(pool)
-
-
-def drops_partitions_def(pool: Any) -> dg.DynamicPartitionsDefinition:
-    return drops_partitions(_pool_name(pool))
-
-
-def ingest_keys(pool: Any) -> list[dg.AssetKey]:
-    name = _pool_name(pool)
-    return [dg.AssetKey([name, "raw"]), dg.AssetKey([name, "embeddings"])]
-
-
-def drop_run_keys(pool: Any) -> list[dg.AssetKey]:
-    """What one drop's run can hold: ingestion, then the assignment to the current tree."""
-    return [*ingest_keys(pool), dg.AssetKey([_pool_name(pool), "assignments"])]
-
-
-def has_tree(instance: dg.DagsterInstance, pool: Any) -> bool:
+def has_tree(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
     return instance.get_latest_materialization_event(hierarchy_keys(pool)[-1]) is not None
-
-
-def hierarchy_keys(pool: Any) -> list[dg.AssetKey]:
-    name = _pool_name(pool)
-    n_levels = len(pool.hierarchy.n_clusters)
-    return [dg.AssetKey([name, f"level_{i}"]) for i in range(1, n_levels + 1)]
 
 
 # ---- drop sensor -------------------------------------------------------------------------------
@@ -105,7 +79,7 @@ CHANGED_CONTENT = (
 
 def evaluate_drops(
     context: dg.SensorEvaluationContext,
-    pool: Any,
+    pool: PoolConfig,
     storage: Any,
     *,
     dedupe_content: bool = True,
@@ -113,9 +87,9 @@ def evaluate_drops(
     max_new: int = MAX_NEW_DROPS_PER_TICK,
 ) -> dg.SensorResult:
     """One tick of a pool's drop sensor (separate from the decorator for tests)."""
-    name = _pool_name(pool)
-    partitions_def = drops_partitions_def(pool)
-    pool_storage = storage.child(_pool_prefix(pool))
+    name = pool.name
+    partitions_def = drops_partitions(pool.name)
+    pool_storage = storage.child(pool.prefix)
     cursor = _Cursor(context.cursor)
     registered = set(context.instance.get_dynamic_partitions(partitions_def.name))
 
@@ -214,22 +188,21 @@ def evaluate_drops(
 
 
 def build_drop_sensor(
-    pool: Any,
+    pool: PoolConfig,
     *,
     landing_key: str = LANDING_RESOURCE_KEY,
     minimum_interval_seconds: int | None = None,
     dedupe_content: bool = True,
 ) -> dg.SensorDefinition:
-    name = _pool_name(pool)
+    name = pool.name
     if minimum_interval_seconds is None:
-        from curation_dags.settings import sensor_interval_s
-
         minimum_interval_seconds = sensor_interval_s()
 
     @dg.sensor(
-        name=f"{name}_drops_sensor",
+        name=naming.drops_sensor(name),
         description=f"Registers complete drops under the landing prefix of pool {name!r} as "
-        f"partitions of {name}_drops and materialises {name}/raw and {name}/embeddings for them "
+        f"partitions of {naming.drops_partitions(name)} and materialises {name}/raw and "
+        f"{name}/embeddings for them "
         "(and their assignments once a tree exists).",
         target=drop_run_keys(pool),
         minimum_interval_seconds=minimum_interval_seconds,
@@ -284,24 +257,25 @@ def curation_run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
 
 
 # ---- refit schedule ----------------------------------------------------------------------------
-def refit_run_config(pool: Any) -> dict:
+def refit_run_config(pool: PoolConfig) -> dict:
     """Run config forcing the refit: level_1 fits the whole tree anew even when no drop changed
     (assets.levels.RefitConfig); the upper levels serve that fit. The run also carries the tag
     curation/refit=force, which level_1 reads when its config says "auto"."""
-    return {"ops": {f"{_pool_name(pool)}__level_1": {"config": {"refit": "force"}}}}
+    level_1 = naming.op_name(naming.level_path(pool.name, 1))
+    return {"ops": {level_1: {"config": {"refit": "force"}}}}
 
 
-def build_refit_schedule(pool: Any) -> dg.ScheduleDefinition | None:
+def build_refit_schedule(pool: PoolConfig) -> dg.ScheduleDefinition | None:
     refit = getattr(pool, "refit", None)
     cron = getattr(refit, "cron", DEFAULT_REFIT_CRON) if refit is not None else DEFAULT_REFIT_CRON
     if not cron:
         return None  # refit.cron: null disables the periodic refit
-    name = _pool_name(pool)
+    name = pool.name
     error = getattr(refit, "cron_error", None)
     if error is None:
         try:
             return dg.ScheduleDefinition(
-                name=f"{name}_refit_schedule",
+                name=naming.refit_schedule(name),
                 cron_schedule=cron,
                 target=hierarchy_keys(pool),
                 run_config=refit_run_config(pool),
@@ -315,15 +289,15 @@ def build_refit_schedule(pool: Any) -> dg.ScheduleDefinition | None:
     return _failing_refit_schedule(pool, error)
 
 
-def _failing_refit_schedule(pool: Any, error: str) -> dg.ScheduleDefinition:
+def _failing_refit_schedule(pool: PoolConfig, error: str) -> dg.ScheduleDefinition:
     """Stands in for the refit schedule of a pool whose refit.cron is invalid: every tick fails
     with the error (shown on the schedule in the UI, logged by the daemon); the code location
     and every other pool are unaffected."""
-    name = _pool_name(pool)
+    name = pool.name
     message = f"pool {name!r}: {error}; fix it in the pools config"
 
     @dg.schedule(
-        name=f"{name}_refit_schedule",
+        name=naming.refit_schedule(name),
         cron_schedule="0 * * * *",
         target=hierarchy_keys(pool),
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -333,22 +307,3 @@ def _failing_refit_schedule(pool: Any, error: str) -> dg.ScheduleDefinition:
         raise dg.Failure(description=message)
 
     return _invalid_refit
-
-
-# ---- entry points used by definitions.py --------------------------------------------------------
-def build_sensors(
-    pools: Sequence[Any], *, landing_key: str = LANDING_RESOURCE_KEY
-) -> list[dg.SensorDefinition]:
-    from curation_dags.refit import build_refit_sensor
-    from curation_dags.settings import sensor_interval_s
-
-    interval = sensor_interval_s()
-    return [
-        *(build_drop_sensor(p, landing_key=landing_key) for p in pools),
-        *(build_refit_sensor(p, interval) for p in pools),
-        curation_run_failure_sensor,
-    ]
-
-
-def build_schedules(pools: Sequence[Any]) -> list[dg.ScheduleDefinition]:
-    return [s for s in (build_refit_schedule(p) for p in pools) if s is not None]

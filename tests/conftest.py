@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from curation.commands.demo import _redraw, write_vector_drop
 from curation.config import HierarchyConfig
 from curation.pools import PoolConfig, SubsetSpec
+from curation.synthetic import fixed_mixture_draw, write_vector_drop
 
 DIM = 8
 
@@ -68,7 +68,7 @@ class Platform:
     def land(self, drop: str, n: int = 300, shift: float = 0.0, ids: list[str] | None = None):
         """A good drop of `n` vectors of the pool's mixture (optionally shifted far away)."""
         self.next_seed += 1
-        x, labels = _redraw(n, DIM, self.next_seed)
+        x, labels = fixed_mixture_draw(n, DIM, self.next_seed)
         import pyarrow as pa
 
         ids = ids or [f"{drop}-{i}" for i in range(n)]

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from servers import dagster_stack, graphql
 
-from curation.cli import main
-from curation.commands.backfill import parse_partitions, select_partitions
+from curation_dags.cli import main
+from curation_dags.commands.backfill import parse_partitions, select_partitions
 
 POOL = "bf"
 DIM = 8

@@ -15,11 +15,11 @@ import pytest
 from conftest import DIM, materialized, meta, small_pool
 
 from assets.raw import build_raw_asset
-from curation.commands.demo import write_vector_drop
 from curation.config import HierarchyConfig
 from curation.embedding.sources import file_items
 from curation.items import parse_jsonl
 from curation.pools import PoolConfig, SubsetSpec, load_pools
+from curation.synthetic import write_vector_drop
 from curation_dags.sensors import build_drop_sensor
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage

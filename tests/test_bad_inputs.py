@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 from conftest import DIM, materialized, meta
 
-from curation.commands.demo import write_vector_drop
+from curation.synthetic import write_vector_drop
 
 
 def _counts(result) -> dict:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from servers import dagster_stack, graphql, postgres  # noqa: F401 - fixture
 
-from curation.commands.demo import _redraw, write_vector_drop
+from curation.synthetic import fixed_mixture_draw, write_vector_drop
 from curation_dags.live import REPO_ROOT, materialization_count, subsets_cover, wait_until
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ class Live:
 
     def land(self, drop: str, n: int, shift: float = 0.0) -> None:
         self.seed += 1
-        x, _ = _redraw(n, DIM, self.seed)
+        x, _ = fixed_mixture_draw(n, DIM, self.seed)
         write_vector_drop(self.landing / drop, x + shift, [f"{drop}-{i}" for i in range(n)])
         self.good[drop] = n
 
@@ -182,8 +182,8 @@ def test_every_drop_reaches_the_subsets_under_the_daemon(live):
     assert "distance ratio" in reason["reason"].value
 
     # 6. forced refit with the refit schedule's run config, launched over GraphQL
+    from curation.naming import FIT_TAG, POOL_TAG, REFIT_TAG
     from curation_dags.sensors import refit_run_config
-    from curation_dags.tags import FIT_TAG, POOL_TAG, REFIT_TAG
 
     repo = graphql(p.url, REPO_QUERY)["repositoriesOrError"]["nodes"][0]
     t = time.time()
@@ -230,8 +230,8 @@ def _kill_drop_worker(instance, drop: str) -> str | None:
     """SIGKILL the run worker of the drop's run once it reported its pid; its run id."""
     from dagster import RunsFilter
 
+    from curation.naming import DROP_TAG
     from curation_dags.launcher import run_worker_pid
-    from curation_dags.tags import DROP_TAG
 
     for run in instance.get_runs(RunsFilter(tags={DROP_TAG: drop})):
         pid = run_worker_pid(instance, run.run_id)

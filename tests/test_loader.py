@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curation import naming
 from curation.config import SampleConfig
-from curation.subsets import read_previous, select_subsets, subset_table_name
+from curation.subsets import read_previous, select_subsets
 
 PARENTS = [np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1])]
 
@@ -41,7 +42,7 @@ def _materialise(db, configs, batch_rows=17):
     scan = select_subsets(db.open_table("p__assignments"), PARENTS, 6, 1, configs,
                           previous=previous, batch_rows=batch_rows)
     for name, result in scan.subsets.items():
-        db.create_table(subset_table_name("p", name), result.rows, mode="overwrite")
+        db.create_table(naming.subset_table("p", name), result.rows, mode="overwrite")
     return scan
 
 
@@ -97,7 +98,7 @@ def test_dataset_reads_a_pinned_version_and_honours_weights(db, tmp_path):
 
     _assignments(db, n=60)
     _materialise(db, {"w": SampleConfig(target_size=150, multiplier=3, seed=0)})
-    v1 = db.open_table(subset_table_name("p", "w")).version
+    v1 = db.open_table(naming.subset_table("p", "w")).version
     _assignments(db, n=30, start=500)
     _materialise(db, {"w": SampleConfig(target_size=150, multiplier=3, seed=0)})
     uri = str(tmp_path / "lancedb")

@@ -15,7 +15,7 @@ import pyarrow as pa
 from conftest import DIM, materialized, meta, small_pool
 
 from assets.raw import build_raw_asset
-from curation.commands.demo import write_vector_drop
+from curation.synthetic import write_vector_drop
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 

@@ -8,13 +8,12 @@ import dagster as dg
 import pytest
 from servers import landing, local_landing, moto_s3, s3_bucket, s3_landing  # noqa: F401
 
+from assets.partitions import drops_partitions
 from curation.config import HierarchyConfig
 from curation.pools import PoolConfig, RefitPolicy, SubsetSpec
-from curation_dags.partitions import drops_partitions
+from curation_dags.definitions import build_schedules, build_sensors
 from curation_dags.sensors import (
     build_drop_sensor,
-    build_schedules,
-    build_sensors,
     curation_run_failure_sensor,
     describe_failure,
 )

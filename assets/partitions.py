@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dagster import DynamicPartitionsDefinition
 
+from curation import naming
+
 
 def drops_partitions(pool_name: str) -> DynamicPartitionsDefinition:
-    return DynamicPartitionsDefinition(name=f"{pool_name}_drops")
+    return DynamicPartitionsDefinition(name=naming.drops_partitions(pool_name))

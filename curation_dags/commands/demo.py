@@ -29,65 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-
-def write_vector_drop(folder: Path, vectors: np.ndarray, item_ids: list[str],
-                      extra: dict | None = None, complete: bool = True) -> Path:
-    """One precomputed-vector drop: folder/part-0.parquet (+ _SUCCESS when complete)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    columns = {
-        "item_id": pa.array(item_ids, pa.string()),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
-                                                    vectors.shape[1]),
-        **(extra or {}),
-    }
-    pq.write_table(pa.table(columns), folder / "part-0.parquet")
-    if complete:
-        (folder / "_SUCCESS").write_text("")
-    return folder
-
-
-def build_synthetic_drops(landing: Path, prefix: str, n_drops: int, drop_size: int, dim: int,
-                          seed: int = 0, first: int = 0) -> list[str]:
-    """Drops drop-<first>.. of one long-tailed Gaussian mixture (fixed concepts, fresh points
-    per drop). A `label` column (the mixture component) rides along as item metadata so the
-    balance of a subset can be scored later. Swap this function for real data (images)."""
-    import pyarrow as pa
-
-    drops = []
-    for d in range(first, first + n_drops):
-        x, labels = _redraw(drop_size, dim, seed * 1_000_003 + d)
-        drop = f"drop-{d:05d}"
-        ids = [f"{drop}-{i:06d}" for i in range(drop_size)]
-        write_vector_drop(landing / prefix / drop, x, ids, {"label": pa.array(labels)})
-        drops.append(drop)
-    return drops
-
-
-def _redraw(n: int, dim: int, seed: int, n_components: int = 200, zipf: float = 1.1,
-            n_super: int = 20):
-    """Points of one fixed long-tailed mixture (means from seed 0), drawn with `seed`.
-
-    Component sizes follow a Zipf law (like curation.synthetic); component means are grouped
-    around `n_super` super-concepts, as concepts are in real data, so the upper levels of the
-    tree have structure to find (with independent means they merge arbitrarily).
-    """
-    fixed = np.random.default_rng(0)
-    weights = 1.0 / np.arange(1, n_components + 1) ** zipf
-    weights /= weights.sum()
-    centres = fixed.normal(0.0, 6.0, size=(n_super, dim))
-    means = centres[fixed.integers(0, n_super, n_components)]
-    means = means + fixed.normal(0.0, 2.0, size=(n_components, dim))
-    scales = fixed.uniform(0.5, 1.5, size=n_components)
-    rng = np.random.default_rng(seed)
-    labels = rng.choice(n_components, size=n, p=weights)
-    points = means[labels] + rng.normal(size=(n, dim)) * scales[labels, None]
-    return points.astype(np.float32), labels.astype(np.int64)
-
-
 DEFAULT_ITEMS = {"fashion": 8000, "texts": 600, "demo": 16000}
 # Zipf exponent of the class sizes; the templated corpus has few distinct sentences per topic
 # (duplicates are dropped on ingestion), so it needs a steeper tail to stay skewed.
@@ -184,7 +125,7 @@ def evaluation_figures(meta: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.home:
         os.environ["CURATION_HOME"] = args.home
-    from curation_dags import settings
+    from curation import settings
 
     home = settings.curation_home().resolve()
     os.environ["CURATION_HOME"] = str(home)
@@ -198,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     from curation.pools import load_pools
+    from curation.synthetic import build_synthetic_drops
     from curation_dags import live
     from resources.lancedb import LanceDBResource
 

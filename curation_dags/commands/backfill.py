@@ -26,11 +26,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..landing import drop_id_problem
-from ._options import validate
+from curation import naming
+from curation.commands._options import validate
+from curation.landing import drop_id_problem
 
 DEFAULT_URL = "http://127.0.0.1:3000"
-POOL_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 ASSET_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DONE_OK = {"COMPLETED", "COMPLETED_SUCCESS"}
 DONE_BAD = {"FAILED", "CANCELED", "COMPLETED_FAILED"}
@@ -66,7 +66,7 @@ class BackfillOptions(BaseModel):
     @field_validator("pool")
     @classmethod
     def _pool(cls, value: str) -> str:
-        if not POOL_PATTERN.match(value):
+        if not naming.NAME_PATTERN.match(value):
             raise ValueError("must be a pool name (lower-case letters, digits, _)")
         return value
 
@@ -226,7 +226,7 @@ def resolve_target(gql: GraphQLClient, opts: BackfillOptions) -> Target:
     }
     if not by_name:
         raise ValueError(f"invalid options: --pool={opts.pool!r}: unknown pool (served: {pools})")
-    expected_def = f"{opts.pool}_drops"
+    expected_def = naming.drops_partitions(opts.pool)
     for name in opts.assets:
         node = by_name.get(name)
         if node is None:
@@ -242,7 +242,7 @@ def resolve_target(gql: GraphQLClient, opts: BackfillOptions) -> Target:
             )
     first = by_name[opts.assets[0]]
     return Target(
-        asset_keys=[[opts.pool, name] for name in opts.assets],
+        asset_keys=[naming.asset_path(opts.pool, name) for name in opts.assets],
         partitions_def=expected_def,
         repository={
             "repositoryName": first["repository"]["name"],

@@ -1,0 +1,21 @@
+"""Asset keys that sensors and schedules target, built from curation.naming."""
+
+from __future__ import annotations
+
+from dagster import AssetKey
+
+from curation import naming
+from curation.pools import PoolConfig
+
+
+def ingest_keys(pool: PoolConfig) -> list[AssetKey]:
+    return [AssetKey(naming.asset_path(pool.name, kind)) for kind in ("raw", "embeddings")]
+
+
+def drop_run_keys(pool: PoolConfig) -> list[AssetKey]:
+    """What one drop's run can hold: ingestion, then the assignment to the current tree."""
+    return [*ingest_keys(pool), AssetKey(naming.asset_path(pool.name, "assignments"))]
+
+
+def hierarchy_keys(pool: PoolConfig) -> list[AssetKey]:
+    return [AssetKey(p) for p in naming.level_paths(pool.name, pool.hierarchy.n_levels)]

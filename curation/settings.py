@@ -1,0 +1,34 @@
+"""Where things live, from the environment, with local defaults (gitignored).
+
+$CURATION_HOME (default ./.curation) holds the landing folder, the LanceDB database, reports
+and the demo's Dagster instance unless $CURATION_LANDING / $CURATION_LANCEDB_URI point
+elsewhere (an s3:// URL for either works with $CURATION_S3_ENDPOINT_URL for a non-AWS server).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = "./.curation"
+
+
+def curation_home() -> Path:
+    return Path(os.environ.get("CURATION_HOME") or DEFAULT_HOME)
+
+
+def landing_url() -> str:
+    return os.environ.get("CURATION_LANDING") or str(curation_home() / "landing")
+
+
+def lancedb_uri(uri: str | None = None) -> str:
+    """`uri` when given, else $CURATION_LANCEDB_URI, else $CURATION_HOME/lancedb."""
+    return uri or os.environ.get("CURATION_LANCEDB_URI") or str(curation_home() / "lancedb")
+
+
+def s3_endpoint_url() -> str | None:
+    return os.environ.get("CURATION_S3_ENDPOINT_URL") or None
+
+
+def reports_dir() -> Path:
+    return curation_home() / "reports"

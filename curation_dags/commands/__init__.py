@@ -1,0 +1,1 @@
+"""`curate` subcommands that drive a Dagster deployment (demo, backfill)."""
