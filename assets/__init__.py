@@ -14,12 +14,14 @@ def build_pool_assets(pool: PoolConfig) -> list:
     from .raw import build_raw_asset
     from .report import build_report_asset
     from .subsets import build_subsets_asset
+    from .takedowns import build_takedowns_asset
 
     return [
         build_raw_asset(pool),
         build_embeddings_asset(pool),
         *build_level_assets(pool),
         build_assignments_asset(pool),
+        build_takedowns_asset(pool),
         build_subsets_asset(pool),
         *build_level_checks(pool),
         *[build_evaluation_asset(pool, spec) for spec in pool.subsets],

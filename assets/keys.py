@@ -19,3 +19,7 @@ def drop_run_keys(pool: PoolConfig) -> list[AssetKey]:
 
 def hierarchy_keys(pool: PoolConfig) -> list[AssetKey]:
     return [AssetKey(p) for p in naming.level_paths(pool.name, pool.hierarchy.n_levels)]
+
+
+def takedowns_key(pool: PoolConfig) -> AssetKey:
+    return AssetKey(naming.asset_path(pool.name, "takedowns"))

@@ -3,6 +3,8 @@
 Every delivered item ends in exactly one place, so the counts add up:
 ingested (table `<pool>__raw`) + duplicates (`<pool>__duplicates`, already ingested by this or an
 earlier drop) + quarantined (`<pool>__quarantine`, stage "raw", with the reason) = delivered.
+An item taken down earlier (`<pool>__takedowns`) is quarantined as "taken down: <reason>" (with
+its item_id), never ingested again.
 Files are parsed by `curation.items` (one parser per item kind, shared with the embedders): an
 unreadable file counts as one delivered item. Item ids are content addresses (sha256 of the
 bytes, of the text for a JSONL line), or the given item_id for precomputed vectors.
@@ -65,6 +67,18 @@ def _reclaimable(lancedb: LanceDBResource, pool: PoolConfig, held: dict[str, str
     return out
 
 
+def _taken_down(lancedb: LanceDBResource, pool: PoolConfig, ids: list[str]) -> dict[str, str]:
+    """{item_id: reason(s)} of the given ids that were taken down."""
+    table = lancedb.open(pool.table("takedowns"))
+    out: dict[str, str] = {}
+    for start in range(0, len(ids) if table is not None else 0, CHUNK):
+        found = table.search().where(in_list("item_id", ids[start : start + CHUNK]))
+        for row in found.select(["item_id", "reason"]).limit(None).to_arrow().to_pylist():
+            have = out.get(row["item_id"])
+            out[row["item_id"]] = row["reason"] if have is None else f"{have}; {row['reason']}"
+    return out
+
+
 def build_raw_asset(pool: PoolConfig):
     @asset(
         key=naming.asset_path(pool.name, "raw"),
@@ -103,6 +117,12 @@ def build_raw_asset(pool: PoolConfig):
             items += parsed.items
             quarantined += parsed.quarantined
         delivered = len(items) + len(quarantined)
+
+        # Taken down earlier: never ingested again, quarantined with the takedown's reason.
+        gone = _taken_down(lancedb, pool, sorted({i.item_id for i in items}))
+        down = [i for i in items if i.item_id in gone]
+        items = [i for i in items if i.item_id not in gone]
+        down_rows = [(i.ref, f"taken down: {gone[i.item_id]}") for i in down]
 
         # Repeated inside this drop: the first wins, the others are duplicates of this drop.
         first: dict[str, object] = {}
@@ -172,7 +192,9 @@ def build_raw_asset(pool: PoolConfig):
             }
         )
         lancedb.replace_rows(pool.table("duplicates"), dup_rows, "key", scope)
-        write_quarantine(lancedb, pool, drop, "raw", quarantined)
+        write_quarantine(lancedb, pool, drop, "raw", quarantined + down_rows,
+                         ids=[""] * len(quarantined) + [i.item_id for i in down])
+        quarantined += down_rows
         reasons: dict[str, int] = {}
         for _, reason in quarantined:
             reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
@@ -189,6 +211,7 @@ def build_raw_asset(pool: PoolConfig):
                 "duplicates": len(duplicates),
                 "quarantined": len(quarantined),
                 "retaken": len(retaken),
+                "taken_down": len(down),
                 "files": len(files),
                 "quarantine_reasons": MetadataValue.json(reasons),
                 "lancedb_table": pool.table("raw"),

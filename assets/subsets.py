@@ -5,7 +5,9 @@ table (compact columns only, `curation.subsets.select_subsets`): water-filled le
 then bottom-k by a keyed hash of (subset seed, item_id) inside each leaf, so a subset
 changes only where its leaves' quotas or members change. Only the selected rows' item_id
 and uri are fetched. Rows assigned by an older fit are excluded (`stale_excluded`), as are
-taken-down items (`<pool>__takedowns`; their leaves refill from the same leaf).
+taken-down items (`<pool>__takedowns`; their leaves refill from the same leaf), even before
+the `[pool, "takedowns"]` asset (a dependency: its runs refresh the subsets) purged them.
+`stability: sticky` subsets rank their previous version's members of a leaf first.
 
 Metadata per subset: manifest (sha256 of the sorted ids, count, config, seed, fit version,
 table versions read), churn vs the previous version (left, entered, forced and fair
@@ -33,9 +35,9 @@ from curation.subsets import (
     balance_from_counts,
     read_previous,
     select_subsets,
-    taken_down_ids,
     top_level_counts,
 )
+from curation.takedowns import taken_down_ids
 from resources.lancedb import LanceDBResource
 
 from .automation import subsets_condition
@@ -58,7 +60,8 @@ def build_subsets_asset(pool: PoolConfig):
     specs = [
         AssetSpec(
             key=subset_key(pool, spec.name),
-            deps=[keys[-1], naming.asset_path(pool.name, "assignments")],
+            deps=[keys[-1], naming.asset_path(pool.name, "assignments"),
+                  naming.asset_path(pool.name, "takedowns")],
             group_name=pool.name,
             kinds={"lancedb"},
             automation_condition=subsets_condition(keys),
@@ -112,6 +115,8 @@ def build_subsets_asset(pool: PoolConfig):
                 "target_size": spec.target_size,
                 "strategy": spec.strategy,
                 "seed": spec.seed,
+                "stability": spec.stability,
+                "sticky_base_version": result.sticky_base or 0,
                 "fit_version": fit.fit_version,
                 "stale_excluded": scan.stale_excluded,
                 "taken_down_excluded": scan.taken_down_excluded,

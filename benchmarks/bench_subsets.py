@@ -9,8 +9,10 @@ uri strings as the platform writes them) is written directly to LanceDB, no embe
 measurement runs in a fresh subprocess, so its peak RSS (resource.getrusage) is its own:
 wall time and peak RSS of one refresh (two streaming passes, fetch of the selected rows,
 write of the subset table) for a 10% subset. Churn: a 1M pool's subset, then a 1% drop added
-without refit: items that left vs the forced minimum (quota shrinkage) and the fair minimum
-(+ the newcomers' expected share), and what today's redraw (`sample_balanced`) replaces.
+without refit, for both stability modes ("fair": order-free bottom-k; "sticky": the previous
+version's members first): items that left vs the strict forced minimum (quota shrinkage) and
+the fair minimum (+ the newcomers' expected share), and what today's redraw
+(`sample_balanced`) replaces.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def add_drop(db_dir: str, n: int, added: int) -> None:
         table.add(pa.Table.from_batches([b]))
 
 
-def refresh(db_dir: str, n: int, fraction: float) -> dict:
+def refresh(db_dir: str, n: int, fraction: float, name: str = "s",
+            stability: str = "fair") -> dict:
     """One subset refresh, as the asset does it; returns timings and churn."""
     import lancedb
 
@@ -109,12 +112,12 @@ def refresh(db_dir: str, n: int, fraction: float) -> dict:
     db = lancedb.connect(db_dir)
     t0 = time.perf_counter()
     table = db.open_table("bench__assignments")
-    config = SampleConfig(target_size=int(n * fraction), seed=7)
-    previous = {"s": read_previous(db, "bench", "s", ks[0])}
-    scan = select_subsets(table, parents, ks[0], 1, {"s": config}, previous=previous)
+    config = SampleConfig(target_size=int(n * fraction), seed=7, stability=stability)
+    previous = {name: read_previous(db, "bench", name, ks[0])}
+    scan = select_subsets(table, parents, ks[0], 1, {name: config}, previous=previous)
     t1 = time.perf_counter()
-    result = scan.subsets["s"]
-    db.create_table(naming.subset_table("bench", "s"), result.rows, mode="overwrite")
+    result = scan.subsets[name]
+    db.create_table(naming.subset_table("bench", name), result.rows, mode="overwrite")
     t2 = time.perf_counter()
     return {"n": scan.eligible, "selected": len(result.selection), "select_s": t1 - t0,
             "write_s": t2 - t1, "total_s": t2 - t0,
@@ -148,7 +151,7 @@ def child(args) -> int:
     elif args.child == "redraw":
         out = redraw_churn(args.db, args.n, args.fraction)
     else:
-        out = refresh(args.db, args.n, args.fraction)
+        out = refresh(args.db, args.n, args.fraction, f"s_{args.stability}", args.stability)
     print(json.dumps(out))
     return 0
 
@@ -177,6 +180,7 @@ def main() -> int:
     parser.add_argument("--db", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--added", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--stability", default="fair", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -212,20 +216,26 @@ def main() -> int:
     db = str(scratch / "churn")
     shutil.rmtree(db, ignore_errors=True)
     run_child("--child", "write", "--db", db, "--n", str(n))
-    run_child("--child", "refresh", "--db", db, "--n", str(n), "--fraction", frac)
+    modes = ("fair", "sticky")
+    for mode in modes:
+        run_child("--child", "refresh", "--db", db, "--n", str(n), "--fraction", frac,
+                  "--stability", mode)
     run_child("--child", "add", "--db", db, "--n", str(n), "--added", str(n // 100))
-    after = run_child("--child", "refresh", "--db", db, "--n", str(n), "--fraction", frac)
+    after = {mode: run_child("--child", "refresh", "--db", db, "--n", str(n), "--fraction",
+                             frac, "--stability", mode) for mode in modes}
     redraw = run_child("--child", "redraw", "--db", db, "--n", str(n), "--fraction", frac)
-    c = after["churn"]
     print()
-    print("| pool | subset | drop added | left | entered | forced minimum | fair minimum | "
-          "left / forced | left / fair | today's redraw: left | refresh s |")
+    print("| stability | pool | subset | drop added | left | entered | strict forced minimum | "
+          "fair minimum | left / forced | left / fair | refresh s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    ratio = f"{c['left'] / c['forced_minimum']:.2f}" if c["forced_minimum"] else "inf"
-    print(f"| {n:,} | {after['selected']:,} | {n // 100:,} | {c['left']:,} | {c['entered']:,} | "
-          f"{c['forced_minimum']:,} | {c['fair_minimum']:,} | {ratio} | "
-          f"{c['left'] / max(c['fair_minimum'], 1):.2f} | {redraw['left']:,} | "
-          f"{after['total_s']:.2f} |")
+    for mode in modes:
+        c = after[mode]["churn"]
+        ratio = f"{c['left'] / c['forced_minimum']:.2f}" if c["forced_minimum"] else "inf"
+        print(f"| {mode} | {n:,} | {after[mode]['selected']:,} | {n // 100:,} | {c['left']:,} | "
+              f"{c['entered']:,} | {c['forced_minimum']:,} | {c['fair_minimum']:,} | {ratio} | "
+              f"{c['left'] / max(c['fair_minimum'], 1):.2f} | {after[mode]['total_s']:.2f} |")
+    print(f"\ntoday's redraw (sample_balanced over the whole pool): left {redraw['left']:,}, "
+          f"entered {redraw['entered']:,}")
     shutil.rmtree(db, ignore_errors=True)
     if not args.dir:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -109,3 +109,10 @@ class SampleConfig(BaseModel):
     strategy: Literal["random", "closest"] = "random"
     seed: int = 0
     multiplier: int = Field(default=1, ge=1, description="copies allowed per item")
+    stability: Literal["fair", "sticky"] = Field(
+        default="fair",
+        description="'fair': inside a leaf only the keyed hash ranks items (order-free, "
+        "newcomers as likely as old items); 'sticky': the previous version's members of a "
+        "leaf rank first, so an item leaves only when its leaf's quota shrinks, it is taken "
+        "down or it moves (depends on the version history; subsets only)",
+    )

@@ -14,7 +14,8 @@ import numpy as np
 
 from . import naming
 from .selection import item_keys, rank_hash
-from .subsets import open_table, table_manifest, taken_down_ids
+from .subsets import open_table, table_manifest
+from .takedowns import taken_down_ids
 
 
 def _sql(value: str) -> str:
@@ -39,9 +40,10 @@ def subset_names(db, pool: str) -> list[str]:
 
 
 def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: dict,
-              taken_down: set[str]) -> tuple[int, int]:
+              taken_down: set[str], first: set[str] | None = None) -> tuple[int, int]:
     """(rank of the item among its leaf's eligible members, members) under a subset's
-    seed and strategy: the order the selection uses (bottom-k)."""
+    seed and strategy: the order the selection uses (bottom-k). `first`: ids ranked ahead
+    of the others (a sticky subset's members)."""
     where = f"level_1 = {int(leaf)} AND fit_version = {int(fit_version)}"
     rows = _rows(db, naming.table(pool, "assignments"), where, ["item_id", "distance"])
     ids = [r["item_id"] for r in rows if r["item_id"] not in taken_down]
@@ -50,16 +52,17 @@ def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: 
     dist = {r["item_id"]: r["distance"] for r in rows}
     keys = item_keys(ids)
     h = rank_hash(keys, int(config.get("seed", 0)))
+    tier = np.array([0 if first and i in first else 1 for i in ids], np.uint8)
     if config.get("strategy") == "closest":
-        order = np.lexsort((keys, h, np.array([dist[i] for i in ids], np.float64)))
+        order = np.lexsort((keys, h, np.array([dist[i] for i in ids], np.float64), tier))
     else:
-        order = np.lexsort((keys, h))
+        order = np.lexsort((keys, h, tier))
     return int(np.flatnonzero(np.asarray(ids, object)[order] == item_id)[0]), len(ids)
 
 
 def explain_item(db, pool: str, item_id: str) -> dict:
     where = f"item_id = {_sql(item_id)}"
-    takedowns = _rows(db, naming.table(pool, "takedowns"), where, ["reason", "at", "by"])
+    takedowns = _rows(db, naming.table(pool, "takedowns"), where, ["reason", "at", "by", "run"])
     duplicates = _rows(db, naming.table(pool, "duplicates"), where,
                        ["drop", "first_drop", "uri"])
     quarantine = _rows(db, naming.table(pool, "quarantine"), where,
@@ -105,11 +108,15 @@ def explain_item(db, pool: str, item_id: str) -> dict:
             else:
                 leaf = assignment["leaf"]
                 in_leaf = table.search().where(f"leaf = {int(leaf)}").select(
-                    ["quota", "leaf_size"]).limit(None).to_arrow()
+                    ["item_id", "quota", "leaf_size"]).limit(None).to_arrow()
                 quota = int(in_leaf["quota"][0].as_py()) if in_leaf.num_rows else 0
                 taken = in_leaf.num_rows
+                # sticky: the members rank first (they did when this version was built)
+                first = (set(in_leaf["item_id"].to_pylist())
+                         if config.get("stability") == "sticky" else None)
                 rank, members = leaf_rank(db, pool, item_id, leaf, assignment["fit_version"],
-                                          config, down)
+                                          config, down, first)
+                entry["stability"] = config.get("stability", "fair")
                 entry.update(leaf=leaf, path=assignment["path"], quota=quota, rank=rank,
                              leaf_size=members, taken=taken)
                 if quota == 0:

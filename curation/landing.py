@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterable
 
 SUCCESS_MARKER = "_SUCCESS"
+TAKEDOWNS_FOLDER = "_takedowns"  # <landing>/<pool prefix>/_takedowns/: takedown files, no drop
 MAX_DROP_ID_LENGTH = 128
 
 
@@ -21,6 +22,8 @@ def drop_id_problem(drop_id: object) -> str | None:
         return f"must be a string, got {type(drop_id).__name__}"
     if drop_id == "":
         return "is empty"
+    if drop_id == TAKEDOWNS_FOLDER:
+        return "is reserved for takedown files"
     if len(drop_id) > MAX_DROP_ID_LENGTH:
         return f"is too long ({len(drop_id)} characters, at most {MAX_DROP_ID_LENGTH})"
     try:

@@ -7,7 +7,7 @@ A pool `P` owns:
   [P, "subsets", S] and [P, "evaluation", S]; an asset's op is its path joined by "__"
   (`op_name`), which is where run config for it goes (`{"ops": {"P__level_1": ...}}`);
 - the dynamic partitions `P_drops`, the resource `P_embedder`, the sensors `P_drops_sensor`,
-  `P_refit_sensor`, `P_automation` and the schedule `P_refit_schedule`;
+  `P_refit_sensor`, `P_takedowns_sensor`, `P_automation` and the schedule `P_refit_schedule`;
 - run tags (below) that sensors set and assets and sensors read.
 
 `NAME_PATTERN` keeps every one of them valid for LanceDB and Dagster alike.
@@ -89,6 +89,10 @@ def drops_sensor(pool: str) -> str:
 
 def refit_sensor(pool: str) -> str:
     return f"{pool}_refit_sensor"
+
+
+def takedowns_sensor(pool: str) -> str:
+    return f"{pool}_takedowns_sensor"
 
 
 def refit_schedule(pool: str) -> str:

@@ -15,8 +15,11 @@ tree's parent arrays, fed in batches: memory is O(#clusters + selected), never O
   (distance, rank hash, key) for "closest"; the leaf's min(quota, size) first are taken
   (bottom-k). With quota q over s items each taken item gets q // s copies, +1 for the first
   q % s of them (the multiplier). Only a leaf's membership decides its selection: an item
-  leaves only when its leaf's quota shrinks or a newcomer outranks it. (Two distinct ids with
-  the same 64-bit key, p ~ n^2 / 2^65, would tie; the earlier-fed one wins.)
+  leaves only when its leaf's quota shrinks or a newcomer outranks it. (Two distinct ids
+  with the same 64-bit key, p ~ n^2 / 2^65, would tie; the earlier-fed one wins.)
+- **Sticky** (`stability="sticky"`, opt-in): the caller passes tier 0 for the previous
+  version's members of the leaf, 1 for the others; tier ranks before the score, so an old
+  member leaves only when the leaf's quota shrinks (or it left the leaf / the pool).
 """
 
 from __future__ import annotations
@@ -153,14 +156,20 @@ class LeafSelector:
         self.closest = config.strategy == "closest"
         self.threshold = (np.full(self.k.size, np.inf) if self.closest
                           else np.full(self.k.size, np.iinfo(np.uint64).max, np.uint64))
+        # tier ranks before the score: 0 = kept from the previous version (sticky), else 1
+        self.threshold_tier = np.ones(self.k.size, np.uint8)
         self.min_buffer = min_buffer
         self._parts: list[tuple] = []
         self._buffered = 0
         self._kept = 0
 
-    def add(self, leaf, key, payload, distance=None) -> None:
+    def add(self, leaf, key, payload, distance=None, tier=None) -> None:
+        """`tier` (uint8, optional): 0 ranks an item ahead of every tier-1 item of its leaf
+        (sticky: a previous member); None = all 0 (only the score ranks)."""
         leaf = np.asarray(leaf, np.int64)
         key = np.asarray(key, np.uint64)
+        tier = (np.zeros(leaf.size, np.uint8) if tier is None
+                else np.asarray(tier, np.uint8))
         h = rank_hash(key, self.config.seed)
         if self.closest:
             if distance is None:
@@ -170,12 +179,14 @@ class LeafSelector:
                 raise ValueError("distances contain NaN or Inf")
         else:
             primary = h
-        keep = (self.k[leaf] > 0) & (primary <= self.threshold[leaf])
+        t = self.threshold_tier[leaf]
+        keep = (self.k[leaf] > 0) & ((tier < t) | ((tier == t)
+                                                   & (primary <= self.threshold[leaf])))
         if not keep.all():
             idx = np.flatnonzero(keep)
-            leaf, key, h, primary = leaf[idx], key[idx], h[idx], primary[idx]
+            leaf, key, h, primary, tier = leaf[idx], key[idx], h[idx], primary[idx], tier[idx]
             payload = np.asarray(payload, np.uint64)[idx]
-        self._parts.append((leaf, primary, h, key, np.asarray(payload, np.uint64)))
+        self._parts.append((leaf, primary, h, key, np.asarray(payload, np.uint64), tier))
         self._buffered += leaf.size
         if self._buffered > max(2 * self._kept, self.min_buffer):
             self._compact()
@@ -184,27 +195,30 @@ class LeafSelector:
         if not self._parts:
             empty = np.zeros(0, np.int64)
             return empty, empty.astype(np.float64), empty.astype(np.uint64), \
-                empty.astype(np.uint64), empty.astype(np.uint64)
-        leaf, primary, h, key, payload = (np.concatenate(c) for c in zip(*self._parts,
-                                                                         strict=True))
-        keys = (key, h, primary, leaf) if self.closest else (key, h, leaf)
+                empty.astype(np.uint64), empty.astype(np.uint64), empty.astype(np.uint8)
+        leaf, primary, h, key, payload, tier = (np.concatenate(c) for c in zip(
+            *self._parts, strict=True))
+        keys = (key, h, primary, tier, leaf) if self.closest else (key, h, tier, leaf)
         order = np.lexsort(keys)
-        leaf, primary, h, key, payload = (a[order] for a in (leaf, primary, h, key, payload))
+        leaf, primary, h, key, payload, tier = (a[order] for a in (leaf, primary, h, key,
+                                                                    payload, tier))
         is_start = np.ones(leaf.size, bool)
         is_start[1:] = leaf[1:] != leaf[:-1]
         starts = np.maximum.accumulate(np.where(is_start, np.arange(leaf.size), 0))
         rank = np.arange(leaf.size) - starts
         keep = rank < self.k[leaf]
-        leaf, primary, h, key, payload = (a[keep] for a in (leaf, primary, h, key, payload))
+        leaf, primary, h, key, payload, tier = (a[keep] for a in (leaf, primary, h, key,
+                                                                   payload, tier))
         rank = rank[keep]
         full = np.flatnonzero(rank == self.k[leaf] - 1)  # the k-th of a leaf holding k
         self.threshold[leaf[full]] = primary[full]
-        self._parts = [(leaf, primary, h, key, payload)]
+        self.threshold_tier[leaf[full]] = tier[full]
+        self._parts = [(leaf, primary, h, key, payload, tier)]
         self._buffered = self._kept = leaf.size
-        return leaf, primary, h, key, payload
+        return leaf, primary, h, key, payload, tier
 
     def result(self) -> SubsetSelection:
-        leaf, _, _, key, payload = self._compact()
+        leaf, _, _, key, payload, _ = self._compact()
         n_leaves = self.k.size
         is_start = np.ones(leaf.size, bool)
         is_start[1:] = leaf[1:] != leaf[:-1]
@@ -230,16 +244,17 @@ def select(
     config: SampleConfig,
     distance: np.ndarray | None = None,
     payload: np.ndarray | None = None,
+    tier: np.ndarray | None = None,
 ) -> SubsetSelection:
     """In-memory convenience: quotas from the leaf sizes, then one LeafSelector pass.
-    `payload` defaults to the row index."""
+    `payload` defaults to the row index; `tier` as in `LeafSelector.add`."""
     leaf = np.asarray(leaf, np.int64)
     sizes = np.bincount(leaf, minlength=n_leaves).astype(np.int64)
     quotas = leaf_quotas(sizes, parents, config)
     selector = LeafSelector(quotas[0], sizes, config)
     if payload is None:
         payload = np.arange(leaf.size, dtype=np.uint64)
-    selector.add(leaf, key, payload, distance)
+    selector.add(leaf, key, payload, distance, tier)
     return selector.result()
 
 

@@ -6,6 +6,9 @@ distance, fit_version -> keys, fed to one `LeafSelector` per subset), then fetch
 and uri for the selected rows only (by LanceDB row id, on the same pinned table version).
 Memory: O(#clusters + selected) whatever the pool's size. Rows assigned by another fit than
 the current one are excluded and counted (`stale_excluded`), so are taken-down items.
+A subset with `stability="sticky"` ranks the previous version's members of each leaf first
+(read from that version's item_key and leaf columns: O(selected)), when it was built on the
+same fit.
 
 If the assignments table carries an `item_key` uint64 column (= `selection.item_keys` of
 item_id, written once at assignment), pass 2 reads it instead of hashing every id.
@@ -15,14 +18,13 @@ Tables (names from `naming.table(pool, kind)` = `<pool>__<kind>`):
   first), leaf, quota (the leaf's), rank (in the leaf, 0 first), leaf_size (eligible items
   of the leaf), item_key (uint64, `selection.item_keys`), fit_version. Rows sorted by
   (leaf, rank). Every materialisation is one new LanceDB version: pin it to reproduce.
-- `<pool>__takedowns`: item_id, reason, at (UTC ISO time), by (who/which run). Append-only.
+- `<pool>__takedowns`: the audit table of takedowns (`curation.takedowns`).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -83,56 +85,6 @@ def read_subset_version(db, pool: str, subset: str, version: int | None = None,
     return table.version, rows
 
 
-# --- takedowns ------------------------------------------------------------------------------
-
-
-def read_takedowns(db, pool: str):
-    """pyarrow Table of the pool's takedowns (item_id, reason, at, by), or None."""
-    table = open_table(db, naming.table(pool, "takedowns"))
-    return None if table is None else table.to_arrow()
-
-
-def taken_down_ids(db, pool: str):
-    """pyarrow string array of the distinct taken-down item ids (empty when none)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    rows = read_takedowns(db, pool)
-    if rows is None or rows.num_rows == 0:
-        return pa.array([], pa.string())
-    return pc.unique(rows["item_id"].combine_chunks())
-
-
-def append_takedowns(db, pool: str, item_ids: list[str], reason: str, by: str) -> int:
-    """Append audit rows (one per distinct id, in the given order); returns the table
-    version. Taken-down items are excluded from every subset's next materialisation."""
-    import pyarrow as pa
-
-    seen: dict[str, None] = {}
-    for item in item_ids:
-        item = item.strip()
-        if item:
-            seen.setdefault(item, None)
-    if not seen:
-        raise ValueError("no item ids to take down")
-    if not reason.strip():
-        raise ValueError("a takedown needs a reason")
-    now = datetime.now(UTC).isoformat()
-    rows = pa.table({
-        "item_id": pa.array(list(seen), pa.string()),
-        "reason": pa.array([reason] * len(seen), pa.string()),
-        "at": pa.array([now] * len(seen), pa.string()),
-        "by": pa.array([by] * len(seen), pa.string()),
-    })
-    name = naming.table(pool, "takedowns")
-    table = open_table(db, name)
-    if table is None:
-        table = db.create_table(name, rows)
-    else:
-        table.add(rows)
-    return table.version
-
-
 # --- selection over the assignments table ------------------------------------------------
 
 
@@ -176,6 +128,7 @@ class SubsetResult:
     churn: Churn | None
     previous_version: int | None
     manifest: dict = field(default_factory=dict)
+    sticky_base: int | None = None  # the previous version whose members ranked first
 
 
 @dataclass
@@ -271,6 +224,7 @@ def select_subsets(
 
     selectors: dict[str, LeafSelector] = {}
     seen: dict[str, np.ndarray] = {}
+    sticky: set[str] = set()
     for name, config in subsets.items():
         capacity = eligible * config.multiplier
         if clip_to_pool and config.target_size > capacity:
@@ -283,6 +237,9 @@ def select_subsets(
             previous[name] = Previous(prev.version, prev.keys[order], prev.leaf[order],
                                       prev.leaf_size, prev.fit_version)
             seen[name] = np.zeros(prev.keys.size, bool)
+            # leaf ids of another fit mean other clusters: no member is kept across a refit
+            if config.stability == "sticky" and prev.fit_version == fit_version:
+                sticky.add(name)
 
     cached = "item_key" in assignments.schema.names  # keys stored by the writer: no hashing
     pass2 = ["item_id", "level_1", "distance", "fit_version"] + (["item_key"] if cached else [])
@@ -301,13 +258,18 @@ def select_subsets(
         dist = batch.column("distance").to_numpy()[idx]
         row_id = batch.column("_rowid").to_numpy()[idx]
         for name, selector in selectors.items():
-            selector.add(leaf, keys, row_id, dist)
+            tier = None
             if name in seen:
                 prev_keys = previous[name].keys
                 pos = np.searchsorted(prev_keys, keys)
                 hit = pos < prev_keys.size
                 hit[hit] = prev_keys[pos[hit]] == keys[hit]
                 seen[name][pos[hit]] = True
+                if name in sticky:  # a previous member still in the same leaf ranks first
+                    member = hit.copy()
+                    member[hit] = previous[name].leaf[pos[hit]] == leaf[hit]
+                    tier = (~member).astype(np.uint8)
+            selector.add(leaf, keys, row_id, dist, tier)
 
     for name, selector in selectors.items():
         sel = selector.result()
@@ -324,7 +286,8 @@ def select_subsets(
         m = manifest(fetched["item_id"], sel.weight, selector.config, fit_version, versions)
         rows_out = subset_rows(sel, fetched, parents, fit_version, m.to_json())
         scan.subsets[name] = SubsetResult(name, selector.config, sel, rows_out, change,
-                                          None if prev is None else prev.version, m.as_dict())
+                                          None if prev is None else prev.version, m.as_dict(),
+                                          prev.version if name in sticky else None)
     return scan
 
 

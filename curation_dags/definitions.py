@@ -24,6 +24,7 @@ from curation_dags.refit import build_refit_sensor
 from curation_dags.sensors import (
     build_drop_sensor,
     build_refit_schedule,
+    build_takedowns_sensor,
     curation_run_failure_sensor,
 )
 from curation_dags.settings import automation_interval_s, executor, sensor_interval_s
@@ -71,11 +72,12 @@ def default_resources(pools: list[PoolConfig]) -> dict:
 
 
 def build_sensors(pools: list[PoolConfig]) -> list:
-    """Per pool: the drop sensor and the refit sensor; and the run failure sensor."""
+    """Per pool: the drop, refit and takedowns sensors; and the run failure sensor."""
     interval = sensor_interval_s()
     return [
         *(build_drop_sensor(p) for p in pools),
         *(build_refit_sensor(p, interval) for p in pools),
+        *(build_takedowns_sensor(p) for p in pools),
         curation_run_failure_sensor,
     ]
 

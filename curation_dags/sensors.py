@@ -10,6 +10,11 @@
   once; they never block the pool's other drops. A drop id is immutable once registered: a
   registered drop whose files change (seen when its _SUCCESS marker is written again) is
   reported once, as an error, and not re-ingested; deliver corrections under a new drop id.
+- ``<pool>_takedowns_sensor`` (one per pool): a takedown file landed under
+  ``<prefix>/_takedowns/`` (each handled once per name and content; a bad one logged with its
+  reason) or takedowns recorded by ``curate takedown`` (pending) request a run of
+  ``[pool, "takedowns"]``, which records them and deletes the items from raw, embeddings and
+  assignments; the subsets follow by automation. The drop sensor ignores ``_takedowns``.
 - ``<pool>_refit_schedule`` (one per pool with ``refit.cron``): materialises the hierarchy assets
   with the refit forced.
 - ``curation_run_failure_sensor``: logs pool, drop partition, failed steps and their errors.
@@ -25,10 +30,10 @@ from typing import Any
 
 import dagster as dg
 
-from assets.keys import drop_run_keys, hierarchy_keys, ingest_keys
+from assets.keys import drop_run_keys, hierarchy_keys, ingest_keys, takedowns_key
 from assets.partitions import drops_partitions
 from curation import naming
-from curation.landing import content_fingerprint, drop_id_problem
+from curation.landing import TAKEDOWNS_FOLDER, content_fingerprint, drop_id_problem
 from curation.naming import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG, REFIT_TAG
 from curation.pools import PoolConfig
 from curation_dags.settings import sensor_interval_s
@@ -123,6 +128,8 @@ def evaluate_drops(
     new: list[str] = []
     started = time.monotonic()
     for drop_id in present:
+        if drop_id == TAKEDOWNS_FOLDER:  # takedown files: the takedowns sensor's
+            continue
         if drop_id in registered:
             check_redelivery(drop_id)
             continue
@@ -214,6 +221,98 @@ def build_drop_sensor(
         return evaluate_drops(context, pool, storage, dedupe_content=dedupe_content)
 
     return _drop_sensor
+
+
+# ---- takedowns sensor ---------------------------------------------------------------------------
+def evaluate_takedowns(
+    context: dg.SensorEvaluationContext, pool: PoolConfig, storage: Any, lancedb: Any
+) -> dg.SensorResult:
+    """One tick of a pool's takedowns sensor (separate from the decorator for tests).
+
+    Each file under `<prefix>/_takedowns/` is handled once per (name, content fingerprint):
+    a good one gets a run of [pool, "takedowns"] that records and applies it; a bad one is
+    logged with its reason and left alone until its content changes. Rows recorded by the CLI
+    (pending) get one run per audit-table version. Errors are logged, never raised."""
+    from curation.takedowns import parse_takedown_file, pending_takedowns
+
+    name = pool.name
+    data = json.loads(context.cursor) if context.cursor else {}
+    done: dict[str, str] = dict(data.get("done", {}))
+    pending_seen = data.get("pending_version")
+    requests, files = [], []
+    try:
+        present = storage.child(pool.prefix).takedown_files()
+    except Exception as exc:  # storage unreachable: try again next tick
+        context.log.error(f"pool {name}: cannot list takedown files: {exc}")
+        present = None
+    for file, uri, size, tag in present or []:
+        fp = content_fingerprint([(file, size, tag)])
+        if done.get(file) == fp:
+            continue
+        done[file] = fp  # handled once per content, good or bad
+        try:
+            if tag.startswith("refused"):
+                raise ValueError(tag)
+            rows = parse_takedown_file(file, storage.read_bytes(uri))
+        except Exception as exc:
+            context.log.warning(f"pool {name}: takedown file {file!r} skipped: {exc}")
+            continue
+        context.log.info(f"pool {name}: takedown file {file!r}: {len(rows)} rows")
+        files.append(file)
+        requests.append(dg.RunRequest(
+            run_key=f"{name}:takedown:{file}:{fp}",
+            asset_selection=[takedowns_key(pool)],
+            run_config={"ops": {naming.op_name(naming.asset_path(name, "takedowns")):
+                                {"config": {"files": [file]}}}},
+            tags={POOL_TAG: name},
+        ))
+    done = {f: fp for f, fp in done.items() if present is None or f in {p[0] for p in present}}
+    try:
+        db = lancedb.connect()
+        audit = None
+        if pending_takedowns(db, name):
+            audit = db.open_table(naming.table(name, "takedowns")).version
+        if audit is not None and audit != pending_seen and not requests:
+            requests.append(dg.RunRequest(
+                run_key=f"{name}:takedowns-pending:{audit}",
+                asset_selection=[takedowns_key(pool)],
+                tags={POOL_TAG: name},
+            ))
+        pending_seen = audit if audit is not None else pending_seen
+    except Exception as exc:
+        context.log.error(f"pool {name}: cannot read pending takedowns: {exc}")
+    cursor = json.dumps({"done": done, "pending_version": pending_seen}, sort_keys=True,
+                        ensure_ascii=True)
+    if not requests:
+        return dg.SensorResult(skip_reason=f"no new takedowns for pool {name}", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def build_takedowns_sensor(
+    pool: PoolConfig,
+    *,
+    landing_key: str = LANDING_RESOURCE_KEY,
+    minimum_interval_seconds: int | None = None,
+) -> dg.SensorDefinition:
+    name = pool.name
+    if minimum_interval_seconds is None:
+        minimum_interval_seconds = sensor_interval_s()
+
+    @dg.sensor(
+        name=naming.takedowns_sensor(name),
+        description=f"Picks up takedown files under <landing prefix of {name!r}>/_takedowns/ "
+        f"and takedowns recorded by `curate takedown`, and materialises {name}/takedowns.",
+        target=[takedowns_key(pool)],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={landing_key, "lancedb"},
+    )
+    def _takedowns_sensor(context: dg.SensorEvaluationContext, **resources) -> dg.SensorResult:
+        storage = resources.get(landing_key) or getattr(context.resources, landing_key)
+        lancedb = resources.get("lancedb") or context.resources.lancedb
+        return evaluate_takedowns(context, pool, storage, lancedb)
+
+    return _takedowns_sensor
 
 
 # ---- run failure sensor -------------------------------------------------------------------------

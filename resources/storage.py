@@ -25,6 +25,7 @@ from pydantic import Field
 
 from curation.landing import (
     SUCCESS_MARKER,
+    TAKEDOWNS_FOLDER,
     content_fingerprint,
     drop_id_problem,
     is_hidden_part,
@@ -315,6 +316,29 @@ class LandingStorage(ConfigurableResource):
                 tag = _sha256_file(Path(uri))
             entries.append((name, size, tag))
         return content_fingerprint(entries)
+
+    # ---- takedown files -----------------------------------------------------------------------
+    def takedown_files(self) -> list[tuple[str, str, int, str]]:
+        """(name, uri, size, content tag) of the files under `<url>/_takedowns/`, sorted;
+        hidden files skipped. The tag is the S3 ETag or the local file's sha256 (files are
+        small), or a refusal (symlink out of the landing folder)."""
+        out = []
+        for name, uri, size, _, tag in self._objects(TAKEDOWNS_FOLDER):
+            if is_hidden_part(name):
+                continue
+            if not self.is_s3 and not tag.startswith("refused"):
+                tag = _sha256_file(Path(uri))
+            out.append((name, uri, size, tag))
+        return sorted(out)
+
+    def takedown_file_uri(self, name: str) -> str:
+        parts = [p for p in name.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise ValueError(f"invalid takedown file name {name!r}")
+        if self.is_s3:
+            bucket, prefix = self._bucket_prefix()
+            return f"s3://{bucket}/{prefix}{TAKEDOWNS_FOLDER}/{'/'.join(parts)}"
+        return str(self._root() / TAKEDOWNS_FOLDER / "/".join(parts))
 
     # ---- reading ------------------------------------------------------------------------------
     def read_bytes(self, uri: str) -> bytes:

@@ -183,6 +183,8 @@ def test_sensors_and_schedules_run_by_default():
         "other_drops_sensor",
         "tiny_refit_sensor",
         "other_refit_sensor",
+        "tiny_takedowns_sensor",
+        "other_takedowns_sensor",
         "curation_run_failure_sensor",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)

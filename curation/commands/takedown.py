@@ -1,7 +1,9 @@
-"""`curate takedown`: remove items from every subset of a pool, with an audit trail.
+"""`curate takedown`: take items down from a pool, with an audit trail.
 
-Appends one row per item to `<pool>__takedowns` (item_id, reason, at, by); each subset
-excludes them at its next materialisation and refills their leaves from the same leaves.
+Records one row per item in `<pool>__takedowns` (item_id, reason, at, by, run = "" while
+pending). Every subset excludes them from its next materialisation (refilling their leaves
+from the same leaves); the pool's takedowns sensor then asks for a run of `[pool,
+"takedowns"]`, which deletes them from raw, embeddings and assignments and stamps the run.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..subsets import append_takedowns, connect
+    from ..subsets import connect
+    from ..takedowns import pending_takedowns, record_takedowns
 
     path = Path(args.items)
     if not path.is_file():
         raise FileNotFoundError(f"--items {path} does not exist")
     ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     by = args.by or f"cli:{getpass.getuser()}"
-    version = append_takedowns(connect(args.lancedb), args.pool, ids, args.reason, by)
-    print(json.dumps({"pool": args.pool, "taken_down": len(set(ids)), "reason": args.reason,
-                      "by": by, "table": f"{args.pool}__takedowns", "version": version}))
+    db = connect(args.lancedb)
+    done = record_takedowns(db, args.pool, [(i, args.reason) for i in ids], by)
+    print(json.dumps({"pool": args.pool, "taken_down": done["items"],
+                      "recorded": done["recorded"], "reason": args.reason, "by": by,
+                      "table": f"{args.pool}__takedowns", "version": done["version"],
+                      "pending": pending_takedowns(db, args.pool)}))
     return 0
