@@ -117,7 +117,8 @@ def config_identity(spec: EmbedderSpec) -> dict:
     batch_size, num_workers, device, num_threads, deterministic and max_pixels do not enter it."""
     from pathlib import Path
 
-    from .base import PIPELINE_VERSION, file_sha256, tree_sha256
+    from ..hashing import file_sha256, tree_sha256
+    from .base import PIPELINE_VERSION
 
     wanted = {
         "image": ("normalize", "image_size", "mean", "std"),
