@@ -7,7 +7,6 @@ platform keeps working when LanceDB sits on S3 and nothing lives on a local disk
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from curation.config import HierarchyConfig
+from curation.hashing import json_sha256
 from curation.hierarchy import Hierarchy
 from curation.pools import PoolConfig
 from curation.selection import item_keys
@@ -143,12 +143,9 @@ def fit_signature(drop_counts: dict[str, int], model_hashes: dict[str, int], con
     drop's rows are replaced atomically), so a second fit may reuse the first: that is how a
     run that crashed after saving its fit heals without fitting again.
     """
-    payload = json.dumps(
-        {"drops": sorted(drop_counts.items()), "models": sorted(model_hashes),
-         "config": config.model_dump(mode="json")},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+    payload = {"drops": sorted(drop_counts.items()), "models": sorted(model_hashes),
+               "config": config.model_dump(mode="json")}
+    return json_sha256(payload, separators=None)[:32]  # json.dumps' default: stored signatures
 
 
 def canonical_order(item_ids) -> np.ndarray:

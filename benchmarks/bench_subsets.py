@@ -43,8 +43,9 @@ def tree(n: int, seed: int = 0) -> tuple[list[int], list[np.ndarray], np.ndarray
     parents = []
     for k, up in zip(ks, ks[1:], strict=False):
         parents.append(np.concatenate([np.arange(up), rng.integers(0, up, k - up)]))
-    p = rng.permutation(np.arange(1, leaves + 1, dtype=np.float64) ** -1.0)
-    return ks, parents, p / p.sum()
+    from curation.synthetic import zipf_weights
+
+    return ks, parents, rng.permutation(zipf_weights(leaves, 1.0))
 
 
 def batches(n: int, start: int, p: np.ndarray, parents, seed: int, drop: str,

@@ -16,25 +16,34 @@ class HierarchyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     n_clusters: list[int] = Field(
-        min_length=1, description="k per level, level 1 first, strictly decreasing"
+        min_length=1, description="clusters per level, level 1 first, strictly decreasing "
+        "(e.g. 1000,200,50)"
     )
     resampling_steps: list[int] = Field(
-        default=[10], description="T per level; one value is used for every level"
+        default=[10], description="resampling steps T per level (one value: every level)"
     )
     sample_sizes: list[int] = Field(
         default=[],
         description="r per level (points taken from each cluster when resampling); "
         "empty = about half the average cluster size",
     )
-    resampling: Literal["closest", "random"] = "closest"
-    metric: Literal["l2", "cosine"] = "l2"
+    resampling: Literal["closest", "random"] = Field(
+        default="closest",
+        description="which r points of each cluster a resampling step keeps: the closest to "
+        "the centroid, or random ones",
+    )
+    metric: Literal["l2", "cosine"] = Field(
+        default="l2", description="distance between items (cosine: rows L2-normalised first)"
+    )
     upper_metric: Literal["same", "centered-cosine"] = Field(
         default="same",
         description="levels above 1: 'same' clusters centroids with the data's metric (the "
         "paper); 'centered-cosine' by their direction from the centroids' mean, which keeps "
         "high-dimensional, unrelated concepts from collapsing into one giant cluster",
     )
-    init: Literal["k-means++", "random"] = "k-means++"
+    init: Literal["k-means++", "random"] = Field(
+        default="k-means++", description="k-means seeding"
+    )
     max_iter: int = Field(default=50, ge=1, description="Lloyd iterations at most")
     tol: float = Field(
         default=1e-4,
@@ -50,8 +59,10 @@ class HierarchyConfig(BaseModel):
     fit_sample_size: int | None = Field(
         default=None, ge=1, description="fit level 1 on this many random points, then assign all"
     )
-    seed: int = 0
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+    seed: int = Field(default=0, description="random seed (same seed, same tree)")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        default="auto", description="auto: a GPU when faiss sees one, else the CPU"
+    )
 
     @field_validator("n_clusters")
     @classmethod
@@ -106,9 +117,12 @@ class SampleConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     target_size: int = Field(ge=1, description="items to select, counting copies")
-    strategy: Literal["random", "closest"] = "random"
-    seed: int = 0
-    multiplier: int = Field(default=1, ge=1, description="copies allowed per item")
+    strategy: Literal["random", "closest"] = Field(
+        default="random", description="which items of a leaf cluster: random, or the closest "
+        "to its centroid"
+    )
+    seed: int = Field(default=0, description="random seed (same seed, same selection)")
+    multiplier: int = Field(default=1, ge=1, description="copies allowed per item (as weights)")
     stability: Literal["fair", "sticky"] = Field(
         default="fair",
         description="'fair': inside a leaf only the keyed hash ranks items (order-free, "

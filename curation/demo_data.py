@@ -104,7 +104,7 @@ def build_fashion_mnist_drops(
     shuffled across the drops. Labels go to `labels_path` (default <landing_dir>/labels.csv, a
     file, not a drop): drop_id, file, item_id (sha256 of the PNG), label, class_name.
     Returns the drop ids, in order."""
-    import hashlib
+    from .hashing import sha256_hex
 
     landing_dir = Path(landing_dir)
     landing_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def build_fashion_mnist_drops(
             data = _png_bytes(images[idx])
             (folder / name).write_bytes(data)
             label = int(labels[idx])
-            sha = hashlib.sha256(data).hexdigest()
+            sha = sha256_hex(data)
             rows.append((drop_id, name, sha, label, FASHION_MNIST_CLASSES[label]))
         (folder / SUCCESS_MARKER).touch()
     _write_labels(labels_path or landing_dir / LABELS_FILE, rows)
@@ -236,7 +236,7 @@ def build_text_drops(
     """Write a long-tailed corpus of templated sentences (topics with Zipf sizes, seeded) as
     `n_drops` drops of `texts.jsonl` (lines {"id", "text"}) with _SUCCESS. Labels (topic index per
     id) go to `labels_path` (default <landing_dir>/labels.csv). Returns the drop ids."""
-    import hashlib
+    from .hashing import sha256_hex
 
     landing_dir = Path(landing_dir)
     landing_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +260,7 @@ def build_text_drops(
             topic, text = entries[int(k)]
             item = f"d{d:04d}_{j:06d}"
             lines.append(json.dumps({"id": item, "text": text}))
-            sha = hashlib.sha256(text.encode()).hexdigest()
+            sha = sha256_hex(text)
             rows.append((drop_id, item, sha, topic, topics[topic]))
         (folder / "texts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (folder / SUCCESS_MARKER).touch()

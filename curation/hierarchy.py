@@ -12,6 +12,7 @@ import numpy as np
 from .config import HierarchyConfig
 from .kmeans import KMeans, centroid_means, nearest_centroid, resolve_device
 from .metrics import cluster_size_stats
+from .selection import tree_paths
 
 FORMAT_VERSION = 1
 # Greedy k-means++ candidates per seed above level 1, where the points are only the centroids
@@ -46,16 +47,14 @@ class Hierarchy:
         return int(self.centroids[0].shape[1])
 
     def paths(self, leaf: np.ndarray) -> np.ndarray:
-        """(n, L) cluster ids at every level, from the leaf up."""
-        leaf = np.asarray(leaf, dtype=np.int64)
-        paths = np.empty((leaf.size, self.n_levels), dtype=np.int64)
-        paths[:, 0] = leaf
-        for level, parent in enumerate(self.parents):
-            paths[:, level + 1] = parent[paths[:, level]]
-        return paths
+        """(n, L) cluster ids at every level, from the leaf up (the one tree walk, shared with
+        the streaming subset selection, which has the parent arrays but no Hierarchy)."""
+        return tree_paths(self.parents, leaf)
 
     def assign(self, points: np.ndarray, batch_size: int = 262144) -> Assignment:
-        """Nearest leaf centroid of every point, then up the tree (no refit)."""
+        """Nearest leaf centroid of every point, then up the tree (no refit). The only way
+        points are placed in a fitted tree: drops' assignments (ClusteringResource.assign)
+        and the evaluation's pool view call it."""
         x = validate_points(points, min_points=1)
         if x.shape[1] != self.dim:
             raise ValueError(f"points have dimension {x.shape[1]}, the hierarchy {self.dim}")

@@ -21,9 +21,10 @@ item of its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
+
+from .hashing import sha256_hex
 
 MODALITIES = ("images", "texts", "vectors")
 EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -61,10 +62,6 @@ def unsupported(uri: str, kind: str) -> str | None:
         f"unsupported format: {ext or 'no extension'} in a {modality} drop "
         f"(accepted: {', '.join(accepted)})"
     )
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class TextRejected(ValueError):
@@ -140,10 +137,10 @@ def parse_file(kind: str, uri: str, data: bytes) -> Parsed:
             text = decode_text(data)
         except TextRejected as exc:
             return Parsed(quarantined=[(uri, str(exc))])
-        return Parsed([ParsedItem(sha256_bytes(data), uri, len(data), uri, -1, "", text)])
+        return Parsed([ParsedItem(sha256_hex(data), uri, len(data), uri, -1, "", text)])
     if not data:
         return Parsed(quarantined=[(uri, "empty file (0 bytes)")])
-    return Parsed([ParsedItem(sha256_bytes(data), uri, len(data), uri, -1)])
+    return Parsed([ParsedItem(sha256_hex(data), uri, len(data), uri, -1)])
 
 
 def parse_jsonl(uri: str, data: bytes) -> Parsed:
@@ -177,7 +174,7 @@ def parse_jsonl(uri: str, data: bytes) -> Parsed:
             continue
         encoded = text.encode("utf-8")
         meta = json.dumps({"id": record.get("id")}, ensure_ascii=True, default=str)
-        out.items.append(ParsedItem(sha256_bytes(encoded), ref, len(encoded), uri, n, meta, text))
+        out.items.append(ParsedItem(sha256_hex(encoded), ref, len(encoded), uri, n, meta, text))
     return out
 
 

@@ -7,9 +7,10 @@ a path component and a CLI argument (comma lists, ``a..b`` ranges), so it is che
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 from collections.abc import Iterable
+
+from .hashing import lines_sha256
 
 SUCCESS_MARKER = "_SUCCESS"
 TAKEDOWNS_FOLDER = "_takedowns"  # <landing>/<pool prefix>/_takedowns/: takedown files, no drop
@@ -71,7 +72,4 @@ def content_fingerprint(entries: Iterable[tuple[str, int, str]]) -> str:
     The tag is the S3 ETag or a local content hash, so the same files delivered again under a new
     drop id give the same fingerprint.
     """
-    digest = hashlib.sha256()
-    for name, size, tag in sorted(entries):
-        digest.update(f"{name}\0{size}\0{tag}\n".encode())
-    return digest.hexdigest()[:32]
+    return lines_sha256(f"{name}\0{size}\0{tag}" for name, size, tag in sorted(entries))[:32]

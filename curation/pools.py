@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -82,8 +82,9 @@ class EmbedderConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(default="precomputed", description="model name, or 'precomputed'")
-    options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="passed to the embedder resource as fields"
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="EmbedderSpec fields (batch_size, image_size, ...), validated by it",
     )
 
 
@@ -177,7 +178,10 @@ class PoolConfig(BaseModel):
         return _relative_path(value, "labels")
 
     @model_validator(mode="after")
-    def _known_embedder_options(self) -> PoolConfig:
+    def _embedder_options(self) -> PoolConfig:
+        """The options are EmbedderSpec's fields, checked (names and values) at load time."""
+        from pydantic import ValidationError
+
         from .embedding.factory import EmbedderSpec
 
         if self.modality == "vectors":  # options describe the producer; no embedder runs
@@ -189,6 +193,14 @@ class PoolConfig(BaseModel):
                 f"pool {self.name!r}: unknown embedder option(s) {unknown} "
                 f"(known: {', '.join(sorted(known))})"
             )
+        try:
+            EmbedderSpec(**self.embedder_fields())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'options'}={e.get('input')!r}: {e['msg']}"
+                for e in exc.errors())
+            raise ValueError(f"pool {self.name!r}: invalid embedder option(s): {problems}") \
+                from None
         return self
 
     @model_validator(mode="after")

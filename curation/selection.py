@@ -24,14 +24,13 @@ tree's parent arrays, fed in batches: memory is O(#clusters + selected), never O
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
 from .config import SampleConfig
+from .hashing import blake2b_u64, sorted_ids_sha256
 from .sampling import grouped_water_fill, water_fill
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -59,9 +58,7 @@ def item_keys(item_ids) -> np.ndarray:
         raw = item_ids.cast(pa.binary()).to_pylist()
     else:
         raw = [i.encode() for i in item_ids]
-    blake8 = partial(hashlib.blake2b, digest_size=8)
-    digest = b"".join([blake8(b).digest() for b in raw])
-    return np.frombuffer(digest, dtype="<u8").astype(np.uint64)
+    return blake2b_u64(raw)
 
 
 def rank_hash(keys: np.ndarray, seed: int) -> np.ndarray:
@@ -322,22 +319,6 @@ def churn(
 
 
 # --- manifest ---------------------------------------------------------------------------
-
-
-def sorted_ids_sha256(item_ids) -> str:
-    """sha256 of the sorted ids joined by newlines (streamed in chunks: no giant string)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = item_ids if isinstance(item_ids, pa.Array | pa.ChunkedArray) else pa.array(
-        list(item_ids), pa.string())
-    arr = arr.take(pc.sort_indices(arr))
-    digest = hashlib.sha256()
-    chunk = 1 << 16
-    for start in range(0, len(arr), chunk):
-        part = arr.slice(start, chunk).to_pylist()
-        digest.update((("\n" if start else "") + "\n".join(part)).encode())
-    return digest.hexdigest()
 
 
 @dataclass

@@ -4,6 +4,11 @@
 - `fixed_mixture_draw`: points of one fixed mixture, drawn with a seed, so successive drops
   share their concepts (the platform's demo pool, benchmarks and live tests);
 - `long_tailed_grid`: the 2-D toy whose concepts touch;
+- `zipf_weights` / `mixture_points`: the parts the generators share.
+
+The two mixtures stay two entry points because their RNG layouts differ (fresh concepts
+drawn after the labels vs fixed concepts from seed 0), and tests, benchmarks and
+docs/METHOD.md pin figures on each: one generator would change one of them.
 - `write_vector_drop` / `build_synthetic_drops`: such points as precomputed-vector drops.
 """
 
@@ -12,6 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+
+def zipf_weights(n: int, exponent: float) -> np.ndarray:
+    """Probabilities proportional to 1 / rank**exponent, rank 1..n (the long tail)."""
+    weights = 1.0 / np.arange(1, n + 1) ** exponent
+    return weights / weights.sum()
+
+
+def mixture_points(rng: np.random.Generator, means: np.ndarray, scales: np.ndarray,
+                   labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotropic Gaussian noise around each label's mean (the last draw of `rng`)."""
+    noise = rng.normal(size=(labels.size, means.shape[1])) * scales[labels, None]
+    return (means[labels] + noise).astype(np.float32), labels.astype(np.int64)
 
 
 def long_tailed_mixture(
@@ -27,13 +45,10 @@ def long_tailed_mixture(
     Returns (points float32 (n, dim), component label int64 (n,)).
     """
     rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, n_components + 1) ** zipf
-    weights /= weights.sum()
-    labels = rng.choice(n_components, size=n, p=weights)
+    labels = rng.choice(n_components, size=n, p=zipf_weights(n_components, zipf))
     means = rng.normal(0.0, spread, size=(n_components, dim))
     scales = rng.uniform(0.5, 1.5, size=n_components)
-    points = means[labels] + rng.normal(size=(n, dim)) * scales[labels, None]
-    return points.astype(np.float32), labels.astype(np.int64)
+    return mixture_points(rng, means, scales, labels)
 
 
 def long_tailed_grid(
@@ -46,8 +61,7 @@ def long_tailed_grid(
     """
     rng = np.random.default_rng(seed)
     n_cells = side * side
-    weights = 1.0 / np.arange(1, n_cells + 1) ** zipf
-    weights = rng.permutation(weights / weights.sum())
+    weights = rng.permutation(zipf_weights(n_cells, zipf))
     labels = rng.choice(n_cells, size=n, p=weights)
     cells = np.stack([labels % side, labels // side], axis=1)
     return (cells + rng.random((n, 2))).astype(np.float32), labels.astype(np.int64)
@@ -99,13 +113,10 @@ def fixed_mixture_draw(n: int, dim: int, seed: int, n_components: int = 200, zip
     tree have structure to find (with independent means they merge arbitrarily).
     """
     fixed = np.random.default_rng(0)
-    weights = 1.0 / np.arange(1, n_components + 1) ** zipf
-    weights /= weights.sum()
     centres = fixed.normal(0.0, 6.0, size=(n_super, dim))
     means = centres[fixed.integers(0, n_super, n_components)]
     means = means + fixed.normal(0.0, 2.0, size=(n_components, dim))
     scales = fixed.uniform(0.5, 1.5, size=n_components)
     rng = np.random.default_rng(seed)
-    labels = rng.choice(n_components, size=n, p=weights)
-    points = means[labels] + rng.normal(size=(n, dim)) * scales[labels, None]
-    return points.astype(np.float32), labels.astype(np.int64)
+    labels = rng.choice(n_components, size=n, p=zipf_weights(n_components, zipf))
+    return mixture_points(rng, means, scales, labels)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 import numpy as np
 from dagster import ConfigurableResource
-from pydantic import Field
 
 from curation.config import HierarchyConfig
 
+_DEVICE = HierarchyConfig.model_fields["device"]  # the core's option, not a copy of it
+
 
 class ClusteringResource(ConfigurableResource):
-    device: Literal["auto", "cpu", "gpu"] = Field(
-        default="auto", description="auto: a GPU when faiss sees one, else the CPU"
-    )
+    device: _DEVICE.annotation = _DEVICE  # type, default and description of HierarchyConfig
 
     def _config(self, config: HierarchyConfig) -> HierarchyConfig:
         return config.model_copy(update={"device": self.device})

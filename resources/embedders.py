@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, get_args, get_origin
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import BaseModel, create_model
 
 from curation.embedding import (
     Embedder,
@@ -26,49 +26,31 @@ def _cached_embedder(spec: EmbedderSpec) -> Embedder:
     return make_embedder(spec)
 
 
-class EmbedderResource(ConfigurableResource):
-    """Feature extractor of a pool. Weights are local files; nothing is downloaded."""
+def _dagster_fields(model: type[BaseModel]) -> dict:
+    """`model`'s fields for a ConfigurableResource: same names, defaults, constraints and
+    descriptions; a fixed-size tuple becomes a list (Dagster's config has no tuples)."""
+    fields = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if tuple in (get_origin(a) for a in (annotation, *get_args(annotation))):
+            annotation = list[float] | None
+        fields[name] = (annotation, info)
+    return fields
 
-    kind: Literal["image", "text", "vectors"] = Field(
-        default="image", description="image | text | vectors (precomputed Parquet)"
-    )
-    model: str | None = Field(
-        default=None,
-        description="efficientnet-lite0 (image default), all-MiniLM-L6-v2 (text default), "
-        "torchscript, torchvision/<arch>, timm/<arch>, or a producer name for vectors",
-    )
-    weights_path: str | None = Field(default=None, description="local weights file or folder")
-    batch_size: int = Field(default=64, ge=1)
-    num_workers: int = Field(default=0, ge=0, description="image decoding processes (0: inline)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    normalize: bool = Field(default=True, description="L2-normalise the vectors")
-    image_size: int = Field(default=224, ge=8)
-    max_pixels: int = Field(default=40_000_000, ge=1, description="larger images: quarantined")
-    num_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch")
-    deterministic: bool = True
-    max_seq_length: int | None = Field(default=None, ge=1)
-    dim: int | None = Field(default=None, ge=1, description="vectors only: expected dimension")
-    mean: list[float] | None = Field(default=None, description="image: channel mean in [0, 1]")
-    std: list[float] | None = Field(default=None, description="image: channel std in [0, 1]")
+
+# Flat fields (what Dagster config and `EmbedderResource(**pool.embedder_fields())` take),
+# generated from EmbedderSpec so that the options are declared in one place only.
+_EmbedderFields = create_model(
+    "_EmbedderFields", __base__=ConfigurableResource, **_dagster_fields(EmbedderSpec)
+)
+
+
+class EmbedderResource(_EmbedderFields):
+    """Feature extractor of a pool (fields: EmbedderSpec's). Weights are local files; nothing
+    is downloaded."""
 
     def spec(self) -> EmbedderSpec:
-        return EmbedderSpec(
-            kind=self.kind,
-            model=self.model,
-            weights_path=self.weights_path,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            device=self.device,
-            normalize=self.normalize,
-            image_size=self.image_size,
-            max_pixels=self.max_pixels,
-            num_threads=self.num_threads,
-            deterministic=self.deterministic,
-            max_seq_length=self.max_seq_length,
-            dim=self.dim,
-            mean=tuple(self.mean) if self.mean else None,
-            std=tuple(self.std) if self.std else None,
-        )
+        return EmbedderSpec(**{name: getattr(self, name) for name in EmbedderSpec.model_fields})
 
     def get_embedder(self) -> Embedder:
         return _cached_embedder(self.spec())

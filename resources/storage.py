@@ -14,7 +14,6 @@ File URIs are absolute local paths, or ``s3://bucket/key``; ``read_bytes`` takes
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, NamedTuple
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from curation.hashing import file_sha256
 from curation.landing import (
     SUCCESS_MARKER,
     TAKEDOWNS_FOLDER,
@@ -313,7 +313,8 @@ class LandingStorage(ConfigurableResource):
             if is_hidden_part(name):
                 continue
             if not self.is_s3 and not tag.startswith("refused"):
-                tag = _sha256_file(Path(uri))
+                # uncached: a file re-written in place must not look unchanged
+                tag = file_sha256(Path(uri), cache=False)
             entries.append((name, size, tag))
         return content_fingerprint(entries)
 
@@ -327,7 +328,7 @@ class LandingStorage(ConfigurableResource):
             if is_hidden_part(name):
                 continue
             if not self.is_s3 and not tag.startswith("refused"):
-                tag = _sha256_file(Path(uri))
+                tag = file_sha256(Path(uri), cache=False)
             out.append((name, uri, size, tag))
         return sorted(out)
 
@@ -361,11 +362,3 @@ def _outside(path: Path, root: Path) -> str | None:
     if target == root or root in target.parents:
         return None
     return "refused: symlink pointing outside the landing folder"
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -213,3 +213,40 @@ def test_console_script_help():
         check=True,
     )
     assert "--n-clusters" in result.stdout and "--resampling-steps" in result.stdout
+
+
+def test_flags_are_generated_from_the_core_models():
+    """Every option of HierarchyConfig / SampleConfig / EmbedderSpec is a flag of its
+    subcommand, and a flag the user leaves out takes the model's own default."""
+    import argparse
+
+    from curation.commands import cluster, embed, sample
+    from curation.commands._options import flag, from_args
+    from curation.config import HierarchyConfig, SampleConfig
+    from curation.embedding.factory import EmbedderSpec
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    for command in (cluster, sample, embed):
+        command.register(sub)
+    for name, model in (("cluster", HierarchyConfig), ("sample", SampleConfig),
+                        ("embed", EmbedderSpec)):
+        text = sub.choices[name].format_help()
+        for field, info in model.model_fields.items():
+            wanted = flag(("no_" if info.default is True else "") + field)
+            if (name, field) == ("sample", "stability"):  # needs a subset's version history
+                assert wanted not in text
+                continue
+            assert wanted in text, (name, wanted)
+    args = parser.parse_args(["cluster", "--embeddings", "x.npy", "--n-clusters", "8, 4",
+                              "--out", "o"])
+    assert args.n_clusters == ["8", "4"] and not hasattr(args, "seed")
+    with pytest.raises(ValueError, match=r"--embeddings='x.npy'"):
+        from_args(cluster.ClusterOptions, args)
+    args = parser.parse_args(["embed", "--input", ".", "--out", "o.parquet", "--no-normalize",
+                              "--mean", "0.5,0.4,0.3"])
+    opts = from_args(embed.EmbedOptions, args)
+    spec = opts.spec()
+    assert spec.normalize is False and spec.mean == (0.5, 0.4, 0.3)
+    assert spec.model_dump(exclude={"normalize", "mean"}) == EmbedderSpec().model_dump(
+        exclude={"normalize", "mean"})

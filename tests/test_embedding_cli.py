@@ -148,3 +148,21 @@ def test_dagster_resource_is_a_thin_wrapper(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     items = list(resource.items([str(tmp_path / "a.txt")]))
     assert items[0].error.startswith("unsupported format")
+
+
+def test_resource_fields_are_the_specs():
+    """EmbedderResource declares no option of its own: its fields are EmbedderSpec's (same
+    defaults and constraints), and its spec() round-trips every one."""
+    from pydantic import ValidationError
+
+    from curation.embedding import EmbedderSpec
+    from resources.embedders import EmbedderResource
+
+    assert list(EmbedderResource.model_fields) == list(EmbedderSpec.model_fields)
+    for name, info in EmbedderSpec.model_fields.items():
+        assert EmbedderResource.model_fields[name].default == info.default, name
+    assert EmbedderResource().spec() == EmbedderSpec()
+    spec = EmbedderResource(kind="text", batch_size=3, mean=[0.1, 0.2, 0.3]).spec()
+    assert (spec.kind, spec.batch_size, spec.mean) == ("text", 3, (0.1, 0.2, 0.3))
+    with pytest.raises(ValidationError, match="image_size"):
+        EmbedderResource(image_size=4)

@@ -52,3 +52,15 @@ def test_core_cli_runs_without_dagster():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_hashing_has_one_home():
+    """Content hashes (item ids, identities, fingerprints, manifests) come from
+    curation/hashing.py only: a second sha256 helper would be free to drift in byte layout."""
+    offences = [
+        str(path.relative_to(ROOT))
+        for package in ("curation", "resources", "assets", "curation_dags", "benchmarks")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "hashlib" in imported_tops(path) and path != ROOT / "curation" / "hashing.py"
+    ]
+    assert not offences, f"import hashlib outside curation/hashing.py: {offences}"

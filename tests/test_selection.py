@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.config import SampleConfig
+from curation.hashing import sorted_ids_sha256
 from curation.selection import (
     LeafSelector,
     churn,
@@ -19,7 +20,6 @@ from curation.selection import (
     manifest,
     rank_hash,
     select,
-    sorted_ids_sha256,
     tree_paths,
 )
 

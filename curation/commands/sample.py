@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, FilePath
+from pydantic import DirectoryPath, Field, FilePath
 
-from ._options import validate
+from ..config import SampleConfig
+from ._options import add_model_arguments, from_args
 
 
-class SampleOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SampleOptions(SampleConfig):
+    """The sampler's own options (declared once, in SampleConfig) plus the files."""
 
-    clustering: DirectoryPath
-    target_size: int = Field(ge=1)
-    strategy: Literal["random", "closest"]
-    seed: int
-    multiplier: int = Field(ge=1)
-    labels: FilePath | None = None
-    out: Path
+    clustering: DirectoryPath = Field(description="folder written by `curate cluster`")
+    labels: FilePath | None = Field(
+        default=None, description="optional .npy of item labels: print balance"
+    )
+    out: Path = Field(description="SELECTION.npy to write")
 
 
 def register(subparsers) -> None:
@@ -33,13 +31,8 @@ def register(subparsers) -> None:
         "row indices into the embeddings; repeats never, copies go to the weights) and "
         "SELECTION_weights.npy beside it.",
     )
-    p.add_argument("--clustering", required=True, help="folder written by `curate cluster`")
-    p.add_argument("--target-size", required=True, help="items to select, counting copies")
-    p.add_argument("--strategy", default="random", help="random | closest (to the centroid)")
-    p.add_argument("--seed", default=0, help="random seed (same seed, same selection)")
-    p.add_argument("--multiplier", default=1, help="copies allowed per item (as weights)")
-    p.add_argument("--labels", default=None, help="optional .npy of item labels: print balance")
-    p.add_argument("--out", required=True, help="SELECTION.npy to write")
+    # stability needs a previous subset version: it belongs to pool subsets, not to one draw
+    add_model_arguments(p, SampleOptions, exclude=("stability",))
     p.set_defaults(func=run)
 
 
@@ -54,16 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics import selection_label_stats
     from ..sampling import sample_balanced
 
-    opts = validate(
-        SampleOptions,
-        clustering=args.clustering,
-        target_size=args.target_size,
-        strategy=args.strategy,
-        seed=args.seed,
-        multiplier=args.multiplier,
-        labels=args.labels,
-        out=args.out,
-    )
+    opts = from_args(SampleOptions, args)
     _, assignment = load_clustering(opts.clustering)
     selection = sample_balanced(
         assignment.paths,

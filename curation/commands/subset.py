@@ -81,7 +81,7 @@ def export_bytes(rows, fmt: str) -> bytes:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import hashlib
+    from ..hashing import sha256_hex
 
     version, rows = read_version(args.lancedb, args.pool, args.subset, args.version)
     data = export_bytes(rows, args.format)
@@ -90,7 +90,7 @@ def run_export(args: argparse.Namespace) -> int:
     out.write_bytes(data)
     print(json.dumps({"out": str(out), "pool": args.pool, "subset": args.subset,
                       "version": version, "rows": rows.num_rows, "format": args.format,
-                      "sha256": hashlib.sha256(data).hexdigest()}))
+                      "sha256": sha256_hex(data)}))
     return 0
 
 

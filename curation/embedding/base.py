@@ -6,8 +6,6 @@ Pure core: no Dagster and no torch import at module level (torch is imported ins
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,6 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from ..hashing import json_sha256
 
 # Bump when the pipeline code changes the vectors for the same model and options (for example a
 # new resize rule): every identity_version changes with it, so every drop is re-embedded.
@@ -55,10 +55,6 @@ def as_item(obj: Item | str | os.PathLike) -> Item:
     if isinstance(obj, str | os.PathLike):
         return Item(ref=str(obj), path=Path(obj))
     raise TypeError(f"cannot embed {type(obj).__name__}: pass Item, str or Path")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -166,37 +162,9 @@ class EmbedderBase:
 def identity_version(identity: dict[str, Any]) -> str:
     """Short stable hash of an identity: use it as the Dagster code/data version of the
     embeddings. Same model, weights, preprocessing and normalisation give the same string."""
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return json_sha256(identity)[:16]
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, cached per (path, size, mtime)."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        _HASH_CACHE[key] = digest.hexdigest()
-    return _HASH_CACHE[key]
-
-
-def tree_sha256(directory: str | Path) -> str:
-    """sha256 over every file of a model folder (names and contents), in sorted order."""
-    directory = Path(directory)
-    digest = hashlib.sha256()
-    for p in sorted(q for q in directory.rglob("*") if q.is_file()):
-        rel = p.relative_to(directory).as_posix()
-        if rel.startswith(".") or "/." in rel or rel == "README.md":
-            continue
-        digest.update(f"{rel}\0{file_sha256(p)}\n".encode())
-    return digest.hexdigest()
 
 
 def resolve_device(device: str) -> str:

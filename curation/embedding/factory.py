@@ -16,24 +16,47 @@ DEFAULT_MODELS = {
 
 
 class EmbedderSpec(BaseModel):
+    """Every embedder option, declared once: `curate embed` generates its flags from these
+    fields, a pool's `embedder.options` are validated by it and the Dagster EmbedderResource
+    derives its fields from it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["image", "text", "vectors"] = "image"
-    model: str | None = None  # None: the default model of the kind
-    weights_path: str | None = None
-    batch_size: int = Field(64, ge=1)
-    num_workers: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    normalize: bool = True
-    image_size: int = Field(224, ge=8, le=4096)
-    max_pixels: int = Field(40_000_000, ge=1)
-    num_threads: int | None = Field(None, ge=1)
-    deterministic: bool = True
-    max_seq_length: int | None = Field(None, ge=1)
-    dim: int | None = Field(None, ge=1)  # vectors only: the expected dimension
-    # image only: per-channel mean/std in [0, 1] units; None: the model's own (e.g. TorchScript)
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    kind: Literal["image", "text", "vectors"] = Field(
+        default="image", description="what the items are (vectors: precomputed Parquet)"
+    )
+    model: str | None = Field(
+        default=None,
+        description="efficientnet-lite0 (image default), all-MiniLM-L6-v2 (text default), "
+        "torchscript, torchvision/<arch>, timm/<arch>, or a producer name for vectors",
+    )
+    weights_path: str | None = Field(default=None, description="local weights file or folder")
+    batch_size: int = Field(default=64, ge=1, description="items per forward pass")
+    num_workers: int = Field(
+        default=0, ge=0, description="image decoding processes (0: inline)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: cuda when torch sees a GPU, else the CPU"
+    )
+    normalize: bool = Field(default=True, description="L2-normalise the vectors")
+    image_size: int = Field(default=224, ge=8, le=4096, description="image: input side in pixels")
+    max_pixels: int = Field(
+        default=40_000_000, ge=1, description="image: larger images are quarantined"
+    )
+    num_threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads (default: torch's)"
+    )
+    deterministic: bool = Field(default=True, description="use deterministic torch kernels")
+    max_seq_length: int | None = Field(
+        default=None, ge=1, description="text: tokens per text at most (default: the model's)"
+    )
+    dim: int | None = Field(default=None, ge=1, description="vectors: the expected dimension")
+    mean: tuple[float, float, float] | None = Field(
+        default=None, description="image: per-channel mean in [0, 1] (default: the model's)"
+    )
+    std: tuple[float, float, float] | None = Field(
+        default=None, description="image: per-channel std in [0, 1] (default: the model's)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EmbedderSpec:
@@ -94,7 +117,8 @@ def config_identity(spec: EmbedderSpec) -> dict:
     batch_size, num_workers, device, num_threads, deterministic and max_pixels do not enter it."""
     from pathlib import Path
 
-    from .base import PIPELINE_VERSION, file_sha256, tree_sha256
+    from ..hashing import file_sha256, tree_sha256
+    from .base import PIPELINE_VERSION
 
     wanted = {
         "image": ("normalize", "image_size", "mean", "std"),

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..hashing import file_sha256, sha256_hex
 from ..items import EXTENSIONS
 from .base import (
     PIPELINE_VERSION,
@@ -30,10 +31,8 @@ from .base import (
     ProgressMeter,
     as_item,
     chunked,
-    file_sha256,
     l2_normalize,
     resolve_device,
-    sha256_bytes,
     torch_runtime,
 )
 
@@ -146,7 +145,7 @@ class _DecodeSet:
             pixels = decode_image(data, self.image_size, self.max_pixels)
         except ImageRejected as exc:
             return item.ref, None, None, str(exc)
-        return item.ref, sha256_bytes(data), pixels, None
+        return item.ref, sha256_hex(data), pixels, None
 
 
 def _collate(entries):

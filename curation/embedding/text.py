@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..hashing import sha256_hex, tree_sha256
 from ..items import TextRejected, decode_text, text_problem
 from .base import (
     PIPELINE_VERSION,
@@ -22,9 +23,7 @@ from .base import (
     l2_normalize,
     resolve_device,
     set_offline_env,
-    sha256_bytes,
     torch_runtime,
-    tree_sha256,
 )
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -153,7 +152,7 @@ class TextEmbedder(EmbedderBase):
                     quarantined.append((item.ref, f"unreadable: {type(exc).__name__}: {exc}"))
                     continue
                 refs.append(item.ref)
-                ids.append(sha256_bytes(data))
+                ids.append(sha256_hex(data))
                 texts.append(text)
             if texts:
                 with torch_runtime(self.device, self.num_threads, self.deterministic):

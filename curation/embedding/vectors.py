@@ -3,13 +3,13 @@ Rows with a wrong dimension, a missing vector or non-finite values are quarantin
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..hashing import sha256_hex
 from ..items import vector_type_problem
 from .base import (
     PIPELINE_VERSION,
@@ -103,7 +103,7 @@ class VectorReader(EmbedderBase):
                     iid = (
                         str(item_id)
                         if item_id is not None
-                        else hashlib.sha256(arr.tobytes()).hexdigest()
+                        else sha256_hex(arr.tobytes())
                     )
                     yield ref, iid, arr, None
 
