@@ -309,6 +309,12 @@ def test_unknown_embedder_option_is_an_error_naming_it(tmp_path):
             hierarchy=HierarchyConfig(n_clusters=[4, 2], resampling_steps=[1]),
             subsets=[SubsetSpec(name="all", target_size=4)],
         )
+    with pytest.raises(ValueError, match=r"\['image_size'\] do not apply to a text embedder"):
+        PoolConfig(  # an image option on a text pool would be ignored: refused
+            name="t", modality="texts", embedder={"options": {"image_size": 64}},
+            hierarchy=HierarchyConfig(n_clusters=[4, 2], resampling_steps=[1]),
+            subsets=[SubsetSpec(name="all", target_size=4)],
+        )
     path.write_text(_pool_yaml(options="batch_size: 0"))  # values too: EmbedderSpec checks them
     with pytest.raises(ValueError, match=r"option\(s\): batch_size=0: .*greater than or equal"):
         load_pools(path)

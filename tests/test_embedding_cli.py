@@ -162,7 +162,12 @@ def test_resource_fields_are_the_specs():
     for name, info in EmbedderSpec.model_fields.items():
         assert EmbedderResource.model_fields[name].default == info.default, name
     assert EmbedderResource().spec() == EmbedderSpec()
-    spec = EmbedderResource(kind="text", batch_size=3, mean=[0.1, 0.2, 0.3]).spec()
-    assert (spec.kind, spec.batch_size, spec.mean) == ("text", 3, (0.1, 0.2, 0.3))
+    spec = EmbedderResource(kind="image", batch_size=3, mean=[0.1, 0.2, 0.3]).spec()
+    assert (spec.kind, spec.batch_size, spec.mean) == ("image", 3, (0.1, 0.2, 0.3))
+    spec = EmbedderResource(kind="text", max_seq_length=32).spec()
+    assert (spec.kind, spec.max_seq_length) == ("text", 32)
+    # an option another kind reads would be silently ignored: refused, naming it
+    with pytest.raises(ValueError, match=r"\['image_size'\] do not apply to a text embedder"):
+        EmbedderResource(kind="text", image_size=64).spec()
     with pytest.raises(ValidationError, match="image_size"):
         EmbedderResource(image_size=4)

@@ -13,6 +13,11 @@ DEFAULT_MODELS = {
     "text": "all-MiniLM-L6-v2",
     "vectors": "precomputed",
 }
+# Options that one kind of embedder reads: set for another kind they would be silently ignored.
+KIND_OPTIONS = {
+    "image_size": "image", "max_pixels": "image", "num_workers": "image", "mean": "image",
+    "std": "image", "max_seq_length": "text", "dim": "vectors",
+}
 
 
 class EmbedderSpec(BaseModel):
@@ -62,6 +67,12 @@ class EmbedderSpec(BaseModel):
     def _check(self) -> EmbedderSpec:
         if self.kind == "vectors" and self.dim is None:
             raise ValueError("dim is required for kind='vectors'")
+        fields = type(self).model_fields
+        ignored = sorted(name for name, kind in KIND_OPTIONS.items()
+                         if kind != self.kind and getattr(self, name) != fields[name].default)
+        if ignored:
+            raise ValueError(f"option(s) {ignored} do not apply to a {self.kind} embedder "
+                             f"(they are read by: {', '.join(KIND_OPTIONS[n] for n in ignored)})")
         return self
 
     @property
