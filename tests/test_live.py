@@ -6,9 +6,10 @@ storage on loopback, queued runs with a per-pool limit, run monitoring, run retr
 One sequence covers: the first fit; drops that do not refit; a bad drop in between; a drop
 re-delivered under the same id; a refit by the drift policy; a forced refit with the refit
 schedule's run config; a run whose worker is killed with SIGKILL (marked failed by run
-monitoring, retried, no duplicate rows). After each step every good drop's items are in the
-assignments table with the current fit version and eligible in every subset, within a
-deadline, and the UI (GraphQL staleStatus) shows the tree and the subsets fresh.
+monitoring, retried, no duplicate rows); a takedown file landed under the pool's prefix.
+After each step every good drop's items are in the assignments table with the current fit
+version and eligible in every subset, within a deadline, and the UI (GraphQL staleStatus)
+shows the tree and the subsets fresh.
 """
 
 from __future__ import annotations
@@ -217,6 +218,29 @@ def test_every_drop_reaches_the_subsets_under_the_daemon(live):
     assert retries and retries[0].status.value == "SUCCESS"
     raw_ids = p.lancedb.open(p.pool.table("raw")).to_arrow()["item_id"].to_pylist()
     assert len(raw_ids) == len(set(raw_ids))
+
+    # 8. a takedown file landed under the pool's prefix: the items leave raw, embeddings,
+    # assignments and every subset (applied by a run of the takedowns asset), the subsets keep
+    # their size, and the audit rows name that run
+    even = p.lancedb.open(p.pool.table("subset_even")).to_arrow()["item_id"].to_pylist()
+    gone = sorted(even)[:2]
+    for item in gone:
+        p.good[item.rsplit("-", 1)[0]] -= 1
+    takedowns = p.landing / "_takedowns"
+    takedowns.mkdir()
+    t = time.time()
+    (takedowns / "t1.txt").write_text("# reason: privacy request\n" + "\n".join(gone) + "\n")
+    p.settled(t, "subsets without the taken-down items")
+    p.assert_everything_assigned()
+    for kind in ("raw", "embeddings", "assignments", "subset_even", "subset_core"):
+        ids = set(p.lancedb.open(p.pool.table(kind)).to_arrow()["item_id"].to_pylist())
+        assert not ids & set(gone), kind
+    assert p.lancedb.open(p.pool.table("subset_even")).count_rows() == 200
+    assert p.lancedb.open(p.pool.table("subset_core")).count_rows() == 60
+    audit = p.lancedb.open(p.pool.table("takedowns")).to_arrow().to_pylist()
+    assert sorted(r["item_id"] for r in audit) == gone
+    assert all(r["reason"] == "privacy request" and r["run"] for r in audit)
+    assert materialization_count(p.instance, [POOL, "takedowns"]) == 1
 
     # per-drop partitions once per drop; the levels only at a fit
     for drop in p.good:
