@@ -6,13 +6,19 @@ when the subset is worse than random on coverage or balance.
 Labels come from the pool's labels file (`labels:` in the pool config, a CSV with item_id and
 label under the pool's landing prefix), else from a `label` field of the items' metadata (a
 column of the parquet drops, kept in `<pool>__raw`'s `meta` JSON).
+
+The evaluation reads the vectors of a bounded, seeded sample only (the pool's `eval_sample`,
+see curation.evaluation), by row id from one version of the embeddings table: its cost no
+longer grows with the pool, so a refresh of a 1M pool is not held up by it.
 """
 
 
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from dagster import (
@@ -29,38 +35,96 @@ from curation import naming
 from curation.evaluation import evaluate_selection
 from curation.pools import PoolConfig, SubsetSpec
 from curation.report import evaluation_markdown
+from curation.selection import item_keys
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
-from .tables import load_fit, stream_vectors
+from .tables import load_fit, vectors_of
+
+TAKE_BATCH = 65536  # row ids per LanceDB take: bounded memory per request
 
 
 def evaluation_key(pool: PoolConfig, spec: SubsetSpec) -> list[str]:
     return naming.evaluation_path(pool.name, spec.name)
 
 
-def pool_view(lancedb: LanceDBResource, pool: PoolConfig, fit):
-    """(item_ids, uris, vectors (n, d), paths (n, L)) of every embedded item, in the current
-    tree: the stored assignment where it is from this fit, else assigned here."""
-    cols, x = stream_vectors(lancedb.open(pool.table("embeddings")), columns=("item_id", "uri"))
+@dataclass
+class PoolIndex:
+    """Every embedded item's small columns (no vectors), in the current tree, and a reader of
+    the vectors of chosen rows from the same table version."""
+
+    ids: list[str]
+    uris: list[str]
+    keys: np.ndarray  # (n,) uint64 item keys (curation.selection.item_keys)
+    paths: np.ndarray  # (n, L) cluster ids, level 1 (leaf) first
+    table: Any  # the embeddings table, checked out at the version the ids were read from
+    row_ids: np.ndarray  # (n,) LanceDB _rowid of each row
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), d) float32 vectors of pool rows, taken by row id in batches."""
+        rows = np.asarray(rows, dtype=np.int64)
+        dim = self.table.schema.field("vector").type.list_size
+        out = np.empty((rows.size, dim), np.float32)
+        wanted = self.row_ids[rows]
+        order = np.argsort(wanted, kind="stable")
+        ordered = wanted[order]
+        for lo in range(0, rows.size, TAKE_BATCH):
+            chunk = ordered[lo : lo + TAKE_BATCH]
+            got = (self.table.take_row_ids(chunk.tolist()).with_row_id()
+                   .select(["vector"]).to_arrow())
+            # the take answers in its own order: place each vector by its row id
+            at = order[np.searchsorted(ordered, got["_rowid"].to_numpy())]
+            out[at] = vectors_of(got["vector"])
+            if got.num_rows != chunk.size:
+                raise RuntimeError(f"asked for {chunk.size} rows, LanceDB returned "
+                                   f"{got.num_rows}")
+        return out
+
+
+def pool_index(lancedb: LanceDBResource, pool: PoolConfig, fit) -> PoolIndex:
+    """Ids, uris, keys and paths of every embedded item, in the current tree: the stored
+    assignment where it is from this fit, else assigned here (reading only those vectors)."""
+    table = lancedb.open(pool.table("embeddings"))
+    table.checkout(table.version)  # ids and later vector takes see one version
+    cols = (table.search().with_row_id(True).select(["item_id", "uri"]).limit(None)
+            .to_arrow())
     ids = cols["item_id"].to_pylist()
     uris = cols["uri"].to_pylist()
+    row_ids = cols["_rowid"].to_numpy().astype(np.uint64)
     n_levels = fit.hierarchy.n_levels
     level_cols = [f"level_{lv}" for lv in range(1, n_levels + 1)]
     paths = np.full((len(ids), n_levels), -1, np.int64)
-    table = lancedb.read(pool.table("assignments"), ["item_id", "fit_version", *level_cols])
-    if table is not None and table.num_rows:
+    keys = np.zeros(len(ids), np.uint64)
+    known = np.zeros(len(ids), bool)
+    table_a = lancedb.open(pool.table("assignments"))
+    with_keys = table_a is not None and "item_key" in table_a.schema.names
+    wanted = ["item_id", "fit_version", *level_cols, *(["item_key"] if with_keys else [])]
+    assigned = lancedb.read(pool.table("assignments"), wanted)
+    if assigned is not None and assigned.num_rows:
         where = {item: i for i, item in enumerate(ids)}
-        current = table["fit_version"].to_numpy() == fit.fit_version
-        stored = np.stack([table[c].to_numpy() for c in level_cols], axis=1)
-        for item, row, ok in zip(table["item_id"].to_pylist(), stored, current, strict=True):
-            i = where.get(item)
-            if ok and i is not None:
-                paths[i] = row
+        at = np.fromiter((where.get(i, -1) for i in assigned["item_id"].to_pylist()),
+                         np.int64, assigned.num_rows)
+        ok = at >= 0
+        current = ok & (assigned["fit_version"].to_numpy() == fit.fit_version)
+        stored = np.stack([assigned[c].to_numpy() for c in level_cols], axis=1)
+        paths[at[current]] = stored[current]
+        if with_keys:
+            keys[at[ok]] = assigned["item_key"].to_numpy()[ok]
+            known[at[ok]] = True
+    if not known.all():
+        keys[~known] = item_keys([ids[i] for i in np.flatnonzero(~known)])
+    index = PoolIndex(ids, uris, keys, paths, table, row_ids)
     missing = np.flatnonzero(paths[:, 0] < 0)
     if missing.size:
-        paths[missing] = fit.hierarchy.assign(x[missing]).paths
-    return ids, uris, x, paths
+        paths[missing] = fit.hierarchy.assign(index.vectors(missing)).paths
+    return index
+
+
+def pool_view(lancedb: LanceDBResource, pool: PoolConfig, fit):
+    """(item_ids, uris, vectors (n, d), paths (n, L)) of every embedded item: all vectors,
+    for offline use (benchmarks); the assets read only what they need (pool_index)."""
+    index = pool_index(lancedb, pool, fit)
+    return index.ids, index.uris, index.vectors(np.arange(len(index.ids))), index.paths
 
 
 def labels_file_uri(landing: LandingStorage, pool: PoolConfig) -> str:
@@ -137,7 +201,8 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         subset = lancedb.read(pool.table(f"subset_{spec.name}"), ["item_id", "weight"])
         if subset is None or subset.num_rows == 0:
             raise ValueError(f"subset {spec.name} of pool {pool.name} is empty or missing")
-        ids, _, x, paths = pool_view(lancedb, pool, fit)
+        index = pool_index(lancedb, pool, fit)
+        ids = index.ids
         where = {item: i for i, item in enumerate(ids)}
         chosen = subset["item_id"].to_pylist()
         rows = np.asarray([where.get(i, -1) for i in chosen], np.int64)
@@ -146,9 +211,11 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         rows = rows[keep]
         order = np.argsort(rows)
         labels, unlabelled = pool_labels(lancedb, landing, pool, ids)
-        report = evaluate_selection(x, paths, rows[order], weights[order], labels,
-                                    seed=spec.seed, metric=pool.hierarchy.metric)
+        report = evaluate_selection(index.vectors, index.paths, rows[order], weights[order],
+                                    labels, keys=index.keys, seed=spec.seed,
+                                    metric=pool.hierarchy.metric, eval_sample=pool.eval_sample)
         worse = report["worse_than_random"]
+        sample = report["sample"]
         return MaterializeResult(
             metadata={
                 "evaluation": MetadataValue.json(report),
@@ -158,6 +225,16 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
                 "labelled": labels is not None,
                 "unlabelled_items": unlabelled,
                 "fit_version": fit.fit_version,
+                "eval_sample": pool.eval_sample,
+                "vectors_read": sample["vectors_read"],
+                "sample_note": MetadataValue.md(
+                    f"Coverage and k-NN figures come from a seeded sample: "
+                    f"{sample['probe_items']} probe items, {sample['test_items']} k-NN test "
+                    f"items, at most {pool.eval_sample} members per side "
+                    f"(curated {sample['curated_vector_items']}, random "
+                    f"{sample['random_vector_items']}); vectors of {sample['vectors_read']} "
+                    f"of {len(ids)} items read. Balance, leaf share and label figures are "
+                    "exact over the whole pool."),
                 **_summary(report),
             },
             check_results=[AssetCheckResult(

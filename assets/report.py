@@ -28,7 +28,7 @@ from curation.report import evaluation_markdown, example_clusters, render_report
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
-from .evaluation import evaluation_key, pool_view
+from .evaluation import evaluation_key, pool_index
 from .tables import load_fit
 
 
@@ -68,7 +68,8 @@ def build_report_asset(pool: PoolConfig):
         fit = load_fit(lancedb, pool)
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        ids, uris, _, paths = pool_view(lancedb, pool, fit)
+        index = pool_index(lancedb, pool, fit)  # small columns only: no pool vectors
+        ids, uris, paths = index.ids, index.uris, index.paths
         n_clusters = [c.shape[0] for c in fit.hierarchy.centroids]
         subset_sizes, evaluations, tables = {}, {}, {}
         for spec in pool.subsets:

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_core.py              # the reference config, 3 repeats, + 200k x 128
     python benchmarks/bench_core.py --quick      # the reference config once, no large run
+    python benchmarks/bench_core.py --kmeans     # KMeans.fit alone (Lloyd loop), medians
 
 Each configuration runs in a fresh subprocess so its peak memory (max RSS) is its own.
 Prints a Markdown table; timings are medians over the repeats.
@@ -100,6 +101,35 @@ def run_one(name: str, seed: int | None = None) -> dict:
     }
 
 
+# KMeans.fit alone: (n, dim, k, fits per run). tol=0 runs all max_iter Lloyd iterations, so
+# the per-iteration cost (index build + search) dominates; many small fits are the shape of
+# level 1's split sub-fits and the upper levels.
+KMEANS_CONFIGS = {
+    "20k x 64, k=1000, 1 fit": (20000, 64, 1000, 1),
+    "100k x 64, k=256, 1 fit": (100000, 64, 256, 1),
+    "2k x 64, k=20, 100 fits": (2000, 64, 20, 100),
+}
+
+
+def kmeans_bench(repeats: int) -> None:
+    from curation.kmeans import KMeans
+    from curation.synthetic import long_tailed_mixture
+
+    print("| KMeans.fit config | Lloyd iterations (max 50, tol=0) | seconds (median) | runs |")
+    print("|---|---|---|---|")
+    for name, (n, dim, k, fits) in KMEANS_CONFIGS.items():
+        x, _ = long_tailed_mixture(n=n, dim=dim, n_components=max(k // 4, 2), seed=0)
+        times, iters = [], 0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            iters = 0
+            for seed in range(fits):
+                km = KMeans(k, max_iter=50, tol=0.0, random_state=seed, init="random").fit(x)
+                iters += km.n_iter_
+            times.append(time.perf_counter() - started)
+        print(f"| {name} | {iters} | {statistics.median(times):.3f} | {repeats} |", flush=True)
+
+
 def child(name: str, seed: int | None = None) -> dict:
     argv = [sys.executable, __file__, "--child", name]
     if seed is not None:
@@ -131,7 +161,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds for the spread table")
     parser.add_argument("--quick", action="store_true", help="reference config once only")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kmeans", action="store_true", help="KMeans.fit alone, medians")
     args = parser.parse_args()
+    if args.kmeans:
+        kmeans_bench(max(args.repeats, 3))
+        return
     if args.child:
         print(json.dumps(run_one(args.child, args.seed)))
         return

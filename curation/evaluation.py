@@ -1,7 +1,7 @@
 """How good is a curated subset? Coverage, balance and label figures against a uniform random
 subset of the same size drawn with the same seed (pure core, no Dagster).
 
-- coverage: for a seeded sample of pool items, the distance to the nearest selected item
+- coverage: for a seeded probe of pool items, the distance to the nearest selected item
   (median, p90, p99; Euclidean, on normalised vectors for metric "cosine"), and the share of
   the pool's (non-empty) leaf clusters that hold a selected item;
 - balance at every level of the tree: entropy, effective number of clusters, top-1 share and
@@ -10,21 +10,39 @@ subset of the same size drawn with the same seed (pure core, no Dagster).
   and the balanced accuracy (mean per-class recall) of a k-NN classifier (cosine, majority
   vote of k neighbours) trained on the selection and tested on a class-balanced sample of the
   pool held out from training.
+
+Bounded cost (evaluate_selection): vectors are read for a bounded, seeded sample only, never the
+whole pool: the coverage probe (`coverage_sample` items), the k-NN test split and each side's
+members, each side capped at `eval_sample` members (a keyed subsample of a larger subset; both
+sides alike, so the comparison stays fair). Every draw ranks items by a keyed hash of their
+64-bit item key (curation.selection), so it is independent of the pool's storage order.
+Balance, leaf share and label figures need only small per-item columns and stay exact.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from .hierarchy import normalize_rows, validate_points
 from .metrics import balance_stats, selection_label_stats
+from .selection import rank_hash, splitmix64
 
 COVERAGE_SAMPLE = 5000
+EVAL_SAMPLE = 100_000  # most members per side whose vectors an evaluation reads
 KNN_K = 20
 TEST_PER_CLASS = 100
 
 
 PROBE_STREAM = 0x5EED  # seed-sequence key of the coverage probe, apart from the baseline's
+# Keyed-hash streams of the bounded evaluation: each draw gets its own, and none is the
+# subset's own rank hash (rank_hash(key, seed)), which would make the "random" baseline
+# replay the curated subset's picks inside every leaf.
+BASELINE_STREAM = 0xBA5E
+SIDE_STREAM = 0x51DE
+TEST_STREAM = 0x7E57
 
 
 def random_selection(n_items: int, size: int, seed: int = 0) -> np.ndarray:
@@ -94,14 +112,16 @@ def level_balance(paths: np.ndarray, selected: np.ndarray,
 
 
 def balanced_test_split(labels: np.ndarray, per_class: int = TEST_PER_CLASS,
-                        seed: int = 0) -> np.ndarray:
+                        seed: int = 0, scores: np.ndarray | None = None) -> np.ndarray:
     """Sorted rows of a class-balanced test sample: per class min(per_class, half the class),
-    at least one item of every class with two or more (the rest stays available to train)."""
+    at least one item of every class with two or more (the rest stays available to train).
+    Inside a class the lowest `scores` are taken (default: seeded random numbers)."""
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
+    if scores is None:
+        scores = np.random.default_rng(seed).random(labels.size)
     _, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(-1)
-    order = np.lexsort((rng.random(labels.size), inverse))
+    order = np.lexsort((scores, inverse))
     counts = np.bincount(inverse)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(labels.size, dtype=np.int64)
@@ -150,51 +170,149 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.
             "accuracy": float(correct.mean()), "balanced_accuracy": float(recall.mean())}
 
 
-def _side(x, paths, rows, weights, labels, test, *, seed, metric, sample, k) -> dict:
-    out = {
-        "items": int(rows.size),
-        "coverage": coverage(x, rows, paths[:, 0], sample=sample, seed=seed, metric=metric),
-        "balance": level_balance(paths, rows, weights),
+def keyed_scores(keys: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """A uniform uint64 score per item key for one (seed, stream): order-free draws."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    return rank_hash(splitmix64(keys ^ np.uint64(stream)), seed)
+
+
+def lowest(scores: np.ndarray, size: int) -> np.ndarray:
+    """Sorted positions of the `size` lowest scores (a uniform sample when scores are)."""
+    size = min(int(size), scores.size)
+    if size <= 0:
+        return np.empty(0, np.int64)
+    if size == scores.size:
+        return np.arange(size, dtype=np.int64)
+    return np.sort(np.argpartition(scores, size - 1)[:size]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Which pool rows an evaluation draws, and the few whose vectors it reads (`rows`)."""
+
+    baseline: np.ndarray  # uniform random subset, as large as the curated one
+    probe: np.ndarray  # coverage probe
+    test: np.ndarray | None  # k-NN test split (labels only)
+    curated_vectors: np.ndarray  # curated members whose vectors are used (<= eval_sample)
+    baseline_vectors: np.ndarray  # baseline members whose vectors are used (<= eval_sample)
+    rows: np.ndarray  # sorted union of the four above: the only vectors read
+
+    def sample_info(self, n_items: int, eval_sample: int) -> dict:
+        return {
+            "pool_items": int(n_items),
+            "eval_sample": int(eval_sample),
+            "vectors_read": int(self.rows.size),
+            "probe_items": int(self.probe.size),
+            "test_items": 0 if self.test is None else int(self.test.size),
+            "curated_vector_items": int(self.curated_vectors.size),
+            "random_vector_items": int(self.baseline_vectors.size),
+        }
+
+
+def plan_evaluation(keys: np.ndarray, selected: np.ndarray, labels: np.ndarray | None = None,
+                    *, seed: int = 0, eval_sample: int = EVAL_SAMPLE,
+                    coverage_sample: int = COVERAGE_SAMPLE,
+                    test_per_class: int = TEST_PER_CLASS) -> EvaluationPlan:
+    """The seeded draws of an evaluation over a pool whose rows have 64-bit `keys`."""
+    if eval_sample < 1:
+        raise ValueError(f"eval_sample must be >= 1, got {eval_sample}")
+    keys = np.asarray(keys, dtype=np.uint64)
+    selected = np.asarray(selected, dtype=np.int64)
+    baseline = lowest(keyed_scores(keys, seed, BASELINE_STREAM), selected.size)
+    probe = lowest(keyed_scores(keys, seed, PROBE_STREAM), coverage_sample)
+    test = None
+    if labels is not None:
+        test = balanced_test_split(labels, test_per_class, seed,
+                                   scores=keyed_scores(keys, seed, TEST_STREAM))
+    side = keyed_scores(keys, seed, SIDE_STREAM)
+
+    def capped(rows: np.ndarray) -> np.ndarray:
+        return rows if rows.size <= eval_sample else rows[lowest(side[rows], eval_sample)]
+
+    curated_vectors, baseline_vectors = capped(selected), capped(baseline)
+    parts = [probe, curated_vectors, baseline_vectors] + ([] if test is None else [test])
+    return EvaluationPlan(baseline, probe, test, curated_vectors, baseline_vectors,
+                          np.unique(np.concatenate(parts)))
+
+
+def _coverage_figures(distances: np.ndarray) -> dict:
+    return {
+        "probe_items": int(distances.size),
+        "median": float(np.median(distances)),
+        "p90": float(np.quantile(distances, 0.9)),
+        "p99": float(np.quantile(distances, 0.99)),
     }
+
+
+def _side(v, at, paths, rows, vector_rows, weights, labels, plan, k) -> dict:
+    """Figures of one side. v: the read vectors; at(pool rows) -> their positions in v."""
+    if rows.size == 0:
+        raise ValueError("coverage of an empty selection")
+    leaf = paths[:, 0]
+    cover = _coverage_figures(nearest_distances(v[at(plan.probe)], v[at(vector_rows)]))
+    cover["leaf_share"] = float(np.unique(leaf[rows]).size / np.unique(leaf).size)
+    out = {"items": int(rows.size), "coverage": cover,
+           "balance": level_balance(paths, rows, weights)}
     if labels is not None:
         out["labels"] = selection_label_stats(labels[rows], weights)
-        out["knn"] = knn_accuracy(x, labels, rows, test, k)
+        out["knn"] = knn_accuracy(v, labels[plan.rows], at(vector_rows), at(plan.test), k)
     return out
 
 
-def evaluate_selection(x: np.ndarray, paths: np.ndarray, selected: np.ndarray,
-                       weights: np.ndarray | None = None, labels: np.ndarray | None = None, *,
+def evaluate_selection(x: np.ndarray | Callable[[np.ndarray], np.ndarray], paths: np.ndarray,
+                       selected: np.ndarray, weights: np.ndarray | None = None,
+                       labels: np.ndarray | None = None, *, keys: np.ndarray | None = None,
                        seed: int = 0, metric: str = "l2", coverage_sample: int = COVERAGE_SAMPLE,
-                       k: int = KNN_K, test_per_class: int = TEST_PER_CLASS) -> dict:
-    """Curated vs same-size uniform random selection (same seed) on pool rows x (n, d) with
-    cluster paths (n, L). selected: row indices (unique); weights: copies per selected row;
-    labels: (n,) per row, or None. Returns {"curated": {...}, "random": {...}, "pool": {...},
+                       eval_sample: int = EVAL_SAMPLE, k: int = KNN_K,
+                       test_per_class: int = TEST_PER_CLASS) -> dict:
+    """Curated vs same-size uniform random selection (same seed) over a pool of n items with
+    cluster paths (n, L). x: the pool's vectors (n, d), or a reader called once with sorted
+    pool rows that returns their vectors (only plan_evaluation's rows are asked for).
+    selected: row indices (unique); weights: copies per selected row; labels: (n,) per row,
+    or None; keys: (n,) uint64 item keys (curation.selection.item_keys; default: keyed by
+    row position). Returns {"curated": {...}, "random": {...}, "pool": {...}, "sample": {...},
     "worse_than_random": [reasons]}."""
-    x = _prepare(x, metric)
     paths = np.asarray(paths, dtype=np.int64)
     if paths.ndim == 1:
         paths = paths[:, None]
-    if paths.shape[0] != x.shape[0]:
-        raise ValueError(f"{x.shape[0]} vectors but {paths.shape[0]} cluster paths")
+    n = paths.shape[0]
+    if not callable(x) and np.shape(x)[0] != n:
+        raise ValueError(f"{np.shape(x)[0]} vectors but {n} cluster paths")
     selected = np.asarray(selected, dtype=np.int64)
     if np.unique(selected).size != selected.size:
         raise ValueError("selected rows must be unique (give copies as weights)")
+    if selected.size and (selected.min() < 0 or selected.max() >= n):
+        raise ValueError(f"selected rows must lie in [0, {n})")
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
-    test = None
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != (x.shape[0],):
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
-        test = balanced_test_split(labels, test_per_class, seed)
-    baseline = random_selection(x.shape[0], selected.size, seed)
-    opts = dict(seed=seed, metric="l2", sample=coverage_sample, k=k)  # x is prepared already
-    curated = _side(x, paths, selected, weights, labels, test, **opts)
-    uniform = _side(x, paths, baseline, None, labels, test, **opts)
-    pool = {"items": int(x.shape[0]), "balance": level_balance(paths, np.arange(x.shape[0]))}
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+    if keys is None:
+        keys = splitmix64(np.arange(n, dtype=np.uint64))
+    elif np.shape(keys) != (n,):
+        raise ValueError(f"keys must have shape ({n},), got {np.shape(keys)}")
+    plan = plan_evaluation(keys, selected, labels, seed=seed, eval_sample=eval_sample,
+                           coverage_sample=coverage_sample, test_per_class=test_per_class)
+    v = x(plan.rows) if callable(x) else np.asarray(x)[plan.rows]
+    if v.shape[0] != plan.rows.size:
+        raise ValueError(f"asked for {plan.rows.size} vectors, got {v.shape[0]}")
+    v = _prepare(v, metric)  # row-wise, so the same as preparing the whole pool
+
+    def at(rows: np.ndarray) -> np.ndarray:
+        return np.searchsorted(plan.rows, rows)
+
+    common = dict(paths=paths, labels=labels, plan=plan, k=k)
+    curated = _side(v, at, rows=selected, vector_rows=plan.curated_vectors, weights=weights,
+                    **common)
+    uniform = _side(v, at, rows=plan.baseline, vector_rows=plan.baseline_vectors,
+                    weights=None, **common)
+    pool = {"items": int(n), "balance": level_balance(paths, np.arange(n))}
     if labels is not None:
         pool["labels"] = selection_label_stats(labels)
     return {"curated": curated, "random": uniform, "pool": pool,
+            "sample": plan.sample_info(n, eval_sample),
             "worse_than_random": worse_than_random(curated, uniform)}
 
 

@@ -30,26 +30,51 @@ def resolve_device(device: str) -> str:
     return device
 
 
+class CentroidIndex:
+    """An exact L2 index over a set of centroids that can be refilled in place.
+
+    Lloyd's loop keeps one per fit (as faiss.Kmeans does): the flat index (and, on the GPU,
+    its device copy) is built once, and every iteration only resets and re-adds the centroids.
+    """
+
+    def __init__(self, dim: int, device: str = "cpu") -> None:
+        import faiss
+
+        self.dim = dim
+        self.index = faiss.IndexFlatL2(dim)
+        if device == "gpu":  # one host-to-device copy per fit, not per iteration
+            self.index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, self.index)
+
+    def set(self, centroids: np.ndarray) -> CentroidIndex:
+        """Replace the indexed vectors by `centroids` (the old ones must not linger)."""
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        if centroids.ndim != 2 or centroids.shape[1] != self.dim:
+            raise ValueError(f"centroids must have shape (k, {self.dim}), got {centroids.shape}")
+        self.index.reset()
+        self.index.add(centroids)
+        return self
+
+    def search(
+        self, points: np.ndarray, batch_size: int = 262144
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Index of and squared L2 distance to the nearest indexed centroid of every point."""
+        n = points.shape[0]
+        labels = np.empty(n, dtype=np.int64)
+        distances = np.empty(n, dtype=np.float32)
+        for lo in range(0, n, batch_size):  # bounded memory on very large pools
+            chunk = np.ascontiguousarray(points[lo : lo + batch_size], dtype=np.float32)
+            d, i = self.index.search(chunk, 1)
+            labels[lo : lo + len(chunk)] = i[:, 0]
+            distances[lo : lo + len(chunk)] = np.maximum(d[:, 0], 0.0)
+        return labels, distances
+
+
 def nearest_centroid(
     points: np.ndarray, centroids: np.ndarray, device: str = "cpu", batch_size: int = 262144
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index of and squared L2 distance to the nearest centroid of every point (faiss)."""
-    import faiss
-
-    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    if device == "gpu":
-        index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
-    index.add(centroids)
-    n = points.shape[0]
-    labels = np.empty(n, dtype=np.int64)
-    distances = np.empty(n, dtype=np.float32)
-    for lo in range(0, n, batch_size):  # bounded memory on very large pools
-        chunk = np.ascontiguousarray(points[lo : lo + batch_size], dtype=np.float32)
-        d, i = index.search(chunk, 1)
-        labels[lo : lo + len(chunk)] = i[:, 0]
-        distances[lo : lo + len(chunk)] = np.maximum(d[:, 0], 0.0)
-    return labels, distances
+    index = CentroidIndex(np.shape(centroids)[1], device).set(centroids)
+    return index.search(points, batch_size)
 
 
 @functools.cache
@@ -171,7 +196,8 @@ class KMeans:
         rng = np.random.default_rng(self.random_state)
         centroids = self._initial_centroids(x, rng)
         self.objective_, self.n_reseeded_ = [], 0
-        labels, dist = nearest_centroid(x, centroids, self.device)
+        index = CentroidIndex(x.shape[1], self.device)
+        labels, dist = index.set(centroids).search(x)
         for it in range(self.max_iter):
             centroids, counts = centroid_means(x, labels, k)
             empty = np.flatnonzero(counts == 0)
@@ -183,7 +209,7 @@ class KMeans:
                 self.n_reseeded_ += int(empty.size)
             if self.spherical:
                 centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-            new_labels, dist = nearest_centroid(x, centroids, self.device)
+            new_labels, dist = index.set(centroids).search(x)
             objective = float(dist.sum(dtype=np.float64))
             self.objective_.append(objective)
             self.n_iter_ = it + 1

@@ -161,6 +161,12 @@ class PoolConfig(BaseModel):
         description="CSV file (columns item_id, label) under the pool's landing prefix, for "
         "the evaluation's label figures; without it, a `label` column of the drops is used",
     )
+    eval_sample: int = Field(
+        default=100_000,
+        ge=1,
+        description="most members of a subset (and of its random baseline) whose vectors an "
+        "evaluation reads; a larger subset is evaluated on a seeded sample of this size",
+    )
 
     @field_validator("name")
     @classmethod

@@ -196,3 +196,49 @@ def test_coverage_probe_is_not_the_random_baseline():
     baseline = random_selection(2000, 500, seed=0)
     report = coverage(x, baseline, sample=500, seed=0)
     assert report["median"] > 0.0  # most probe items are not in the baseline
+
+
+def test_bounded_evaluation_reads_a_bounded_sample_and_is_deterministic(fitted):
+    """The reader is asked once, for at most probe + test split + eval_sample per side rows;
+    the same seed gives the same report, and the pool's row order does not matter."""
+    from curation.evaluation import keyed_scores, plan_evaluation
+    from curation.selection import splitmix64
+
+    x, labels, fit, _ = fitted
+    paths = fit.assignment.paths
+    sel = sample_balanced(paths, 1200, "random", seed=0)  # larger than eval_sample below
+    keys = splitmix64(np.arange(x.shape[0], dtype=np.uint64) + np.uint64(77))
+    asked = []
+
+    def reader(rows):
+        asked.append(rows.copy())
+        return x[rows]
+
+    opts = dict(keys=keys, seed=4, coverage_sample=400, eval_sample=300, test_per_class=10)
+    report = evaluate_selection(reader, paths, sel.indices, sel.weights, labels, **opts)
+    (rows,) = asked
+    n_classes = np.unique(labels).size
+    assert rows.size <= 400 + 10 * n_classes + 2 * 300 < x.shape[0]
+    assert np.array_equal(rows, np.unique(rows))  # sorted, no row twice
+    sample = report["sample"]
+    assert sample["vectors_read"] == rows.size and sample["eval_sample"] == 300
+    assert sample["curated_vector_items"] == sample["random_vector_items"] == 300
+    assert report["curated"]["items"] == report["random"]["items"] == sel.indices.size
+    assert report["curated"]["coverage"]["probe_items"] == 400
+    # same seed: identical report, from an array or a reader alike
+    assert evaluate_selection(x, paths, sel.indices, sel.weights, labels, **opts) == report
+    other = evaluate_selection(x, paths, sel.indices, sel.weights, labels,
+                               **{**opts, "seed": 5})
+    assert other["random"]["coverage"] != report["random"]["coverage"]
+    # storage order does not matter: the draws follow the item keys
+    perm = np.random.default_rng(1).permutation(x.shape[0])
+    where = np.argsort(perm)
+    shuffled = evaluate_selection(x[perm], paths[perm], np.sort(where[sel.indices]),
+                                  sel.weights[np.argsort(where[sel.indices])], labels[perm],
+                                  **{**opts, "keys": keys[perm]})
+    assert shuffled == report
+    # the baseline is uniform and drawn apart from the probe (its own keyed stream)
+    plan = plan_evaluation(keys, sel.indices, seed=4, eval_sample=300, coverage_sample=400)
+    assert plan.baseline.size == sel.indices.size
+    assert np.intersect1d(plan.probe, plan.baseline).size < plan.probe.size // 2
+    assert keyed_scores(keys, 4, 1).tobytes() != keyed_scores(keys, 4, 2).tobytes()

@@ -1,7 +1,9 @@
+import faiss
 import numpy as np
 import pytest
 
-from curation.kmeans import KMeans, centroid_means, kmeans_plusplus, nearest_centroid
+from curation import kmeans as kmeans_module
+from curation.kmeans import CentroidIndex, KMeans, centroid_means, kmeans_plusplus, nearest_centroid
 from curation.synthetic import long_tailed_mixture
 
 
@@ -94,3 +96,67 @@ def test_bad_parameters_fail_at_construction(kwargs, message):
 def test_more_clusters_than_points_is_refused():
     with pytest.raises(ValueError, match="cannot make 5 clusters from 3 points"):
         KMeans(5).fit(np.zeros((3, 2), dtype=np.float32))
+
+
+class FreshIndexEveryTime(CentroidIndex):
+    """The pre-reuse behaviour: a brand-new flat index at every refill."""
+
+    def set(self, centroids):
+        self.index = faiss.IndexFlatL2(self.dim)
+        self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        return self
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_clusters": 40, "random_state": 3},
+        {"n_clusters": 40, "random_state": 3, "spherical": True, "init": "random"},
+        {"n_clusters": 25, "random_state": 5, "max_iter": 200, "tol": 0.0},
+    ],
+)
+def test_one_index_per_fit_gives_the_bytes_of_a_fresh_index_per_iteration(
+    blobs, monkeypatch, kwargs
+):
+    x, _ = blobs
+    reused = KMeans(**kwargs).fit(x)
+    with monkeypatch.context() as m:
+        m.setattr(kmeans_module, "CentroidIndex", FreshIndexEveryTime)
+        fresh = KMeans(**kwargs).fit(x)
+    assert reused.n_iter_ == fresh.n_iter_ > 1
+    assert reused.centroids_.tobytes() == fresh.centroids_.tobytes()
+    assert reused.labels_.tobytes() == fresh.labels_.tobytes()
+    assert reused.distances_.tobytes() == fresh.distances_.tobytes()
+    assert reused.objective_ == fresh.objective_
+
+
+def test_refilling_the_index_drops_the_old_centroids(blobs):
+    x, _ = blobs
+    index = CentroidIndex(x.shape[1])
+    index.set(x[:10])
+    labels, dist = index.set(x[100:107]).search(x)
+    assert index.index.ntotal == 7  # a stale index would hold 17 and label some rows >= 7
+    assert labels.max() < 7
+    expected = nearest_centroid(x, x[100:107])
+    assert np.array_equal(labels, expected[0]) and np.array_equal(dist, expected[1])
+    with pytest.raises(ValueError, match="shape"):
+        index.set(x[:3, :4])
+
+
+def test_gpu_fit_copies_the_index_to_the_device_once(blobs, monkeypatch):
+    """The GPU path, with faiss's host-to-device copy faked (no GPU here): one copy per fit."""
+    x, _ = blobs
+    copies = []
+
+    def fake_cpu_to_gpu(resources, device, index):
+        copies.append(index.ntotal)
+        return index
+
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", fake_cpu_to_gpu, raising=False)
+    monkeypatch.setattr(kmeans_module, "_gpu_resources", lambda: None)
+    on_gpu = KMeans(30, random_state=1, device="gpu").fit(x)
+    on_cpu = KMeans(30, random_state=1).fit(x)
+    assert copies == [0]  # the empty flat index, before any centroids
+    assert on_gpu.n_iter_ > 1
+    assert on_gpu.centroids_.tobytes() == on_cpu.centroids_.tobytes()
+    assert np.array_equal(on_gpu.labels_, on_cpu.labels_)
