@@ -56,11 +56,11 @@ def build_takedowns_asset(pool: PoolConfig):
             except (OSError, ValueError) as exc:
                 raise Failure(description=f"takedown file {name!r}: {exc}") from None
             done = record_takedowns(db, pool.name, rows, by=f"file:{TAKEDOWNS_FOLDER}/{name}",
-                                    run=context.run_id)
+                                    run=context.run.run_id)
             recorded += done["recorded"]
             context.log.info(f"takedown file {name}: {done['recorded']} new audit rows "
                              f"({done['items']} items)")
-        applied = mark_applied(db, pool.name, context.run_id)
+        applied = mark_applied(db, pool.name, context.run.run_id)
         ids = taken_down_ids(db, pool.name).to_pylist()
         purged = purge_taken_down(db, pool.name, ids)
         context.log.info(f"pool {pool.name}: {len(ids)} items taken down; deleted "

@@ -225,4 +225,11 @@ class KMeans:
         return self
 
     def predict(self, points: np.ndarray) -> np.ndarray:
-        return nearest_centroid(points, self.centroids_, self.device)[0]
+        """Index of the nearest fitted centroid of each point."""
+        if not hasattr(self, "centroids_"):
+            raise ValueError("this KMeans is not fitted yet: call fit(points) first")
+        x = np.ascontiguousarray(points, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.centroids_.shape[1]:
+            raise ValueError(f"points must have shape (n, {self.centroids_.shape[1]}) like the "
+                             f"fitted centroids, got {x.shape}")
+        return nearest_centroid(x, self.centroids_, self.device)[0]

@@ -1,15 +1,16 @@
 """LanceDBResource: every table the platform writes lives in one LanceDB database.
 
 The database is a local folder or an object-store URI (s3://...); `endpoint_url` reaches an
-S3-compatible server. lancedb is imported lazily so the code location loads fast.
+S3-compatible server. lancedb is imported lazily so the code location loads fast; the
+connection is built once per run (setup_for_execution) or on first use outside a run.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
 
 RETRIES = 5  # commits that conflict with a concurrent writer's are retried this often
 
@@ -19,6 +20,10 @@ class LanceDBResource(ConfigurableResource):
     endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
     region: str | None = None
     allow_http: bool = False
+    _db: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._db = self._connect()
 
     def storage_options(self) -> dict[str, str]:
         options = {}
@@ -31,6 +36,12 @@ class LanceDBResource(ConfigurableResource):
         return options
 
     def connect(self) -> Any:
+        """The database connection (tables opened from it read their latest version)."""
+        if self._db is None:
+            self._db = self._connect()
+        return self._db
+
+    def _connect(self) -> Any:
         import lancedb
 
         return lancedb.connect(self.uri, storage_options=self.storage_options() or None)

@@ -160,3 +160,14 @@ def test_gpu_fit_copies_the_index_to_the_device_once(blobs, monkeypatch):
     assert on_gpu.n_iter_ > 1
     assert on_gpu.centroids_.tobytes() == on_cpu.centroids_.tobytes()
     assert np.array_equal(on_gpu.labels_, on_cpu.labels_)
+
+
+def test_predict_is_guarded_by_a_fitted_check():
+    km = KMeans(n_clusters=3, random_state=0)
+    with pytest.raises(ValueError, match="not fitted"):
+        km.predict(np.zeros((2, 4), np.float32))
+    x, _ = long_tailed_mixture(n=300, dim=4, n_components=5, seed=0)
+    km.fit(x)
+    assert np.array_equal(km.predict(x), km.labels_)
+    with pytest.raises(ValueError, match=r"shape \(n, 4\)"):
+        km.predict(np.zeros((2, 3), np.float32))
