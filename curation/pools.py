@@ -111,6 +111,10 @@ class RefitPolicy(BaseModel):
     `warm_start` starts a refit from the previous tree's centroids. Off by default: a cold fit
     depends only on the items and the seed, so the same items give the same tree whatever the
     history of fits; top-level cluster ids stay stable across refits anyway (drift matching).
+
+    A due fit waits while drop runs of the pool are in flight, so drops landed together are
+    fitted together, but at most `max_wait_for_drops_s`: under a steady stream of drops it is
+    then queued anyway (behind the drop runs already queued).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -119,6 +123,7 @@ class RefitPolicy(BaseModel):
     max_distance_ratio: float = Field(default=1.5, gt=1.0)
     warm_start: bool = False
     cron: str | None = "0 3 * * 0"
+    max_wait_for_drops_s: int = Field(default=600, ge=0)
 
     @property
     def cron_error(self) -> str | None:

@@ -5,14 +5,16 @@ log of that fit (`<pool>__assignment_log`, one row per drop assigned since), dec
 `curation.refit.decide_refit`, and requests one run of every level when a (re)fit is due. A
 drop that the policy lets through never runs the levels: it is assigned to the current tree.
 
-One fit at a time per pool: no request while a fit of the pool is queued or running, nor while
-drops of the pool are being ingested. The
+One fit at a time per pool: no request while a fit of the pool is queued or running. A due fit
+also waits while drops of the pool are being ingested, at most `refit.max_wait_for_drops_s`
+(a steady stream of drops must not starve it). The
 run key names the fit it replaces and the data it saw, so a tick never asks twice for the
 same refit, and a failed fit is asked for again once more data arrived.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -32,20 +34,13 @@ IN_FLIGHT = [
 ]
 
 
-def busy(instance: dg.DagsterInstance, pool_name: str) -> str | None:
-    """Why a fit should wait now: a fit of the pool is queued or running, or drops of the pool
-    are being ingested (a fit waits for the drops in flight, so drops landed together are
-    fitted together whatever order their runs finish in)."""
+def in_flight(instance: dg.DagsterInstance, pool_name: str) -> tuple[bool, int]:
+    """(a fit of the pool is queued or running, number of its drop runs in flight)."""
     runs = instance.get_run_records(
         dg.RunsFilter(statuses=IN_FLIGHT, tags={POOL_TAG: pool_name}), limit=1000
     )
     tags = [r.dagster_run.tags for r in runs]
-    if any(FIT_TAG in t for t in tags):
-        return "a fit is queued or running"
-    ingesting = sum(DROP_TAG in t for t in tags)
-    if ingesting:
-        return f"{ingesting} drop run(s) in flight"
-    return None
+    return any(FIT_TAG in t for t in tags), sum(DROP_TAG in t for t in tags)
 
 
 def drift_since_fit(lancedb: Any, pool: PoolConfig, fit_version: int) -> DriftSummary:
@@ -68,12 +63,15 @@ def drift_since_fit(lancedb: Any, pool: PoolConfig, fit_version: int) -> DriftSu
     return drift
 
 
-def evaluate_refit(context: dg.SensorEvaluationContext, pool: PoolConfig, lancedb: Any):
-    """One tick of a pool's refit sensor (separate from the decorator for tests)."""
+def evaluate_refit(context: dg.SensorEvaluationContext, pool: PoolConfig, lancedb: Any,
+                   now: float | None = None):
+    """One tick of a pool's refit sensor (separate from the decorator for tests). The cursor
+    holds when the pending fit was first found due (empty: none is)."""
     name = pool.name
-    waiting = busy(context.instance, name)
-    if waiting:
-        return dg.SkipReason(f"pool {name}: not now, {waiting}")
+    now = time.time() if now is None else now
+    fitting, ingesting = in_flight(context.instance, name)
+    if fitting:
+        return dg.SkipReason(f"pool {name}: not now, a fit is queued or running")
     fit = latest_fit_summary(lancedb, pool)
     pool_items = 0
     if fit is None:
@@ -84,17 +82,32 @@ def evaluate_refit(context: dg.SensorEvaluationContext, pool: PoolConfig, lanced
         drift = drift_since_fit(lancedb, pool, fit.fit_version)
     decision = decide_refit(pool.refit, fit, drift, pool_items, pool.hierarchy.n_clusters[0])
     if not decision.refit:
-        return dg.SkipReason(f"pool {name}: no refit ({decision.reason})")
+        return dg.SensorResult(skip_reason=f"pool {name}: no refit ({decision.reason})",
+                               cursor="")
+    due_since = float(context.cursor) if context.cursor else now
+    waited = now - due_since
+    if ingesting and waited < pool.refit.max_wait_for_drops_s:
+        return dg.SensorResult(
+            skip_reason=f"pool {name}: a fit is due ({decision.reason}); not now, {ingesting} "
+            f"drop run(s) in flight (waited {waited:.0f} s of at most "
+            f"{pool.refit.max_wait_for_drops_s} s)",
+            cursor=repr(due_since),
+        )
     seen = drift.new_items + drift.mismatched_items if fit else pool_items
     run_key = f"{name}:after-fit-{fit.fit_version if fit else 0}:{seen}"
-    context.log.info(f"pool {name}: asking for a fit: {decision.reason} {decision.numbers}")
-    return dg.SensorResult(run_requests=[
-        dg.RunRequest(
-            run_key=run_key,
-            asset_selection=hierarchy_keys(pool),
-            tags={POOL_TAG: name, FIT_TAG: name, REASON_TAG: decision.reason},
-        )
-    ])
+    context.log.info(f"pool {name}: asking for a fit: {decision.reason} {decision.numbers}"
+                     + (f" after waiting {waited:.0f} s for {ingesting} drop run(s)"
+                        if ingesting else ""))
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=run_key,
+                asset_selection=hierarchy_keys(pool),
+                tags={POOL_TAG: name, FIT_TAG: name, REASON_TAG: decision.reason},
+            )
+        ],
+        cursor="",
+    )
 
 
 def build_refit_sensor(pool: PoolConfig, minimum_interval_seconds: int) -> dg.SensorDefinition:

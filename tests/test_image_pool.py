@@ -143,7 +143,7 @@ def test_model_change_marks_embeddings_stale_and_refits(tmp_path):
         assert status(p, drops[0])[0] == StaleStatus.FRESH
         waiting = p.refresh([drops[0]])
         assert waiting["refit"] is False
-        assert "waiting for re-embedding" in waiting["tick"].skip_message
+        assert "waiting for re-embedding" in waiting["tick"].skip_reason.skip_message
 
         # every drop re-embedded: level_1 refits from scratch with the reason
         assert p.ingest(drops[1]).success

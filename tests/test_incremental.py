@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.compute as pc
 from conftest import Platform, materialized, meta, small_pool
-from dagster import DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
+from dagster import DagsterRunStatus, SensorResult, build_sensor_context
 
 from assets.tables import load_fit
 from curation_dags.refit import evaluate_refit
@@ -37,7 +37,7 @@ def test_new_drop_is_assigned_to_the_tree_without_a_fit(platform):
     second = p.refresh([new])
     assert second["refit"] is False
     tick = second["tick"]
-    assert isinstance(tick, SkipReason) and "within refit policy" in tick.skip_message
+    assert not tick.run_requests and "within refit policy" in tick.skip_reason.skip_message
     assert [p.table(f"level_{lv}").version for lv in (1, 2)] == level_versions
     assert load_fit(p.lancedb, p.pool).fit_version == 1
 
@@ -59,7 +59,7 @@ def test_new_drop_is_assigned_to_the_tree_without_a_fit(platform):
 
 def test_refit_sensor_asks_for_a_fit_when_new_data_lies_far(platform):
     p = platform
-    assert isinstance(_tick(p), SkipReason)  # no data: nothing to fit
+    assert not _tick(p).run_requests  # no data: nothing to fit
     drops = [p.land(f"d{i}") for i in range(3)]
     for d in drops:
         p.ingest(d)
@@ -83,7 +83,7 @@ def test_refit_sensor_asks_for_a_fit_when_new_data_lies_far(platform):
     assert _subset_meta(result)["fit_version"] == 2
 
 
-def test_refit_sensor_waits_while_drops_are_in_flight(platform):
+def test_refit_sensor_waits_while_drops_are_in_flight_but_not_forever(platform):
     p = platform
     drops = [p.land(f"d{i}") for i in range(2)]
     for d in drops:
@@ -92,8 +92,20 @@ def test_refit_sensor_waits_while_drops_are_in_flight(platform):
 
     create_run_for_test(p.instance, job_name="x", status=DagsterRunStatus.STARTED,
                         tags={"curation/pool": "tiny", "curation/drop": "d9"})
-    tick = _tick(p)
-    assert isinstance(tick, SkipReason) and "drop run(s) in flight" in tick.skip_message
+    limit = p.pool.refit.max_wait_for_drops_s
+    t0 = 1_000_000.0
+    tick = evaluate_refit(build_sensor_context(instance=p.instance), p.pool, p.lancedb, now=t0)
+    assert not tick.run_requests and "drop run(s) in flight" in tick.skip_reason.skip_message
+    assert float(tick.cursor) == t0  # when the fit was first found due
+    # still waiting just inside the limit: the first due time is kept, not reset
+    ctx = build_sensor_context(instance=p.instance, cursor=tick.cursor)
+    tick = evaluate_refit(ctx, p.pool, p.lancedb, now=t0 + limit - 1)
+    assert not tick.run_requests and float(tick.cursor) == t0
+    # a steady stream of drops must not starve the fit: past the limit it is asked for
+    ctx = build_sensor_context(instance=p.instance, cursor=tick.cursor)
+    tick = evaluate_refit(ctx, p.pool, p.lancedb, now=t0 + limit + 1)
+    (request,) = tick.run_requests
+    assert request.tags["curation/refit_reason"] == "first fit" and tick.cursor == ""
 
 
 def test_forced_refit_fits_anew_and_reassigns_everything(platform):
