@@ -26,13 +26,14 @@ from dagster import (
 from curation import naming
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
+from curation.sql import in_list
 from resources.clustering import ClusteringResource
 from resources.lancedb import LanceDBResource
 
 from .automation import assignments_condition
 from .levels import level_keys
 from .partitions import drops_partitions
-from .tables import assignment_table, in_list, load_fit, stream_vectors
+from .tables import assignment_table, load_fit, stream_vectors
 
 
 def build_assignments_asset(pool: PoolConfig):

@@ -36,12 +36,13 @@ from curation import naming
 from curation.embedding.base import Item, identity_version
 from curation.items import parse_jsonl
 from curation.pools import PoolConfig
+from curation.sql import in_list, sql_str
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
 from .partitions import drops_partitions
 from .raw import checked_drop, write_quarantine
-from .tables import in_list, sql_str, table_dim, vector_array, vectors_of
+from .tables import table_dim, vector_array, vectors_of
 
 CHECKS = ("dimension", "finite", "unique_ids")
 PROGRESS_EVERY_S = 5.0

@@ -24,11 +24,11 @@ from curation import naming
 from curation.items import parse_file
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
+from curation.sql import in_list, sql_str
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
 from .partitions import drops_partitions
-from .tables import in_list, sql_str
 
 CHUNK = 2000
 

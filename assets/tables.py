@@ -21,15 +21,6 @@ from curation.pools import PoolConfig
 from curation.selection import item_keys
 
 
-def sql_str(value: str) -> str:
-    """A SQL string literal (values here are validated ids, quoting is defence in depth)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def in_list(column: str, values) -> str:
-    return f"{column} IN (" + ", ".join(sql_str(v) for v in values) + ")"
-
-
 def vector_array(vectors: np.ndarray):
     """(n, d) float32 -> pyarrow fixed_size_list<float32, d> (what LanceDB indexes as vectors)."""
     import pyarrow as pa

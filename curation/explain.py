@@ -14,12 +14,9 @@ import numpy as np
 
 from . import naming
 from .selection import item_keys, rank_hash
+from .sql import sql_str
 from .subsets import open_table, table_manifest
 from .takedowns import taken_down_ids
-
-
-def _sql(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _rows(db, name: str, where: str, columns: list[str] | None = None) -> list[dict]:
@@ -61,7 +58,7 @@ def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: 
 
 
 def explain_item(db, pool: str, item_id: str) -> dict:
-    where = f"item_id = {_sql(item_id)}"
+    where = f"item_id = {sql_str(item_id)}"
     takedowns = _rows(db, naming.table(pool, "takedowns"), where, ["reason", "at", "by", "run"])
     duplicates = _rows(db, naming.table(pool, "duplicates"), where,
                        ["drop", "first_drop", "uri"])

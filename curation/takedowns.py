@@ -22,16 +22,12 @@ import io
 from datetime import UTC, datetime
 
 from . import naming
+from .sql import in_list, sql_str
 from .subsets import open_table
 
 MAX_FILE_BYTES = 64 << 20
 PURGED_KINDS = ("raw", "embeddings", "assignments")
 CHUNK = 2000
-
-
-def _sql_list(column: str, values: list[str]) -> str:
-    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-    return f"{column} IN ({quoted})"
 
 
 def read_takedowns(db, pool: str):
@@ -86,8 +82,7 @@ def record_takedowns(db, pool: str, items, by: str, run: str = "") -> dict:
     if table is not None:
         ids = sorted({i for i, _ in pairs})
         for start in range(0, len(ids), CHUNK):
-            where = (_sql_list("item_id", ids[start:start + CHUNK]) + " AND by = '"
-                     + by.replace("'", "''") + "'")
+            where = (in_list("item_id", ids[start:start + CHUNK]) + " AND by = " + sql_str(by))
             done = table.search().where(where).select(["item_id", "reason"]).limit(
                 None).to_arrow().to_pylist()
             for row in done:
@@ -143,7 +138,7 @@ def purge_taken_down(db, pool: str, ids: list[str], kinds=PURGED_KINDS) -> dict:
             continue
         deleted = 0
         for start in range(0, len(ids), CHUNK):
-            where = _sql_list("item_id", ids[start:start + CHUNK])
+            where = in_list("item_id", ids[start:start + CHUNK])
             n = table.count_rows(where)
             if n:
                 table.delete(where)

@@ -12,6 +12,8 @@ from typing import Any
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from curation.sql import sql_str
+
 RETRIES = 5  # commits that conflict with a concurrent writer's are retried this often
 
 
@@ -120,7 +122,7 @@ class LanceDBResource(ConfigurableResource):
                         where=f"target.{owner} = source.{owner} AND ({changed})"
                     )
                     .when_not_matched_insert_all()
-                    .when_not_matched_by_source_delete(f"{owner} = {_sql_str(me)}")
+                    .when_not_matched_by_source_delete(f"{owner} = {sql_str(me)}")
                     .execute(data)
                 )
             except RuntimeError as exc:
@@ -142,7 +144,7 @@ class LanceDBResource(ConfigurableResource):
         holders: dict[str, tuple[int, str]] = {}
         mine_behind: list[int] = []
         for start in range(0, len(keys), 2000):
-            chunk = ", ".join(_sql_str(k) for k in keys[start : start + 2000])
+            chunk = ", ".join(sql_str(k) for k in keys[start : start + 2000])
             found = (
                 table.search()
                 .where(f"{key} IN ({chunk})")
@@ -161,7 +163,7 @@ class LanceDBResource(ConfigurableResource):
         if mine_behind:
             for start in range(0, len(mine_behind), 2000):
                 ids = ", ".join(str(r) for r in mine_behind[start : start + 2000])
-                table.delete(f"_rowid IN ({ids}) AND {owner} = {_sql_str(me)}")
+                table.delete(f"_rowid IN ({ids}) AND {owner} = {sql_str(me)}")
         return {k: holder for k, (_, holder) in holders.items()}
 
     def overwrite(self, name: str, data: Any) -> Any:
@@ -179,8 +181,6 @@ class LanceDBResource(ConfigurableResource):
         return query.to_arrow()
 
 
-def _sql_str(value: Any) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _conflict(exc: BaseException) -> bool:

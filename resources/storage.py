@@ -302,35 +302,30 @@ class LandingStorage(ConfigurableResource):
         ]
         return sorted(files, key=lambda f: f.name)
 
-    def fingerprint(self, drop_id: str) -> str:
-        """Content fingerprint of a drop's data files: equal for the same files re-delivered.
-
-        S3 uses the ETags (no download); a local folder hashes the file contents.
-        """
-        validate_drop_id(drop_id)
-        entries = []
-        for name, uri, size, _, tag in self._objects(drop_id):
-            if is_hidden_part(name):
-                continue
-            if not self.is_s3 and not tag.startswith("refused"):
-                # uncached: a file re-written in place must not look unchanged
-                tag = file_sha256(Path(uri), cache=False)
-            entries.append((name, size, tag))
-        return content_fingerprint(entries)
-
-    # ---- takedown files -----------------------------------------------------------------------
-    def takedown_files(self) -> list[tuple[str, str, int, str]]:
-        """(name, uri, size, content tag) of the files under `<url>/_takedowns/`, sorted;
-        hidden files skipped. The tag is the S3 ETag or the local file's sha256 (files are
-        small), or a refusal (symlink out of the landing folder)."""
+    def _content_entries(self, folder: str) -> list[tuple[str, str, int, str]]:
+        """(name, uri, size, content tag) of a folder's data files, hidden files skipped. The
+        tag is the S3 ETag (no download) or the local file's sha256, uncached: a file
+        re-written in place must not look unchanged; or a refusal (symlink out of the
+        landing folder)."""
         out = []
-        for name, uri, size, _, tag in self._objects(TAKEDOWNS_FOLDER):
+        for name, uri, size, _, tag in self._objects(folder):
             if is_hidden_part(name):
                 continue
             if not self.is_s3 and not tag.startswith("refused"):
                 tag = file_sha256(Path(uri), cache=False)
             out.append((name, uri, size, tag))
-        return sorted(out)
+        return out
+
+    def fingerprint(self, drop_id: str) -> str:
+        """Content fingerprint of a drop's data files: equal for the same files re-delivered."""
+        validate_drop_id(drop_id)
+        return content_fingerprint(
+            [(name, size, tag) for name, _, size, tag in self._content_entries(drop_id)])
+
+    # ---- takedown files -----------------------------------------------------------------------
+    def takedown_files(self) -> list[tuple[str, str, int, str]]:
+        """(name, uri, size, content tag) of the files under `<url>/_takedowns/`, sorted."""
+        return sorted(self._content_entries(TAKEDOWNS_FOLDER))
 
     def takedown_file_uri(self, name: str) -> str:
         parts = [p for p in name.split("/") if p]
