@@ -5,11 +5,13 @@ from __future__ import annotations
 from curation.pools import PoolConfig
 
 
-def build_pool_assets(pool: PoolConfig) -> list:
-    """Every asset and asset check of one pool, keys prefixed with the pool name."""
+def build_pool_assets(pool: PoolConfig, tick_s: int = 30) -> list:
+    """Every asset and asset check of one pool, keys prefixed with the pool name. `tick_s`:
+    the automation interval, the unit of the subsets' stall check."""
     from .assignments import build_assignments_asset
     from .embeddings import build_embeddings_asset
     from .evaluation import build_evaluation_asset
+    from .freshness import build_stall_checks
     from .levels import build_level_assets, build_level_checks
     from .raw import build_raw_asset
     from .report import build_report_asset
@@ -24,6 +26,7 @@ def build_pool_assets(pool: PoolConfig) -> list:
         build_takedowns_asset(pool),
         build_subsets_asset(pool),
         *build_level_checks(pool),
+        build_stall_checks(pool, tick_s),
         *[build_evaluation_asset(pool, spec) for spec in pool.subsets],
         build_report_asset(pool),
     ]

@@ -25,7 +25,8 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
-    AutomationCondition,
+    AssetExecutionContext,
+    AssetKey,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -39,6 +40,7 @@ from curation.selection import item_keys
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
+from .automation import consumed_metadata, fan_in_condition
 from .tables import load_fit, vectors_of
 
 TAKE_BATCH = 65536  # row ids per LanceDB take: bounded memory per request
@@ -187,14 +189,17 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         key=key,
         deps=[naming.subset_path(pool.name, spec.name)],
         group_name=pool.name,
-        automation_condition=AutomationCondition.eager(),
+        automation_condition=fan_in_condition(),
         check_specs=[AssetCheckSpec("not_worse_than_random", asset=key,
                                     description="coverage (p99 distance, leaf clusters hit) "
                                     "and top-level balance at least as good as random")],
         description=f"Subset {spec.name!r} against a uniform random subset of the same size "
         f"(seed {spec.seed}): coverage, balance per level, labels and k-NN accuracy.",
     )
-    def evaluation(lancedb: LanceDBResource, landing: LandingStorage) -> MaterializeResult:
+    def evaluation(context: AssetExecutionContext, lancedb: LanceDBResource,
+                   landing: LandingStorage) -> MaterializeResult:
+        consumed = consumed_metadata(context, [AssetKey(naming.subset_path(pool.name,
+                                                                           spec.name))])
         fit = load_fit(lancedb, pool)
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
@@ -218,6 +223,7 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         sample = report["sample"]
         return MaterializeResult(
             metadata={
+                **consumed,
                 "evaluation": MetadataValue.json(report),
                 "summary": MetadataValue.md(evaluation_markdown(report)),
                 "pool_size": len(ids),

@@ -12,9 +12,19 @@ def ingest_keys(pool: PoolConfig) -> list[AssetKey]:
     return [AssetKey(naming.asset_path(pool.name, kind)) for kind in ("raw", "embeddings")]
 
 
+def subset_key(pool: PoolConfig, name: str) -> AssetKey:
+    return AssetKey(naming.subset_path(pool.name, name))
+
+
+def subset_keys(pool: PoolConfig) -> list[AssetKey]:
+    return [subset_key(pool, spec.name) for spec in pool.subsets]
+
+
 def drop_run_keys(pool: PoolConfig) -> list[AssetKey]:
-    """What one drop's run can hold: ingestion, then the assignment to the current tree."""
-    return [*ingest_keys(pool), AssetKey(naming.asset_path(pool.name, "assignments"))]
+    """What one drop's run can hold: ingestion, the assignment to the current tree, and the
+    refresh of the subsets over it (one run per drop: no second run, no automation tick)."""
+    return [*ingest_keys(pool), AssetKey(naming.asset_path(pool.name, "assignments")),
+            *subset_keys(pool)]
 
 
 def hierarchy_keys(pool: PoolConfig) -> list[AssetKey]:

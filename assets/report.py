@@ -16,7 +16,6 @@ import numpy as np
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -28,6 +27,7 @@ from curation.report import evaluation_markdown, example_clusters, render_report
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
+from .automation import consumed_metadata, fan_in_condition
 from .evaluation import evaluation_key, pool_index
 from .tables import load_fit
 
@@ -59,12 +59,14 @@ def build_report_asset(pool: PoolConfig):
         deps=[evaluation_key(pool, spec) for spec in pool.subsets],
         group_name=pool.name,
         kinds={"html"},
-        automation_condition=AutomationCondition.eager(),
+        automation_condition=fan_in_condition(),
         description=f"HTML report of pool {pool.name!r}: cluster sizes before and after "
         "curation, subsets vs random, members of large and small clusters, drift.",
     )
     def report(context: AssetExecutionContext, lancedb: LanceDBResource,
                landing: LandingStorage) -> MaterializeResult:
+        consumed = consumed_metadata(context, [AssetKey(evaluation_key(pool, spec))
+                                               for spec in pool.subsets])
         fit = load_fit(lancedb, pool)
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
@@ -100,6 +102,7 @@ def build_report_asset(pool: PoolConfig):
         tmp.replace(path)  # readers see the old page or the new one
         return MaterializeResult(
             metadata={
+                **consumed,
                 "path": MetadataValue.path(str(path)),
                 "url": MetadataValue.url(path.as_uri()),
                 "bytes": len(page.encode()),

@@ -40,13 +40,10 @@ from curation.subsets import (
 from curation.takedowns import taken_down_ids
 from resources.lancedb import LanceDBResource
 
-from .automation import subsets_condition
+from .automation import consumed_metadata, subsets_condition
+from .keys import subset_key
 from .levels import level_keys
 from .tables import load_fit
-
-
-def subset_key(pool: PoolConfig, name: str) -> AssetKey:
-    return AssetKey(naming.subset_path(pool.name, name))
 
 
 def balance_check(pool_balance: dict, subset_balance: dict) -> bool:
@@ -76,6 +73,9 @@ def build_subsets_asset(pool: PoolConfig):
     @multi_asset(specs=specs, check_specs=checks, can_subset=True,
                  name=naming.subsets_op(pool.name))
     def subsets(context: AssetExecutionContext, lancedb: LanceDBResource):
+        # what this refresh consumes, read before any table (assets.automation)
+        consumed = consumed_metadata(context, [AssetKey(naming.asset_path(pool.name, kind))
+                                               for kind in ("assignments", "takedowns")])
         selected = context.selected_asset_keys
         wanted = [s for s in pool.subsets if subset_key(pool, s.name) in selected]
         fit = load_fit(lancedb, pool)
@@ -134,6 +134,7 @@ def build_subsets_asset(pool: PoolConfig):
                 "lancedb_table": pool.table(f"subset_{spec.name}"),
                 "lancedb_version": table.version,
                 "assignments_version": scan.assignments_version,
+                **consumed,
             }
             check_key = AssetCheckKey(subset_key(pool, spec.name), "balance")
             yield MaterializeResult(

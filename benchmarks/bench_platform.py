@@ -1,20 +1,26 @@
-"""Platform benchmark (prints a table; not a test): the live path under the real daemon.
+"""Platform benchmark (prints a table; not a test): the live path under the real daemon, at the
+settings users run.
 
     python benchmarks/bench_platform.py                          # 10 drops x 10,000 x 384 (100k)
     python benchmarks/bench_platform.py --n-drops 100            # a 1M pool (long)
     python benchmarks/bench_platform.py --n-drops 4 --drop-size 2000 --dim 64 --repeat 1  # smoke
 
-Lands `--n-drops` drops of synthetic 384-d vectors in a temp landing folder, starts
-`dagster-daemon` over workspace.yaml (deploy/dagster.local.yaml instance, sensor and automation
-ticks of `--tick` seconds) and times the first full materialisation (sensor, ingestion, first
-fit, assignments, subsets, evaluations). Then lands `--repeat` more drops one at a time and
-breaks each "drop landed -> every subset refreshed" time down (sensor wait, queue and launch,
-step work, automation wait), with the runs one drop cost. Medians in the last row.
+Lands `--n-drops` drops of synthetic 384-d vectors in a temp landing folder, starts a throwaway
+PostgreSQL on loopback and `dagster-daemon` over workspace.yaml with the production instance
+(deploy/dagster.yaml as shipped: PostgreSQL storage, queued runs, one run per pool at a time)
+and the shipped tick intervals (`--tick`, default: the code location's defaults), and times
+the first full materialisation (sensor, ingestion, first fit, assignments, subsets,
+evaluations). Then lands `--repeat` more drops one at a time and breaks each "drop landed ->
+every subset includes it" time down per stage: sensor wait, queue, run launch, each step of
+the drop's run, what came after the run. Medians in the last row. Finally one drop far from
+the tree (a refit by the distance policy): when the subsets first include it, and when they
+are refreshed over the refitted tree.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -49,35 +55,47 @@ def main() -> None:
     p.add_argument("--fit-sample", type=int, default=100_000)
     p.add_argument("--target", type=int, default=10_000)
     p.add_argument("--repeat", type=int, default=3, help="incremental drops to time")
-    p.add_argument("--tick", type=int, default=5, help="sensor/automation interval, seconds")
+    p.add_argument("--tick", type=int, default=None,
+                   help="sensor and automation interval, seconds (default: as shipped)")
+    p.add_argument("--instance", choices=["production", "local"], default="production",
+                   help="deploy/dagster.yaml (PostgreSQL) or deploy/dagster.local.yaml (SQLite)")
+    p.add_argument("--no-refit-drop", action="store_true", help="skip the refit drop")
     p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         home = Path(tmp)
         pools = home / "pools.yaml"
         pools.write_text(POOL_YAML.format(dim=args.dim, clusters=f"[{args.clusters}]",
                                           steps=args.steps, fit_sample=args.fit_sample,
                                           target=args.target))
         env = {"CURATION_HOME": str(home / "curation"), "CURATION_POOLS": str(pools),
-               "CURATION_SENSOR_INTERVAL_S": str(args.tick),
-               "CURATION_AUTOMATION_INTERVAL_S": str(args.tick),
                "DAGSTER_HOME": str(home / "dagster")}
+        if args.tick is not None:
+            env.update({"CURATION_SENSOR_INTERVAL_S": str(args.tick),
+                        "CURATION_AUTOMATION_INTERVAL_S": str(args.tick)})
+        from curation_dags import live
+
+        if args.instance == "production":
+            env.update(stack.enter_context(live.postgres_cluster()))
         os.environ.update(env)
         from dagster import DagsterInstance
 
         from curation.pools import load_pools
         from curation.synthetic import build_synthetic_drops
-        from curation_dags import live
+        from curation_dags.settings import automation_interval_s, sensor_interval_s
         from resources.lancedb import LanceDBResource
 
         pool = load_pools(pools)[0]
         landing = home / "curation" / "landing"
         lancedb = LanceDBResource(uri=str(home / "curation" / "lancedb"))
-        live.write_instance_yaml(home / "dagster")
+        live.write_instance_yaml(home / "dagster", "dagster.yaml" if args.instance ==
+                                 "production" else "dagster.local.yaml")
         build_synthetic_drops(landing, pool.prefix, args.n_drops, args.drop_size, args.dim)
         started = time.time()
         rows = []
+        refit_row = None
         instance = DagsterInstance.get()  # creates the storage before the daemon does
         with live.daemon(home / "dagster", env) as proc:
             live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, started),
@@ -92,19 +110,59 @@ def main() -> None:
                                 args.timeout, f"subsets after {drop}", proc)
                 rows.append(live.drop_timeline(instance, pool.name, drop, landed, time.time()))
             refits = live.materialization_count(instance, [pool.name, "level_1"]) - fits
+            if not args.no_refit_drop:
+                refit_row = refit_drop(args, instance, lancedb, pool, landing, live, proc)
     items = args.n_drops * args.drop_size
     print(f"pool of {items:,} items ({args.n_drops} drops x {args.drop_size:,} x {args.dim}-d), "
-          f"tick {args.tick} s: first full materialisation {full_s:.1f} s; "
-          f"refits during the incremental drops: {refits}")
-    fields = ["sensor_wait_s", "drop_run_queue_s", "drop_run_s", "automation_wait_s",
-              "subsets_run_queue_s", "subsets_run_s", "total_s", "runs"]
+          f"{args.instance} instance, sensor tick {sensor_interval_s()} s, automation tick "
+          f"{automation_interval_s()} s: first full materialisation {full_s:.1f} s; refits "
+          f"during the incremental drops: {refits}")
+    steps = sorted({s for r in rows for s in r.steps_s})
+    fields = ["sensor_wait_s", "queue_s", "launch_s", *steps, "after_run_s", "total_s", "runs"]
+
+    def value(r, f):
+        return r.steps_s.get(f, 0.0) if f in steps else getattr(r, f)
+
     print("| drop | " + " | ".join(fields) + " |")
     print("|---" * (len(fields) + 1) + "|")
     for k, r in enumerate(rows):
-        print(f"| +{k + 1} | " + " | ".join(str(getattr(r, f)) for f in fields) + " |")
+        print(f"| +{k + 1} | " + " | ".join(str(value(r, f)) for f in fields) + " |")
     print("| median | " + " | ".join(
-        f"{statistics.median(getattr(r, f) for r in rows):.2f}" for f in fields) + " |")
+        f"{statistics.median(value(r, f) for r in rows):.2f}" for f in fields) + " |")
+    if refit_row is not None:
+        print("refit drop (far from the tree): " + ", ".join(
+            f"{k} {v}" for k, v in refit_row.items()))
 
+
+def refit_drop(args, instance, lancedb, pool, landing, live, proc) -> dict:
+    """Land one drop far from the tree: seconds until the subsets include it (assigned to the
+    old tree in its own run), and until they are refreshed over the refitted tree."""
+    import numpy as np
+
+    from assets.tables import latest_fit_summary
+    from curation.synthetic import fixed_mixture_draw, write_vector_drop
+
+    fit_before = latest_fit_summary(lancedb, pool).fit_version
+    drop = "drop-far"
+    x, _ = fixed_mixture_draw(args.drop_size, args.dim, 777)
+    landed = time.time()
+    write_vector_drop(landing / pool.prefix / drop, x + np.float32(25.0),
+                      [f"{drop}-{i:06d}" for i in range(args.drop_size)])
+
+    def included(refitted: bool):
+        meta = live.subsets_cover(instance, lancedb, pool, landed)
+        if meta is None:
+            return None
+        fit = latest_fit_summary(lancedb, pool).fit_version
+        return meta if (fit > fit_before) == refitted else None
+
+    live.wait_until(lambda: included(False) or included(True), args.timeout,
+                    "subsets including the far drop", proc)
+    first_s = time.time() - landed
+    live.wait_until(lambda: included(True), args.timeout, "subsets over the refitted tree",
+                    proc)
+    return {"included_s": round(first_s, 1), "refitted_subsets_s":
+            round(time.time() - landed, 1)}
 
 if __name__ == "__main__":
     main()

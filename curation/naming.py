@@ -95,6 +95,10 @@ def takedowns_sensor(pool: str) -> str:
     return f"{pool}_takedowns_sensor"
 
 
+def stall_sensor(pool: str) -> str:
+    return f"{pool}_stall_sensor"
+
+
 def refit_schedule(pool: str) -> str:
     return f"{pool}_refit_schedule"
 

@@ -172,6 +172,13 @@ class PoolConfig(BaseModel):
         description="most members of a subset (and of its random baseline) whose vectors an "
         "evaluation reads; a larger subset is evaluated on a seeded sample of this size",
     )
+    stall_after_ticks: int = Field(
+        default=4,
+        ge=1,
+        description="automation ticks after which an update (a drop's assignments, a "
+        "takedown) that a subset has not yet consumed turns the subset's `includes_every_drop` "
+        "check red, naming the drop",
+    )
 
     @field_validator("name")
     @classmethod

@@ -7,10 +7,13 @@ intervals and the executor from curation_dags.settings.
 
 from __future__ import annotations
 
+import warnings
+
 from dagster import (
     AssetChecksDefinition,
     AssetSelection,
     AutomationConditionSensorDefinition,
+    BetaWarning,
     ConfigurableResource,
     DefaultSensorStatus,
     Definitions,
@@ -24,6 +27,7 @@ from curation_dags.refit import build_refit_sensor
 from curation_dags.sensors import (
     build_drop_sensor,
     build_refit_schedule,
+    build_stall_sensor,
     build_takedowns_sensor,
     curation_run_failure_sensor,
 )
@@ -72,12 +76,13 @@ def default_resources(pools: list[PoolConfig]) -> dict:
 
 
 def build_sensors(pools: list[PoolConfig]) -> list:
-    """Per pool: the drop, refit and takedowns sensors; and the run failure sensor."""
+    """Per pool: the drop, refit, takedowns and stall sensors; and the run failure sensor."""
     interval = sensor_interval_s()
     return [
         *(build_drop_sensor(p) for p in pools),
         *(build_refit_sensor(p, interval) for p in pools),
         *(build_takedowns_sensor(p) for p in pools),
+        *(build_stall_sensor(p, automation_interval_s()) for p in pools),
         curation_run_failure_sensor,
     ]
 
@@ -91,21 +96,25 @@ def build_definitions(
     pools: list[PoolConfig] | None = None, resources: dict | None = None, with_sensors: bool = True
 ) -> Definitions:
     pools = pools if pools is not None else load_pools()
-    defs = [d for pool in pools for d in build_pool_assets(pool)]
+    defs = [d for pool in pools for d in build_pool_assets(pool, automation_interval_s())]
     sensors = build_sensors(pools) if with_sensors else []
     schedules = build_schedules(pools) if with_sensors else []
     # One automation sensor per pool: its runs carry the pool's tag, so the instance's
-    # per-pool concurrency limit (deploy/dagster.yaml) covers them too.
-    automation = [
-        AutomationConditionSensorDefinition(
-            naming.automation_sensor(pool.name),
-            target=AssetSelection.groups(pool.name),
-            run_tags={POOL_TAG: pool.name},
-            default_status=DefaultSensorStatus.RUNNING,
-            minimum_interval_seconds=automation_interval_s(),
-        )
-        for pool in pools
-    ]
+    # per-pool concurrency limit (deploy/dagster.yaml) covers them too. It is evaluated in the
+    # code server: the fan-in condition is Python (assets.automation).
+    with warnings.catch_warnings():  # use_user_code_server: beta in Dagster 1.13
+        warnings.simplefilter("ignore", BetaWarning)
+        automation = [
+            AutomationConditionSensorDefinition(
+                naming.automation_sensor(pool.name),
+                target=AssetSelection.groups(pool.name),
+                run_tags={POOL_TAG: pool.name},
+                default_status=DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=automation_interval_s(),
+                use_user_code_server=True,
+            )
+            for pool in pools
+        ]
     return Definitions(
         executor=executor(),
         assets=[d for d in defs if not isinstance(d, AssetChecksDefinition)],

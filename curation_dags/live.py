@@ -150,18 +150,40 @@ class DropTimeline:
     """Where the time went between landing a drop and refreshed subsets (seconds)."""
 
     sensor_wait_s: float  # _SUCCESS written -> the drop's run created by the sensor
-    drop_run_queue_s: float  # created -> started (queue and run launch)
-    drop_run_s: float  # started -> ended (raw, embeddings, assignments)
-    automation_wait_s: float  # drop run ended -> the subsets run created
-    subsets_run_queue_s: float
-    subsets_run_s: float
+    queue_s: float  # run created -> run started (queue, run launch)
+    launch_s: float  # run started -> its first step started (process, imports, resources)
+    steps_s: dict[str, float]  # the drop run's steps (raw, embeddings, assignments, subsets...)
+    drop_run_s: float  # run started -> ended
+    after_run_s: float  # drop run ended -> subsets refreshed (0: refreshed in the drop run)
     total_s: float
-    runs: int  # runs started for this drop (including any fit)
+    runs: int  # runs created for this drop until the subsets held it (including any fit)
+    subsets_in_drop_run: bool
+
+
+def step_seconds(instance, run_id: str) -> tuple[float | None, dict[str, float]]:
+    """(when the run's first step started, seconds per step keyed by the asset kind: the step
+    key without its "<pool>__" prefix)."""
+    from dagster import DagsterEventType
+
+    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS,
+             DagsterEventType.STEP_FAILURE}
+    records = instance.get_records_for_run(run_id, of_type=kinds, limit=10_000).records
+    started: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for r in records:
+        event = r.event_log_entry.dagster_event
+        step = event.step_key.split("__", 1)[-1]
+        if event.event_type == DagsterEventType.STEP_START:
+            started[step] = r.timestamp
+        elif step in started:
+            out[step] = round(r.timestamp - started[step], 2)
+    return (min(started.values()) if started else None), out
 
 
 def drop_timeline(instance, pool_name: str, drop: str, landed_at: float,
                   refreshed_at: float) -> DropTimeline:
-    """Break a drop's landing -> refreshed subsets time down from the run records."""
+    """Break a drop's landing -> refreshed subsets time down from the run records and the
+    steps' events."""
     from dagster import RunsFilter
 
     from curation.naming import DROP_TAG, POOL_TAG
@@ -170,24 +192,80 @@ def drop_timeline(instance, pool_name: str, drop: str, landed_at: float,
     if not drop_runs:
         raise ValueError(f"no run for drop {drop!r} of pool {pool_name!r}")
     drop_run = min(drop_runs, key=lambda r: r.create_timestamp.timestamp())
-    ended = drop_run.end_time or refreshed_at
-    later = [r for r in instance.get_run_records(RunsFilter(tags={POOL_TAG: pool_name}))
-             if r.create_timestamp.timestamp() >= drop_run.create_timestamp.timestamp()
-             and r.create_timestamp.timestamp() <= refreshed_at]
-    subset_runs = [r for r in later if r.dagster_run.run_id != drop_run.dagster_run.run_id
-                   and any(k.path[1:2] == ["subsets"] for k in (r.dagster_run.asset_selection
-                                                               or []))]
-    sub = max(subset_runs, key=lambda r: r.create_timestamp.timestamp()) if subset_runs else None
     created = drop_run.create_timestamp.timestamp()
+    started = drop_run.start_time or created
+    ended = drop_run.end_time or refreshed_at
+    first_step, steps = step_seconds(instance, drop_run.dagster_run.run_id)
+    later = [r for r in instance.get_run_records(RunsFilter(tags={POOL_TAG: pool_name}))
+             if created <= r.create_timestamp.timestamp() <= refreshed_at]
+    in_drop_run = any(k.path[1:2] == ["subsets"]
+                      for k in drop_run.dagster_run.asset_selection or [])
     return DropTimeline(
         sensor_wait_s=round(created - landed_at, 2),
-        drop_run_queue_s=round((drop_run.start_time or created) - created, 2),
-        drop_run_s=round(ended - (drop_run.start_time or created), 2),
-        automation_wait_s=round(sub.create_timestamp.timestamp() - ended, 2) if sub else 0.0,
-        subsets_run_queue_s=round((sub.start_time or 0) - sub.create_timestamp.timestamp(), 2)
-        if sub else 0.0,
-        subsets_run_s=round((sub.end_time or refreshed_at) - (sub.start_time or 0), 2)
-        if sub else 0.0,
+        queue_s=round(started - created, 2),
+        launch_s=round((first_step or started) - started, 2),
+        steps_s=steps,
+        drop_run_s=round(ended - started, 2),
+        after_run_s=round(max(refreshed_at - ended, 0.0), 2) if not in_drop_run else 0.0,
         total_s=round(refreshed_at - landed_at, 2),
         runs=len(later),
+        subsets_in_drop_run=in_drop_run,
     )
+
+
+# ---- PostgreSQL on loopback (the production instance's storage) --------------------------------
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def new_database(env: dict[str, str], name: str) -> dict[str, str]:
+    """An empty database `name` in the cluster of `env` (postgres_cluster's); its environment.
+    One Dagster instance per database: instances sharing one share their run keys, asset
+    history and sensor cursors."""
+    subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", env["DAGSTER_PG_HOST"], "-p",
+                                 env["DAGSTER_PG_PORT"], "-U", env["DAGSTER_PG_USER"], name]),
+                   check=True, capture_output=True, timeout=120)
+    return {**env, "DAGSTER_PG_DB": name}
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL 15 cluster on 127.0.0.1 with an empty database `dagster` (Debian's
+    postgresql-15); yields the DAGSTER_PG_* environment of deploy/dagster.yaml."""
+    import shutil
+    import socket
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists():
+        raise RuntimeError("PostgreSQL 15 is not installed (apt-get install postgresql-15)")
+    root = Path(tempfile.mkdtemp(prefix="curation-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    root.chmod(0o700)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run(*cmd: str) -> None:
+        subprocess.run(_as_postgres(list(cmd)), check=True, capture_output=True, timeout=120)
+
+    try:
+        run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+            "--no-sync")
+        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"), "-w",
+            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start")
+        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+            "dagster")
+        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
+               "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "unused-trust-auth",
+               "DAGSTER_PG_DB": "dagster"}
+    finally:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
+                                     "immediate", "stop"]), capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

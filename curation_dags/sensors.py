@@ -1,9 +1,11 @@
 """Sensors and schedules of the code location.
 
 - ``<pool>_drops_sensor`` (one per pool): registers each new *complete* drop found under the pool's
-  landing prefix as a dynamic partition of ``<pool>_drops`` and requests one run of
-  ``[pool, "raw"]`` + ``[pool, "embeddings"]`` for it; downstream assets follow by their
-  automation conditions. A drop without ``_SUCCESS`` waits for a later tick. A drop id already
+  landing prefix as a dynamic partition of ``<pool>_drops`` and requests one run for it:
+  ``[pool, "raw"]`` + ``[pool, "embeddings"]``, and once a tree exists also the drop's
+  ``[pool, "assignments"]`` and the refresh of the subsets (``drop_run_selections``); the
+  evaluations and the report follow by their automation conditions. A drop without
+  ``_SUCCESS`` waits for a later tick. A drop id already
   registered, or a drop whose files are the same as an already registered drop's, is skipped
   (no partition, no run). Folder names that are not valid drop ids (not UTF-8, '..', ...) and
   drop folders that are symlinks out of the landing folder are skipped with a reason logged
@@ -30,7 +32,13 @@ from typing import Any
 
 import dagster as dg
 
-from assets.keys import drop_run_keys, hierarchy_keys, ingest_keys, takedowns_key
+from assets.keys import (
+    drop_run_keys,
+    hierarchy_keys,
+    ingest_keys,
+    subset_keys,
+    takedowns_key,
+)
 from assets.partitions import drops_partitions
 from curation import naming
 from curation.landing import TAKEDOWNS_FOLDER, content_fingerprint, drop_id_problem
@@ -49,6 +57,21 @@ EMPTY_FINGERPRINT = content_fingerprint([])
 
 def has_tree(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
     return instance.get_latest_materialization_event(hierarchy_keys(pool)[-1]) is not None
+
+
+def tree_settled(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
+    """The pool's items are all placed in the latest tree: an assignment run ended after the
+    latest fit (after a fit every drop is re-assigned in one run) and no fit is queued or
+    running. Only then may a drop's run refresh the subsets: before, the rows of the older fit
+    are excluded and a refresh would publish a subset of the re-assigned drops alone."""
+    from curation_dags.refit import in_flight
+
+    top, assignments = hierarchy_keys(pool)[-1], drop_run_keys(pool)[2]
+    ids = {r.asset_entry.asset_key: r.asset_entry.last_materialization_storage_id or 0
+           for r in instance.get_asset_records([top, assignments])}
+    if not ids.get(top) or ids.get(assignments, 0) < ids[top]:
+        return False
+    return not in_flight(instance, pool.name)[0]
 
 
 # ---- drop sensor -------------------------------------------------------------------------------
@@ -176,9 +199,6 @@ def evaluate_drops(
             skip_reason=f"no new complete drops for pool {name}", cursor=cursor.dump()
         )
     context.log.info(f"pool {name}: registering {len(new)} new drop(s): {', '.join(new)}")
-    # Once a tree exists a drop's whole per-drop path is one run (ingest, then assign); before
-    # the first fit the assignments wait for the tree and follow it by automation.
-    selection = drop_run_keys(pool) if has_tree(context.instance, pool) else ingest_keys(pool)
     return dg.SensorResult(
         dynamic_partitions_requests=[partitions_def.build_add_request(new)],
         run_requests=[
@@ -188,10 +208,30 @@ def evaluate_drops(
                 asset_selection=selection,
                 tags={POOL_TAG: name, DROP_TAG: drop_id},
             )
-            for drop_id in new
+            for drop_id, selection in zip(new, drop_run_selections(
+                pool, len(new), has_tree(context.instance, pool),
+                refresh_subsets=tree_settled(context.instance, pool)), strict=True)
         ],
         cursor=cursor.dump(),
     )
+
+
+def drop_run_selections(pool: PoolConfig, n_drops: int, tree: bool,
+                        refresh_subsets: bool = True) -> list[list[dg.AssetKey]]:
+    """What each of the `n_drops` runs registered at one tick materialises.
+
+    Once a tree exists a drop's whole path is one run: ingest, assign, refresh the subsets
+    (no second run, no wait for an automation tick). Drops registered together refresh the
+    subsets once, in the last run asked for; the subsets' automation condition catches any
+    drop whose run ends after that refresh (assets.automation), and takes over while a fit
+    or the re-assignment after it is pending (`refresh_subsets` false, see tree_settled).
+    Before the first fit the assignments wait for the tree and follow it by automation."""
+    if not tree:
+        return [ingest_keys(pool)] * n_drops
+    without_subsets = [k for k in drop_run_keys(pool) if k not in subset_keys(pool)]
+    if not refresh_subsets:
+        return [without_subsets] * n_drops
+    return [without_subsets] * (n_drops - 1) + [drop_run_keys(pool)] * min(n_drops, 1)
 
 
 def build_drop_sensor(
@@ -221,6 +261,51 @@ def build_drop_sensor(
         return evaluate_drops(context, pool, storage, dedupe_content=dedupe_content)
 
     return _drop_sensor
+
+
+# ---- stall sensor ------------------------------------------------------------------------------
+def evaluate_stalls(context: dg.SensorEvaluationContext, pool: PoolConfig,
+                    tick_s: int) -> dg.SensorResult:
+    """One tick of a pool's stall sensor (separate from the decorator for tests): reports each
+    subset's `includes_every_drop` check without a run, whenever its outcome (passed, drops
+    named) changed. A subset never materialised yet is not judged (the first fit is under
+    way)."""
+    from assets.freshness import stall_outcome
+
+    reported: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    events = []
+    for spec in pool.subsets:
+        key = subset_keys(pool)[pool.subsets.index(spec)]
+        if context.instance.get_latest_materialization_event(key) is None:
+            continue
+        outcome = stall_outcome(context.instance, pool, spec.name, tick_s)
+        state = json.dumps([outcome["passed"], outcome["metadata"]["stalled"]])
+        if reported.get(spec.name) == state:
+            continue
+        reported[spec.name] = state
+        if not outcome["passed"]:
+            context.log.error(f"pool {pool.name}: {outcome['description']}")
+        events.append(dg.AssetCheckEvaluation(**outcome))
+    cursor = json.dumps(reported, sort_keys=True)
+    if not events:
+        return dg.SensorResult(skip_reason=f"pool {pool.name}: no change", cursor=cursor)
+    return dg.SensorResult(asset_events=events, cursor=cursor)
+
+
+def build_stall_sensor(pool: PoolConfig, tick_s: int,
+                       minimum_interval_seconds: int | None = None) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=naming.stall_sensor(pool.name),
+        description=f"Reports the `includes_every_drop` check of every subset of {pool.name!r}: "
+        f"red when a drop's assignments or a takedown wait more than "
+        f"{pool.stall_after_ticks} automation ticks for a subsets refresh.",
+        minimum_interval_seconds=minimum_interval_seconds or tick_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _stall_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        return evaluate_stalls(context, pool, tick_s)
+
+    return _stall_sensor
 
 
 # ---- takedowns sensor ---------------------------------------------------------------------------

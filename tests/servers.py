@@ -301,44 +301,14 @@ def graphql(url: str, query: str, variables: dict | None = None, timeout: float 
 
 
 # ---- PostgreSQL on loopback (Debian's postgresql package) ------------------------------------
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the `postgres` user then."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[dict[str, str]]:
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1 with an empty database `dagster`;
     yields the DAGSTER_PG_* environment of deploy/dagster.yaml."""
-    import shutil
-    import tempfile
+    from curation_dags.live import PG_BIN, postgres_cluster
 
     if not (PG_BIN / "initdb").exists():
         pytest.fail("PostgreSQL 15 is not installed (apt-get install postgresql-15): .ci/run "
                     "installs it")
-    root = Path(tempfile.mkdtemp(prefix="curation-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    root.chmod(0o700)
-    port = free_port()
-    run = lambda *cmd: subprocess.run(_as_postgres(list(cmd)), check=True,  # noqa: E731
-                                      capture_output=True, timeout=120)
-    try:
-        run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-            "--no-sync")
-        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"), "-w",
-            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "start")
-        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-            "dagster")
-        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
-               "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "unused-trust-auth",
-               "DAGSTER_PG_DB": "dagster"}
-    finally:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
-                                     "immediate", "stop"]), capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_cluster() as env:
+        yield env

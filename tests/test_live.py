@@ -15,8 +15,10 @@ shows the tree and the subsets fresh.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,13 +26,22 @@ import yaml
 from servers import dagster_stack, graphql, postgres  # noqa: F401 - fixture
 
 from curation.synthetic import fixed_mixture_draw, write_vector_drop
-from curation_dags.live import REPO_ROOT, materialization_count, subsets_cover, wait_until
+from curation_dags.live import (
+    REPO_ROOT,
+    materialization_count,
+    new_database,
+    subsets_cover,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
 POOL = "live"
 DIM = 8
 DEADLINE_S = 240
+RACE_AUTOMATION_S = 20
+BURST_DEADLINE_S = 3 * RACE_AUTOMATION_S + 60
+RACE_SEED = int(os.environ.get("CURATION_RACE_SEED", "20261201"))  # rerun with others
 POOLS_YAML = f"""\
 pools:
   - name: {POOL}
@@ -76,7 +87,7 @@ class Live:
         write_vector_drop(self.landing / drop, x + shift, [f"{drop}-{i}" for i in range(n)])
         self.good[drop] = n
 
-    def settled(self, after: float, what: str) -> dict:
+    def settled(self, after: float, what: str, deadline: float = DEADLINE_S) -> dict:
         """Wait until every subset covers every good drop's items under the latest fit."""
         expected = sum(self.good.values())
 
@@ -84,7 +95,7 @@ class Live:
             meta = subsets_cover(self.instance, self.lancedb, self.pool, after)
             return meta if meta and meta["even"]["pool_size"] == expected else None
 
-        return wait_until(covered, DEADLINE_S, what, poll=1.0)
+        return wait_until(covered, deadline, what, poll=1.0)
 
     def fit_version(self) -> int:
         from assets.tables import latest_fit_summary
@@ -109,16 +120,16 @@ class Live:
         return {"/".join(n["assetKey"]["path"]): n["staleStatus"] for n in data["assetNodes"]}
 
 
-@pytest.fixture
-def live(tmp_path, postgres, monkeypatch):  # noqa: F811 - fixture
+def _live_stack(tmp_path, postgres, monkeypatch, sensor_s: int, automation_s: int):  # noqa: F811
     pools = tmp_path / "pools.yaml"
     pools.write_text(POOLS_YAML)
     env = {
-        **postgres,
+        # a database of its own: the cluster is shared by the session's live tests
+        **new_database(postgres, f"dagster_{uuid.uuid4().hex[:12]}"),
         "CURATION_HOME": str(tmp_path / "curation"),
         "CURATION_POOLS": str(pools),
-        "CURATION_SENSOR_INTERVAL_S": "2",
-        "CURATION_AUTOMATION_INTERVAL_S": "2",
+        "CURATION_SENSOR_INTERVAL_S": str(sensor_s),
+        "CURATION_AUTOMATION_INTERVAL_S": str(automation_s),
     }
     for key, value in {**env, "DAGSTER_HOME": str(tmp_path / "dagster")}.items():
         monkeypatch.setenv(key, value)
@@ -127,6 +138,19 @@ def live(tmp_path, postgres, monkeypatch):  # noqa: F811 - fixture
     config["run_monitoring"]["poll_interval_seconds"] = 3
     with dagster_stack(tmp_path / "dagster", env, instance_yaml=yaml.safe_dump(config)) as url:
         yield Live(tmp_path, url)
+
+
+@pytest.fixture
+def live(tmp_path, postgres, monkeypatch):  # noqa: F811 - fixture
+    yield from _live_stack(tmp_path, postgres, monkeypatch, sensor_s=2, automation_s=2)
+
+
+@pytest.fixture
+def live_wide_ticks(tmp_path, postgres, monkeypatch):  # noqa: F811 - fixture
+    """Automation ticks five times the drop sensor's: a subsets refresh and the next drop's
+    assignments often fall into one automation window, the timing users hit at 30 s ticks."""
+    yield from _live_stack(tmp_path, postgres, monkeypatch, sensor_s=2,
+                           automation_s=RACE_AUTOMATION_S)
 
 
 def test_every_drop_reaches_the_subsets_under_the_daemon(live):
@@ -215,7 +239,11 @@ def test_every_drop_reaches_the_subsets_under_the_daemon(live):
     from dagster import RunsFilter
 
     retries = p.instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": killed}))
-    assert retries and retries[0].status.value == "SUCCESS"
+    assert retries
+    # the retry refreshes the subsets itself, then runs their checks: wait for its end
+    wait_until(lambda: p.instance.get_run_by_id(retries[0].run_id).is_finished, DEADLINE_S,
+               "the retry of dk's run to end")
+    assert p.instance.get_run_by_id(retries[0].run_id).status.value == "SUCCESS"
     raw_ids = p.lancedb.open(p.pool.table("raw")).to_arrow()["item_id"].to_pylist()
     assert len(raw_ids) == len(set(raw_ids))
 
@@ -277,3 +305,71 @@ def test_changing_nothing_refits_nothing():
     assert fit_signature({"a": 3, "b": 2}, {"n": 5}, config) != base
     other = HierarchyConfig(n_clusters=[4, 2], resampling_steps=[1], seed=1)
     assert fit_signature({"a": 3, "b": 2}, {"m": 5}, other) != base
+
+
+# ---- the race: drops landing whatever the timing of the subsets' own runs ----------------------
+def _subsets_runs(instance, statuses) -> list:
+    """Runs of the pool whose selection holds a subset, with one of `statuses`."""
+    from dagster import RunsFilter
+
+    from curation.naming import POOL_TAG
+
+    runs = instance.get_run_records(RunsFilter(statuses=statuses or [], tags={POOL_TAG: POOL}),
+                                    limit=1000)
+    return [r for r in runs if any(k.path[1:2] == ["subsets"]
+                                   for k in (r.dagster_run.asset_selection or []))]
+
+
+def test_every_drop_reaches_the_subsets_whatever_the_timing(live_wide_ticks):
+    """Bursts of drops landed with seeded, randomised timing relative to the subsets' own
+    refreshes: each drop after a random gap of 0 to 2 automation ticks, while a run refreshing
+    the subsets is in flight, or right after such a run ended. Every burst must reach every
+    subset within the deadline, so each burst's last drop (the one nothing re-arms) is judged
+    on its own; at least 10 drops in all (seed in RACE_SEED)."""
+    from dagster import DagsterRunStatus
+
+    p = live_wide_ticks
+    tick = RACE_AUTOMATION_S
+    rng = random.Random(RACE_SEED)
+    t = time.time()
+    p.land("r00", 300)
+    p.land("r01", 300)
+    p.settled(t, "first fit and subsets over r00, r01")
+    seen = {r.dagster_run.run_id for r in _subsets_runs(p.instance, None)}
+
+    def next_subsets_run(timeout: float) -> str | None:
+        """A run refreshing the subsets that started after the last landing, once started."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for r in _subsets_runs(p.instance, [DagsterRunStatus.STARTED]):
+                if r.dagster_run.run_id not in seen:
+                    seen.add(r.dagster_run.run_id)
+                    return r.dagster_run.run_id
+            time.sleep(0.05)
+        return None
+
+    k, modes = 2, []
+    for _burst in range(5):
+        time.sleep(rng.uniform(0, 2 * tick))
+        for j in range(rng.randint(2, 3)):
+            mode = "gap" if j == 0 else rng.choice(["gap", "during", "after"])
+            if mode == "gap" and j:
+                time.sleep(rng.uniform(0, 2 * tick))
+            elif mode != "gap":
+                running = next_subsets_run(3 * tick + 30)
+                if running is not None and mode == "during":
+                    time.sleep(rng.uniform(0, 1.0))
+                while mode == "after" and running is not None:
+                    if p.instance.get_run_by_id(running).is_finished:
+                        break
+                    time.sleep(0.05)
+            drop = f"r{k:02d}"
+            k += 1
+            p.land(drop, rng.randint(10, 60))
+            modes.append(f"{drop}:{mode}")
+        landed = time.time()
+        p.settled(landed, f"burst ending with {drop} in every subset ({', '.join(modes)})",
+                  deadline=BURST_DEADLINE_S)
+    assert k - 2 >= 10
+    p.assert_everything_assigned()
+    assert p.fit_version() == 1 and p.level_fits() == 1  # no refit hid the race

@@ -44,6 +44,11 @@ def tiny_assignments(context) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"drop": context.partition_key})
 
 
+@dg.asset(key=["tiny", "subsets", "all"], deps=[tiny_assignments])
+def tiny_subset() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"refreshed": True})
+
+
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as inst:
@@ -154,11 +159,34 @@ def test_sensor_run_requests_materialise(local_landing, instance):
         assert instance.get_latest_materialization_event(key).dagster_event.partition == "d1"
 
 
+def test_once_a_tree_exists_a_drop_run_refreshes_the_subsets(local_landing, instance):
+    """After the first fit a drop's run holds its assignments and the subsets (one run, no
+    automation tick in between); drops registered at one tick refresh them once, in the last
+    run; the partitioned run with the unpartitioned subsets executes."""
+    ticker = Ticker(build_drop_sensor(POOL), instance, local_landing.storage)
+    deliver(local_landing, "d0", {"a.parquet": b"a"})
+    ticker.tick()
+    assert ticker.run_requests[0].asset_selection == [tiny_raw.key, tiny_embeddings.key]
+    instance.report_runless_asset_event(dg.AssetMaterialization(["tiny", "level_2"]))
+    deliver(local_landing, "d1", {"a.parquet": b"b"})
+    deliver(local_landing, "d2", {"a.parquet": b"c"})
+    assert ticker.tick() == ["d1", "d2"]
+    first, last = ticker.run_requests[1:]
+    assert tiny_subset.key not in first.asset_selection
+    assert last.asset_selection == [tiny_raw.key, tiny_embeddings.key, tiny_assignments.key,
+                                    tiny_subset.key]
+    result = dg.materialize([tiny_raw, tiny_embeddings, tiny_assignments, tiny_subset],
+                            instance=instance, partition_key=last.partition_key,
+                            selection=last.asset_selection, tags=last.tags)
+    assert result.success
+    assert instance.get_latest_materialization_event(tiny_subset.key) is not None
+
+
 def test_sensor_tick_through_definitions(local_landing, instance):
     """A full tick with the Definitions (validates targets and partition keys as the daemon)."""
     sensor = build_drop_sensor(POOL)
     defs = dg.Definitions(
-        assets=[tiny_raw, tiny_embeddings, tiny_assignments],
+        assets=[tiny_raw, tiny_embeddings, tiny_assignments, tiny_subset],
         sensors=[sensor],
         resources={"landing": local_landing.storage},
     )
@@ -185,6 +213,8 @@ def test_sensors_and_schedules_run_by_default():
         "other_refit_sensor",
         "tiny_takedowns_sensor",
         "other_takedowns_sensor",
+        "tiny_stall_sensor",
+        "other_stall_sensor",
         "curation_run_failure_sensor",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
@@ -239,13 +269,15 @@ def test_real_code_location_wires_sensors_and_a_valid_refit_run_config(tmp_path,
         sensor = repo.get_sensor_def(f"{pool.name}_drops_sensor")
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
         job = repo.get_job(sensor.job_name)
-        assert set(job.asset_layer.selected_asset_keys) == {  # a drop's whole per-drop path
+        assert set(job.asset_layer.selected_asset_keys) == {  # a drop's whole path, one run
             dg.AssetKey([pool.name, "raw"]),
             dg.AssetKey([pool.name, "embeddings"]),
             dg.AssetKey([pool.name, "assignments"]),
+            *(dg.AssetKey([pool.name, "subsets", s.name]) for s in pool.subsets),
         }
         assert f"{pool.name}_refit_sensor" in sensor_names
         assert f"{pool.name}_automation" in sensor_names
+        assert f"{pool.name}_stall_sensor" in sensor_names
     assert "curation_run_failure_sensor" in sensor_names
 
     pool = pools[0]
