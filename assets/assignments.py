@@ -27,6 +27,7 @@ from curation import naming
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
 from curation.sql import in_list
+from curation.takedowns import drop_taken_down_rows
 from resources.clustering import ClusteringResource
 from resources.lancedb import LanceDBResource
 
@@ -87,8 +88,14 @@ def _build(pool: PoolConfig, keys):
             rows = assignment_table(pc.filter(cols["item_id"], keep), pc.filter(cols["drop"], keep),
                                     pc.filter(cols["uri"], keep), assignment, fit.fit_version)
         del x
+        late = 0
         if rows is not None:
             table = lancedb.replace_rows(pool.table("assignments"), rows, "item_id", scope)
+            # taken down while these drops were assigned: their rows go again
+            for drop in drops:
+                mine = rows.filter(pc.equal(rows["drop"], drop))["item_id"].to_pylist()
+                late += len(drop_taken_down_rows(lancedb.connect(), pool.name, "assignments",
+                                                 drop, mine))
         else:
             table = lancedb.open(pool.table("assignments"))
             if table is not None:
@@ -103,6 +110,7 @@ def _build(pool: PoolConfig, keys):
             "items": assigned,
             "new_since_fit": totals["new"],
             "other_model_items": int((~usable).sum()),
+            "taken_down_during_ingest": late,
             "fit_version": fit.fit_version,
             "mean_distance": float(distance[usable].mean()) if assigned else 0.0,
             "distance_ratio_to_fit": (float(distance[usable].mean())

@@ -37,6 +37,7 @@ from curation.embedding.base import Item, identity_version
 from curation.items import parse_jsonl
 from curation.pools import PoolConfig
 from curation.sql import in_list, sql_str
+from curation.takedowns import drop_taken_down_rows
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
@@ -61,6 +62,11 @@ def vectors_identity(pool: PoolConfig) -> dict:
         "dim": pool.dim,
         "source": "precomputed parquet",
     }
+
+
+# Largest vector norm ingested: squared distances between two such vectors stay below
+# (2e15)^2 = 4e30, far inside float32 (3.4e38), in faiss's and the k-means' arithmetic.
+MAX_VECTOR_NORM = 1e15
 
 
 def embeddings_code_version(pool: PoolConfig) -> str:
@@ -137,6 +143,13 @@ def build_embeddings_asset(pool: PoolConfig):
         ids, uris = raw_rows["item_id"].to_pylist(), raw_rows["uri"].to_pylist()
         existing = lancedb.open(pool.table("embeddings"))
 
+        stored_dim = table_dim(existing)
+        if pool.dim and stored_dim and pool.dim != stored_dim:
+            raise Failure(description=(
+                f"drop {drop!r}: the pool's dim is {pool.dim} but its embeddings table holds "
+                f"{stored_dim}-d vectors. A new dimension is a new embedding space, which "
+                "this pool's tree and subsets cannot mix with the old one: set dim back to "
+                f"{stored_dim}, or deliver the new vectors to a new pool (docs/LANDING.md)"))
         if pool.modality == "vectors":
             _, values, reasons = _precomputed(storage, raw_rows)
             identity = vectors_identity(pool)
@@ -165,6 +178,13 @@ def build_embeddings_asset(pool: PoolConfig):
         finite = np.isfinite(x).all(axis=1) if len(got) else np.ones(0, bool)
         for i in np.asarray(got, dtype=np.int64)[~finite]:
             reasons[i] = "vector holds NaN or Inf"
+        norms = np.sqrt(np.square(x, dtype=np.float64).sum(axis=1)) if len(got) else \
+            np.zeros(0)
+        huge = finite & (norms > MAX_VECTOR_NORM)
+        for i, n in zip(np.asarray(got, dtype=np.int64)[huge], norms[huge], strict=True):
+            reasons[i] = (f"vector norm {n:.3g} exceeds {MAX_VECTOR_NORM:.0e}: squared "
+                          "distances would overflow float32 in the k-means")
+        finite &= ~huge
         keep = [i for i, ok in zip(got, finite, strict=True) if ok]
         x = x[finite]
         quarantined = [(uris[i], reasons[i]) for i in range(len(ids)) if reasons[i]]
@@ -182,13 +202,18 @@ def build_embeddings_asset(pool: PoolConfig):
             "model_hash": pa.array([model_hash] * len(keep), pa.string()),
         })
         table = existing
+        late: list[str] = []
         if dim:
             table = lancedb.replace_rows(pool.table("embeddings"), rows, "item_id", scope)
+            # taken down while this drop was embedded: its rows go again
+            late = drop_taken_down_rows(lancedb.connect(), pool.name, "embeddings", drop,
+                                        [ids[i] for i in keep])
         checks = _checks(table, drop, dim, key)
         return MaterializeResult(
             metadata={
                 "raw_items": len(ids),
-                "embedded": len(keep),
+                "embedded": len(keep) - len(late),
+                "taken_down_during_ingest": len(late),
                 "quarantined": len(quarantined),
                 "quarantine_reasons": MetadataValue.json(
                     dict(Counter(r.split(":")[0] for _, r in quarantined))

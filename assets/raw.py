@@ -25,12 +25,14 @@ from curation.items import parse_file
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
 from curation.sql import in_list, sql_str
+from curation.takedowns import drop_taken_down_rows, takedown_reasons
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
 from .partitions import drops_partitions
 
 CHUNK = 2000
+MAX_ITEM_ID_BYTES = 1024  # longer ids are quarantined (docs/LANDING.md)
 
 
 def checked_drop(context: AssetExecutionContext) -> str:
@@ -64,18 +66,6 @@ def _reclaimable(lancedb: LanceDBResource, pool: PoolConfig, held: dict[str, str
             embedded = embeddings.search().where(in_list("item_id", sorted(bad)))
             bad -= set(embedded.select(["item_id"]).limit(None).to_arrow()["item_id"].to_pylist())
         out |= bad
-    return out
-
-
-def _taken_down(lancedb: LanceDBResource, pool: PoolConfig, ids: list[str]) -> dict[str, str]:
-    """{item_id: reason(s)} of the given ids that were taken down."""
-    table = lancedb.open(pool.table("takedowns"))
-    out: dict[str, str] = {}
-    for start in range(0, len(ids) if table is not None else 0, CHUNK):
-        found = table.search().where(in_list("item_id", ids[start : start + CHUNK]))
-        for row in found.select(["item_id", "reason"]).limit(None).to_arrow().to_pylist():
-            have = out.get(row["item_id"])
-            out[row["item_id"]] = row["reason"] if have is None else f"{have}; {row['reason']}"
     return out
 
 
@@ -117,9 +107,16 @@ def build_raw_asset(pool: PoolConfig):
             items += parsed.items
             quarantined += parsed.quarantined
         delivered = len(items) + len(quarantined)
+        # An id is a key in every table and every query: a cap keeps one item from bloating
+        # them (content-addressed ids are 64 characters).
+        too_long = [i for i in items if len(i.item_id.encode("utf-8")) > MAX_ITEM_ID_BYTES]
+        if too_long:
+            items = [i for i in items if len(i.item_id.encode("utf-8")) <= MAX_ITEM_ID_BYTES]
+            quarantined += [(i.ref, f"item id of {len(i.item_id.encode('utf-8'))} bytes "
+                             f"exceeds the {MAX_ITEM_ID_BYTES}-byte cap") for i in too_long]
 
         # Taken down earlier: never ingested again, quarantined with the takedown's reason.
-        gone = _taken_down(lancedb, pool, sorted({i.item_id for i in items}))
+        gone = takedown_reasons(lancedb.connect(), pool.name, {i.item_id for i in items})
         down = [i for i in items if i.item_id in gone]
         items = [i for i in items if i.item_id not in gone]
         down_rows = [(i.ref, f"taken down: {gone[i.item_id]}") for i in down]
@@ -174,6 +171,15 @@ def build_raw_asset(pool: PoolConfig):
         if not fresh:  # nothing of this drop may stay in the table
             raw_table.delete(f"drop = {sql_str(drop)}")
         ingested = [i for i in fresh if holders.get(i.item_id) == drop]
+        # Taken down while this drop was read (after the check above): out again, quarantined.
+        late = set(drop_taken_down_rows(lancedb.connect(), pool.name, "raw", drop,
+                                        [i.item_id for i in ingested]))
+        if late:
+            reasons = takedown_reasons(lancedb.connect(), pool.name, late)
+            down += [i for i in ingested if i.item_id in late]
+            down_rows += [(i.ref, f"taken down: {reasons[i.item_id]}") for i in ingested
+                          if i.item_id in late]
+            ingested = [i for i in ingested if i.item_id not in late]
         duplicates = [(i, drop) for i in repeated]
         duplicates += [
             (i, holders.get(i.item_id, "")) for i in fresh if holders.get(i.item_id) != drop

@@ -185,12 +185,12 @@ def latest_fit_summary(lancedb, pool: PoolConfig):
     table = lancedb.open(pool.table("fits"))
     if table is None or table.count_rows() == 0:
         return None
-    cols = ["fit_version", "n_items", "mean_distance", "model_hash"]
+    cols = ["fit_version", "n_items", "mean_distance", "model_hash", "config"]
     rows = table.search().select(cols).limit(None).to_arrow().to_pylist()
     row = max(rows, key=lambda r: r["fit_version"])
     return FitSummary(fit_version=int(row["fit_version"]), n_items=int(row["n_items"]),
                       mean_distance=float(row["mean_distance"]),
-                      model_hash=row.get("model_hash") or "")
+                      model_hash=row.get("model_hash") or "", config=row.get("config") or "")
 
 
 def model_hash_counts(table) -> dict[str, int]:

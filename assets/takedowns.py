@@ -5,10 +5,13 @@ Owner of `<pool>__takedowns` (audit rows: item_id, reason, at, by, run; see
 function. Each run:
 
 1. records the takedown files named in its config (`<prefix>/_takedowns/<name>`, found by
-   the pool's takedowns sensor), by = `file:_takedowns/<name>`, run = this run;
-2. stamps the pending rows with this run;
-3. deletes every taken-down item from `<pool>__raw`, `<pool>__embeddings` and
-   `<pool>__assignments`.
+   the pool's takedowns sensor), by = `file:_takedowns/<name>`, pending;
+2. deletes every taken-down item from `<pool>__raw`, `<pool>__embeddings`,
+   `<pool>__assignments`, and from the tables of subsets no longer in the pool's config
+   (the configured subsets are refreshed after this run);
+3. only then stamps the pending rows with this run. A run killed before the end leaves its
+   rows pending: the takedowns sensor asks for another run (pending rows), which deletes
+   again (idempotent) and stamps them, so the audit names the run that finished the purge.
 
 Besides their owners (raw, embeddings, assignments), this asset is the only writer of those
 tables, and it only deletes. The subsets depend on it: automation refreshes them after each
@@ -21,7 +24,9 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from curation import naming
 from curation.landing import TAKEDOWNS_FOLDER
 from curation.pools import PoolConfig
+from curation.subsets import stored_tables
 from curation.takedowns import (
+    PURGED_KINDS,
     mark_applied,
     parse_takedown_file,
     purge_taken_down,
@@ -34,6 +39,15 @@ from resources.storage import LandingStorage
 
 class TakedownsConfig(Config):
     files: list[str] = []  # names under <prefix>/_takedowns/ to record first
+
+
+def retired_subset_kinds(db, pool: PoolConfig) -> list[str]:
+    """Table kinds (`subset_<name>`) of subsets this pool stored but no longer configures:
+    nothing refreshes them, so a takedown purges them directly."""
+    prefix = naming.table(pool.name, "subset_")
+    configured = {naming.table(pool.name, f"subset_{s.name}") for s in pool.subsets}
+    return sorted(name[len(naming.table(pool.name, "")):] for name in stored_tables(db)
+                  if name.startswith(prefix) and name not in configured)
 
 
 def build_takedowns_asset(pool: PoolConfig):
@@ -55,14 +69,14 @@ def build_takedowns_asset(pool: PoolConfig):
                 rows = parse_takedown_file(name, storage.read_bytes(uri))
             except (OSError, ValueError) as exc:
                 raise Failure(description=f"takedown file {name!r}: {exc}") from None
-            done = record_takedowns(db, pool.name, rows, by=f"file:{TAKEDOWNS_FOLDER}/{name}",
-                                    run=context.run.run_id)
+            done = record_takedowns(db, pool.name, rows, by=f"file:{TAKEDOWNS_FOLDER}/{name}")
             recorded += done["recorded"]
             context.log.info(f"takedown file {name}: {done['recorded']} new audit rows "
                              f"({done['items']} items)")
-        applied = mark_applied(db, pool.name, context.run.run_id)
         ids = taken_down_ids(db, pool.name).to_pylist()
-        purged = purge_taken_down(db, pool.name, ids)
+        retired = retired_subset_kinds(db, pool)
+        purged = purge_taken_down(db, pool.name, ids, kinds=(*PURGED_KINDS, *retired))
+        applied = mark_applied(db, pool.name, context.run.run_id)  # after the purge only
         context.log.info(f"pool {pool.name}: {len(ids)} items taken down; deleted "
                          + ", ".join(f"{k} {v['deleted']}" for k, v in purged.items()))
         audit = lancedb.open(pool.table("takedowns"))
@@ -71,6 +85,7 @@ def build_takedowns_asset(pool: PoolConfig):
             "recorded_from_files": recorded,
             "pending_applied": applied,
             "taken_down_items": len(ids),
+            "retired_subsets_purged": MetadataValue.json(sorted(retired)),
             **{f"deleted_{k}": v["deleted"] for k, v in purged.items()},
             "table_versions": MetadataValue.json(
                 {pool.table(k): v["version"] for k, v in purged.items()}),

@@ -117,7 +117,9 @@ def main() -> None:
           f"{args.instance} instance, sensor tick {sensor_interval_s()} s, automation tick "
           f"{automation_interval_s()} s: first full materialisation {full_s:.1f} s; refits "
           f"during the incremental drops: {refits}")
-    steps = sorted({s for r in rows for s in r.steps_s})
+    order = ["raw", "embeddings", "assignments", "subsets"]  # the drop run's steps, in order
+    steps = sorted({s for r in rows for s in r.steps_s},
+                   key=lambda s: (order.index(s) if s in order else len(order), s))
     fields = ["sensor_wait_s", "queue_s", "launch_s", *steps, "after_run_s", "total_s", "runs"]
 
     def value(r, f):

@@ -15,7 +15,7 @@ import numpy as np
 from . import naming
 from .selection import item_keys, rank_hash
 from .sql import sql_str
-from .subsets import open_table, table_manifest
+from .subsets import open_table, stored_tables, table_manifest
 from .takedowns import taken_down_ids
 
 
@@ -33,7 +33,7 @@ def _rows(db, name: str, where: str, columns: list[str] | None = None) -> list[d
 
 def subset_names(db, pool: str) -> list[str]:
     prefix = naming.table(pool, "subset_")
-    return sorted(n[len(prefix):] for n in db.list_tables().tables if n.startswith(prefix))
+    return sorted(n[len(prefix):] for n in stored_tables(db) if n.startswith(prefix))
 
 
 def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: dict,

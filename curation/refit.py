@@ -29,6 +29,14 @@ class FitSummary:
     n_items: int
     mean_distance: float
     model_hash: str = ""
+    config: str = ""  # the fit's HierarchyConfig (JSON); "" from fits that did not keep it
+
+
+def tree_shape(config_json: str) -> dict:
+    """The options of a HierarchyConfig that shape the tree: all but where it runs (device)."""
+    import json
+
+    return {k: v for k, v in json.loads(config_json).items() if k != "device"}
 
 
 @dataclass
@@ -51,12 +59,15 @@ class RefitDecision:
 
 
 def decide_refit(
-    policy, fit: FitSummary | None, drift: DriftSummary, pool_items: int, min_items: int
+    policy, fit: FitSummary | None, drift: DriftSummary, pool_items: int, min_items: int,
+    config: str = "",
 ) -> RefitDecision:
     """Refit or not under `policy` (max_added_fraction, max_distance_ratio).
 
     `pool_items` is the number of embedded items (only used before the first fit);
-    `min_items` the number of level-1 clusters (a first fit needs at least that many).
+    `min_items` the number of level-1 clusters (a first fit needs at least that many);
+    `config` the pool's HierarchyConfig now (JSON): a tree fitted under other options
+    (levels, cluster counts, metric, seed...) is refitted, whatever the drift.
     """
     if fit is None:
         numbers = {"pool_items": pool_items}
@@ -72,6 +83,11 @@ def decide_refit(
         "added_fraction": drift.new_items / max(fit.n_items, 1),
         "fitted_mean_distance": fit.mean_distance,
     }
+    if config and fit.config and tree_shape(config) != tree_shape(fit.config):
+        was, now = tree_shape(fit.config), tree_shape(config)
+        changed = sorted(k for k in now.keys() | was.keys() if was.get(k) != now.get(k))
+        numbers.update(config_changed={k: [was.get(k), now.get(k)] for k in changed})
+        return RefitDecision(True, f"hierarchy config changed ({', '.join(changed)})", numbers)
     if drift.new_items:
         new_mean = drift.new_distance_sum / drift.new_items
         numbers.update(new_mean_distance=new_mean,

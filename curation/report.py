@@ -164,9 +164,11 @@ def text_snippet(uri: str, read_bytes: Callable[[str], bytes],
                  chars: int = SNIPPET_CHARS) -> str:
     """The text of an item: a .txt file, or line N of a .jsonl file (uri `file#LN`, its "text")."""
     base, _, fragment = uri.partition("#L")
-    data = read_bytes(base).decode("utf-8", errors="replace")
+    data = read_bytes(base).decode("utf-8-sig", errors="replace")
     if fragment.isdigit():
-        line = data.splitlines()[int(fragment) - 1]
+        # numbered as ingestion numbers them (curation.items.parse_jsonl): lines end at "\n"
+        # only; str.splitlines also breaks at U+2028 and U+0085 inside a record's text
+        line = data.split("\n")[int(fragment) - 1].removesuffix("\r")
         try:
             data = str(json.loads(line).get("text", line))
         except (ValueError, AttributeError):

@@ -56,6 +56,17 @@ def connect(uri: str | None = None):
     return lancedb.connect(lancedb_uri(uri), storage_options=options)
 
 
+def stored_tables(db) -> list[str]:
+    """Names of every table of the database (all pages of the listing)."""
+    names, token = [], None
+    while True:
+        page = db.list_tables(page_token=token, limit=1000)
+        names += list(page.tables)
+        token = page.page_token
+        if not token:
+            return names
+
+
 def open_table(db, name: str, version: int | None = None):
     """The table (pinned at `version` when given), or None when it does not exist."""
     try:

@@ -9,10 +9,16 @@ ever added, except that `mark_applied` fills `run` in once.
 `[pool, "takedowns"]` asset both call it). `purge_taken_down` deletes taken-down items from
 raw, embeddings and assignments; only that asset calls it.
 
-Takedown file (landed under the pool's landing prefix, `<prefix>/_takedowns/<name>`):
-- `<name>.txt`: one item_id per line; a line `# reason: <text>` gives the reason of every id
-  of the file (required); other lines starting with `#` and blank lines are ignored;
-- `<name>.csv`: a header with `item_id` and `reason` columns (others ignored), one row per id.
+Takedown file (landed under the pool's landing prefix, `<prefix>/_takedowns/<name>`). Ids are
+matched byte for byte: nothing is trimmed from an id, and lines end at `\n` only (a `\r`
+before it is dropped); U+2028, U+0085 and the other Unicode line breaks are part of an id.
+- `<name>.txt`: a header of `#` lines, then one item_id per line. A header line
+  `# reason: <text>` gives the reason of every id of the file (required); other header lines
+  are comments. After the first id every line is an id, `#` included; empty lines are skipped.
+  An id that is empty, starts a line with `#` before any id, holds a `\n`, or ends in `\r`
+  cannot be written here: use `.csv`;
+- `<name>.csv`: a header with `item_id` and `reason` columns (header names trimmed; others
+  ignored), one row per id, values verbatim; CSV quoting expresses any id.
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ def record_takedowns(db, pool: str, items, by: str, run: str = "") -> dict:
 
     pairs: dict[tuple[str, str], None] = {}
     for item_id, reason in items:
-        item_id, reason = str(item_id).strip(), str(reason or "").strip()
+        item_id, reason = str(item_id), str(reason or "").strip()  # ids byte for byte
         if not item_id:
             continue
         if not reason:
@@ -102,6 +108,31 @@ def record_takedowns(db, pool: str, items, by: str, run: str = "") -> dict:
     else:
         table.add(rows)
     return {"recorded": len(pairs), "items": n_ids, "version": table.version}
+
+
+def takedown_reasons(db, pool: str, ids) -> dict[str, str]:
+    """{item_id: reason(s)} of those of `ids` that were taken down (recorded, applied or not)."""
+    table = open_table(db, naming.table(pool, "takedowns"))
+    ids = sorted(set(ids))
+    out: dict[str, str] = {}
+    for start in range(0, len(ids) if table is not None else 0, CHUNK):
+        found = table.search().where(in_list("item_id", ids[start:start + CHUNK]))
+        for row in found.select(["item_id", "reason"]).limit(None).to_arrow().to_pylist():
+            have = out.get(row["item_id"])
+            out[row["item_id"]] = row["reason"] if have is None else f"{have}; {row['reason']}"
+    return out
+
+
+def drop_taken_down_rows(db, pool: str, kind: str, drop: str, ids) -> list[str]:
+    """After a drop's write to `<pool>__<kind>`: delete the rows of those of `ids` taken down
+    meanwhile (a takedown recorded, or even purged, while the drop was being ingested), so
+    a takedown never loses the race with an ingest. Returns the ids deleted."""
+    down = set(taken_down_ids(db, pool).to_pylist())  # one read of the audit's id column
+    late = sorted(i for i in set(ids) if i in down) if down else []
+    table = open_table(db, naming.table(pool, kind)) if late else None
+    for start in range(0, len(late) if table is not None else 0, CHUNK):
+        table.delete(f"drop = {sql_str(drop)} AND " + in_list("item_id", late[start:start + CHUNK]))
+    return late
 
 
 def pending_takedowns(db, pool: str) -> int:
@@ -147,6 +178,45 @@ def purge_taken_down(db, pool: str, ids: list[str], kinds=PURGED_KINDS) -> dict:
     return out
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines of a text of ids: split at `\n` only, one `\r` before it dropped. Not
+    str.splitlines, which also splits at U+2028, U+0085 and others that ids may hold."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def read_id_list(path, name: str | None = None) -> list[str]:
+    """Item ids of a list file (`curate takedown --items`): a `.csv` with an `item_id` column
+    (values verbatim), else one id per line (split_lines, verbatim, empty lines skipped)."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_bytes().decode("utf-8-sig")
+    if (name or path.name).lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        fields = [f.strip() for f in reader.fieldnames or []]
+        if "item_id" not in fields:
+            raise ValueError(f"{path}: header needs an item_id column, got {fields}")
+        reader.fieldnames = fields
+        return [row["item_id"] for row in reader if row.get("item_id")]
+    return [line for line in split_lines(text) if line]
+
+
+def unmatched_ids(db, pool: str, ids) -> list[str]:
+    """The ids that are in none of the pool's item tables (raw, embeddings): a takedown of
+    them is recorded (a later delivery is refused) but removes nothing now."""
+    ids = sorted(set(ids))
+    found: set[str] = set()
+    for kind in ("raw", "embeddings"):
+        table = open_table(db, naming.table(pool, kind))
+        if table is None:
+            continue
+        for start in range(0, len(ids), CHUNK):
+            where = in_list("item_id", ids[start:start + CHUNK])
+            rows = table.search().where(where).select(["item_id"]).limit(None).to_arrow()
+            found.update(rows["item_id"].to_pylist())
+    return [i for i in ids if i not in found]
+
+
 def parse_takedown_file(name: str, data: bytes) -> list[tuple[str, str]]:
     """[(item_id, reason)] of a takedown file, or ValueError saying what is wrong with it."""
     if len(data) > MAX_FILE_BYTES:
@@ -157,18 +227,19 @@ def parse_takedown_file(name: str, data: bytes) -> list[tuple[str, str]]:
         raise ValueError(f"not UTF-8 (byte {exc.start})") from None
     lower = name.lower()
     if lower.endswith(".txt"):
-        reason, ids = "", []
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("#"):
+        reason, ids, header = "", [], True
+        for line in split_lines(text):
+            if header and line.startswith("#"):
                 head, _, value = line[1:].partition(":")
                 if head.strip().lower() == "reason" and value.strip():
                     reason = value.strip()
                 continue
             if line:
+                header = False  # from the first id on, every line is an id
                 ids.append(line)
         if not reason:
-            raise ValueError("no '# reason: ...' line (a takedown needs a reason)")
+            raise ValueError("no '# reason: ...' line in the header (a takedown needs a "
+                             "reason)")
         rows = [(i, reason) for i in ids]
     elif lower.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
@@ -178,9 +249,9 @@ def parse_takedown_file(name: str, data: bytes) -> list[tuple[str, str]]:
         reader.fieldnames = fields
         rows = []
         for n, row in enumerate(reader, start=2):
-            item_id = (row.get("item_id") or "").strip()
+            item_id = row.get("item_id") or ""  # verbatim: quoting expresses any id
             reason = (row.get("reason") or "").strip()
-            if not item_id and not reason:
+            if not item_id.strip() and not reason:
                 continue
             if not item_id or not reason:
                 raise ValueError(f"line {n}: needs both item_id and reason")

@@ -80,7 +80,8 @@ def evaluate_refit(context: dg.SensorEvaluationContext, pool: PoolConfig, lanced
         drift = DriftSummary()
     else:
         drift = drift_since_fit(lancedb, pool, fit.fit_version)
-    decision = decide_refit(pool.refit, fit, drift, pool_items, pool.hierarchy.n_clusters[0])
+    decision = decide_refit(pool.refit, fit, drift, pool_items, pool.hierarchy.n_clusters[0],
+                            config=pool.hierarchy.model_dump_json())
     if not decision.refit:
         return dg.SensorResult(skip_reason=f"pool {name}: no refit ({decision.reason})",
                                cursor="")
@@ -95,6 +96,10 @@ def evaluate_refit(context: dg.SensorEvaluationContext, pool: PoolConfig, lanced
         )
     seen = drift.new_items + drift.mismatched_items if fit else pool_items
     run_key = f"{name}:after-fit-{fit.fit_version if fit else 0}:{seen}"
+    if "config_changed" in decision.numbers:  # one fit per config asked for
+        from curation.hashing import json_sha256
+
+        run_key += f":config-{json_sha256(pool.hierarchy.model_dump(mode='json'))[:12]}"
     context.log.info(f"pool {name}: asking for a fit: {decision.reason} {decision.numbers}"
                      + (f" after waiting {waited:.0f} s for {ingesting} drop run(s)"
                         if ingesting else ""))

@@ -352,6 +352,15 @@ def evaluate_takedowns(
             tags={POOL_TAG: name},
         ))
     done = {f: fp for f, fp in done.items() if present is None or f in {p[0] for p in present}}
+    hidden_seen = set(data.get("hidden", []))
+    try:
+        hidden = set(storage.child(pool.prefix).hidden_takedown_files())
+    except Exception:  # listed above already; the error is logged there
+        hidden = hidden_seen
+    for file in sorted(hidden - hidden_seen):
+        context.log.warning(
+            f"pool {name}: takedown file {file!r} not applied: a name starting with '.' is a "
+            "hidden or temporary file (an upload in progress); rename it without the dot")
     try:
         db = lancedb.connect()
         audit = None
@@ -366,8 +375,8 @@ def evaluate_takedowns(
         pending_seen = audit if audit is not None else pending_seen
     except Exception as exc:
         context.log.error(f"pool {name}: cannot read pending takedowns: {exc}")
-    cursor = json.dumps({"done": done, "pending_version": pending_seen}, sort_keys=True,
-                        ensure_ascii=True)
+    cursor = json.dumps({"done": done, "pending_version": pending_seen,
+                         "hidden": sorted(hidden)}, sort_keys=True, ensure_ascii=True)
     if not requests:
         return dg.SensorResult(skip_reason=f"no new takedowns for pool {name}", cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)

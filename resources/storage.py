@@ -327,6 +327,12 @@ class LandingStorage(ConfigurableResource):
         """(name, uri, size, content tag) of the files under `<url>/_takedowns/`, sorted."""
         return sorted(self._content_entries(TAKEDOWNS_FOLDER))
 
+    def hidden_takedown_files(self) -> list[str]:
+        """Names under `<url>/_takedowns/` that are not applied: hidden or temporary files (a
+        leading '.', such as an upload in progress); the takedowns sensor reports them."""
+        return sorted(name for name, *_ in self._objects(TAKEDOWNS_FOLDER)
+                      if is_hidden_part(name))
+
     def takedown_file_uri(self, name: str) -> str:
         parts = [p for p in name.split("/") if p]
         if not parts or any(p in (".", "..") for p in parts):

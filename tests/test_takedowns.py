@@ -74,7 +74,7 @@ def assert_gone_and_refilled(p, victims: set[str], before: dict) -> None:
 
 
 def test_parse_takedown_files():
-    assert parse_takedown_file("a.txt", b"# reason: court order 7\nx1\n\n# note\nx2\n") == [
+    assert parse_takedown_file("a.txt", b"# reason: court order 7\n# note\nx1\n\nx2\n") == [
         ("x1", "court order 7"), ("x2", "court order 7")]
     assert parse_takedown_file("a.csv", b"item_id,reason,extra\nx1,dmca,\nx2,privacy,1\n") == [
         ("x1", "dmca"), ("x2", "privacy")]

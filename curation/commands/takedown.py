@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sys
 from pathlib import Path
 
 from .subset import add_lancedb_option
@@ -19,27 +20,50 @@ from .subset import add_lancedb_option
 def register(subparsers) -> None:
     p = subparsers.add_parser("takedown", help="take items down from a pool's subsets",
                               description=__doc__)
-    p.add_argument("--pool", required=True)
-    p.add_argument("--items", required=True, help="text file: one item_id per line")
+    p.add_argument("--pool", required=True, help="a pool of the pools config ($CURATION_POOLS)")
+    p.add_argument("--items", required=True,
+                   help="one item_id per line (split at \\n only, ids verbatim), or a .csv "
+                   "with an item_id column (CSV quoting for ids with newlines or edges)")
     p.add_argument("--reason", required=True)
     p.add_argument("--by", default=None, help="who asks (default: the user name)")
     add_lancedb_option(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..subsets import connect
-    from ..takedowns import pending_takedowns, record_takedowns
+MAX_LISTED = 100  # unmatched ids printed; the count is always exact
 
+
+def run(args: argparse.Namespace) -> int:
+    from ..pools import load_pools
+    from ..subsets import connect, lancedb_uri, stored_tables
+    from ..takedowns import pending_takedowns, read_id_list, record_takedowns, unmatched_ids
+
+    db = connect(args.lancedb)
+    # a pool exists when it is configured or has ingested items in this LanceDB: a typo must
+    # not record takedowns (and create a table) for a pool nobody reads
+    configured = {p.name for p in load_pools()}
+    stored = {name[: -len("__raw")] for name in stored_tables(db) if name.endswith("__raw")}
+    if args.pool not in configured | stored:
+        raise ValueError(f"--pool {args.pool!r} is no known pool (pools config: "
+                         f"{', '.join(sorted(configured)) or 'none'}; with items in "
+                         f"{lancedb_uri(args.lancedb)}: {', '.join(sorted(stored)) or 'none'}); "
+                         "nothing recorded")
     path = Path(args.items)
     if not path.is_file():
         raise FileNotFoundError(f"--items {path} does not exist")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = read_id_list(path)
     by = args.by or f"cli:{getpass.getuser()}"
-    db = connect(args.lancedb)
     done = record_takedowns(db, args.pool, [(i, args.reason) for i in ids], by)
-    print(json.dumps({"pool": args.pool, "taken_down": done["items"],
+    unmatched = unmatched_ids(db, args.pool, ids)
+    print(json.dumps({"pool": args.pool, "taken_down": done["items"] - len(unmatched),
+                      "requested": done["items"], "unmatched": len(unmatched),
+                      "unmatched_ids": unmatched[:MAX_LISTED],
                       "recorded": done["recorded"], "reason": args.reason, "by": by,
                       "table": f"{args.pool}__takedowns", "version": done["version"],
                       "pending": pending_takedowns(db, args.pool)}))
+    if unmatched:
+        print(f"curate takedown: {len(unmatched)} of {done['items']} ids match no item of pool "
+              f"{args.pool!r} (recorded: a later delivery of them is refused): "
+              + ", ".join(repr(i) for i in unmatched[:10])
+              + (" ..." if len(unmatched) > 10 else ""), file=sys.stderr)
     return 0
