@@ -59,6 +59,13 @@ def has_tree(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
     return instance.get_latest_materialization_event(hierarchy_keys(pool)[-1]) is not None
 
 
+def embedded(instance: dg.DagsterInstance, pool: PoolConfig, drop: str) -> bool:
+    """The drop's embeddings partition was materialised (its items are in the pool)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=ingest_keys(pool)[1], asset_partitions=[drop]), limit=1)
+    return bool(records.records)
+
+
 def tree_settled(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
     """The pool's items are all placed in the latest tree: an assignment run ended after the
     latest fit (after a fit every drop is re-assigned in one run) and no fit is queued or
@@ -183,7 +190,11 @@ def evaluate_drops(
             if fp == EMPTY_FINGERPRINT:  # no data files: nothing to compare (raw reports it)
                 fp = f"empty:{drop_id}"
             original = cursor.fingerprints.get(fp)
-            if original not in (None, drop_id) and (original in registered or original in new):
+            # content counts as seen only once it was ingested (its drop's embeddings
+            # materialised): a drop deleted before that, then delivered again under another
+            # id, is registered again, so nothing delivered is lost
+            if (original not in (None, drop_id) and original in registered
+                    and embedded(context.instance, pool, original)):
                 report_once(drop_id, f"same content as drop {original!r} (re-delivery)")
                 continue
             cursor.fingerprints[fp] = drop_id

@@ -78,6 +78,12 @@ class Ticker:
         self.run_requests.extend(result.run_requests or [])
         return [r.partition_key for r in result.run_requests or []]
 
+    def tick_requests(self) -> list[dg.RunRequest]:
+        """One tick; the run requests it made."""
+        before = len(self.run_requests)
+        self.tick()
+        return self.run_requests[before:]
+
     def partitions(self) -> list[str]:
         return sorted(self.instance.get_dynamic_partitions(PARTITIONS.name))
 
@@ -125,7 +131,9 @@ def test_sensor_registers_complete_drops_once(landing, instance, capfd):
     # re-delivery of the same drop id (files and marker written again): nothing new
     deliver(landing, "2024-06-01", {"a.parquet": b"aaaa", "b.parquet": b"bb"})
     assert ticker.tick() == []
-    # the same content again under a new drop id: skipped with a reason
+    # the same content again under a new drop id, once the first was embedded: skipped
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        ["tiny", "embeddings"], partition="2024-06-01"))
     deliver(landing, "2024-06-01-resent", {"a.parquet": b"aaaa", "b.parquet": b"bb"})
     assert ticker.tick() == []
     assert (
@@ -169,9 +177,13 @@ def test_once_a_tree_exists_a_drop_run_refreshes_the_subsets(local_landing, inst
     assert ticker.run_requests[0].asset_selection == [tiny_raw.key, tiny_embeddings.key]
     instance.report_runless_asset_event(dg.AssetMaterialization(["tiny", "level_2"]))
     deliver(local_landing, "d1", {"a.parquet": b"b"})
+    assert tiny_subset.key not in ticker.tick_requests()[0].asset_selection  # not assigned yet
+    instance.report_runless_asset_event(dg.AssetMaterialization(  # every drop assigned
+        ["tiny", "assignments"], partition="d0"))
+    deliver(local_landing, "d1b", {"a.parquet": b"bb"})
     deliver(local_landing, "d2", {"a.parquet": b"c"})
-    assert ticker.tick() == ["d1", "d2"]
-    first, last = ticker.run_requests[1:]
+    assert ticker.tick() == ["d1b", "d2"]
+    first, last = ticker.run_requests[2:]
     assert tiny_subset.key not in first.asset_selection
     assert last.asset_selection == [tiny_raw.key, tiny_embeddings.key, tiny_assignments.key,
                                     tiny_subset.key]
@@ -292,6 +304,24 @@ def test_real_code_location_wires_sensors_and_a_valid_refit_run_config(tmp_path,
     dg.validate_run_config(job, request.run_config)  # raises if level_1 has no such config
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.validate_run_config(job, {"ops": {f"{pool.name}__level_1": {"config": {"x": 1}}}})
+
+
+def test_content_counts_as_seen_only_once_it_was_ingested(local_landing, instance):
+    """A drop registered but deleted before its embeddings ran, then delivered again under a
+    new id: registered again (nothing delivered is lost)."""
+    import shutil
+    from pathlib import Path
+
+    ticker = Ticker(build_drop_sensor(POOL), instance, local_landing.storage)
+    deliver(local_landing, "first", {"a.parquet": b"same bytes"})
+    assert ticker.tick() == ["first"]
+    shutil.rmtree(Path(local_landing.storage.url) / "tiny_in" / "first")  # gone, not ingested
+    deliver(local_landing, "again", {"a.parquet": b"same bytes"})
+    assert ticker.tick() == ["again"]
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        ["tiny", "embeddings"], partition="again"))
+    deliver(local_landing, "third", {"a.parquet": b"same bytes"})
+    assert ticker.tick() == []  # now it was ingested: a true re-delivery
 
 
 def test_empty_drops_are_not_duplicates_of_each_other(local_landing, instance):
