@@ -13,8 +13,6 @@ longer grows with the pool, so a refresh of a 1M pool is not held up by it.
 """
 
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -34,6 +33,7 @@ from dagster import (
 
 from curation import naming
 from curation.evaluation import evaluate_selection
+from curation.labels import parse_labels_csv, unmatched_note
 from curation.pools import PoolConfig, SubsetSpec
 from curation.report import evaluation_markdown
 from curation.selection import item_keys
@@ -137,15 +137,27 @@ def labels_file_uri(landing: LandingStorage, pool: PoolConfig) -> str:
 
 
 def pool_labels(lancedb: LanceDBResource, landing: LandingStorage, pool: PoolConfig,
-                item_ids: list[str]) -> tuple[np.ndarray | None, int]:
+                item_ids: list[str], notes: list[str] | None = None
+                ) -> tuple[np.ndarray | None, int]:
     """(labels of item_ids as strings, or None; how many items have none). Labels are used
-    only when every item has one."""
+    only when every item has one. A labels file that cannot be read or trusted fails the
+    evaluation naming the file, the line and the problem; label ids that match no item are
+    explained in `notes`."""
     found: dict[str, str] = {}
     if pool.labels:
-        text = landing.read_bytes(labels_file_uri(landing, pool)).decode("utf-8")
-        for row in csv.DictReader(io.StringIO(text)):
-            if row.get("item_id") and row.get("label") not in (None, ""):
-                found[row["item_id"]] = str(row["label"])
+        uri = labels_file_uri(landing, pool)
+        try:
+            data = landing.read_bytes(uri)
+        except Exception as exc:  # a missing local file or S3 key, unreadable
+            raise Failure(description=f"labels file {uri} (pool {pool.name!r}, `labels:`) "
+                          f"cannot be read: {type(exc).__name__}: {exc}") from None
+        try:
+            found = parse_labels_csv(uri, data)
+        except ValueError as exc:
+            raise Failure(description=str(exc)) from None
+        note = unmatched_note(found, item_ids)
+        if note and notes is not None:
+            notes.append(note)
     else:
         raw = lancedb.read(pool.table("raw"), ["item_id", "meta"])
         if raw is not None:
@@ -215,7 +227,8 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         weights = subset["weight"].to_numpy()[keep]
         rows = rows[keep]
         order = np.argsort(rows)
-        labels, unlabelled = pool_labels(lancedb, landing, pool, ids)
+        notes: list[str] = []
+        labels, unlabelled = pool_labels(lancedb, landing, pool, ids, notes)
         report = evaluate_selection(index.vectors, index.paths, rows[order], weights[order],
                                     labels, keys=index.keys, seed=spec.seed,
                                     metric=pool.hierarchy.metric, eval_sample=pool.eval_sample)
@@ -230,6 +243,7 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
                 "selected_items": int(rows.size),
                 "labelled": labels is not None,
                 "unlabelled_items": unlabelled,
+                "labels_note": "; ".join(notes),
                 "fit_version": fit.fit_version,
                 "eval_sample": pool.eval_sample,
                 "vectors_read": sample["vectors_read"],
