@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from curation import naming
-from curation.items import parse_file
+from curation.items import content_key, parse_file
 from curation.landing import validate_drop_id
 from curation.pools import PoolConfig
 from curation.sql import in_list, sql_str
-from curation.takedowns import drop_taken_down_rows, takedown_reasons
+from curation.takedowns import drop_taken_down_rows, takedown_reasons, taken_down_contents
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
@@ -117,6 +117,15 @@ def build_raw_asset(pool: PoolConfig):
 
         # Taken down earlier: never ingested again, quarantined with the takedown's reason.
         gone = takedown_reasons(lancedb.connect(), pool.name, {i.item_id for i in items})
+        # ... or the same text under another id (another container: a .txt for a JSONL line)
+        contents = taken_down_contents(lancedb.connect(), pool.name)
+        same_text = {i.item_id: contents[content_key(i.text)] for i in items
+                     if contents and i.text is not None and i.item_id not in gone
+                     and content_key(i.text) in contents}
+        if same_text:
+            reasons = takedown_reasons(lancedb.connect(), pool.name, same_text.values())
+            gone.update({item: f"{reasons.get(orig, 'taken down')} (same text as {orig})"
+                         for item, orig in same_text.items()})
         down = [i for i in items if i.item_id in gone]
         items = [i for i in items if i.item_id not in gone]
         down_rows = [(i.ref, f"taken down: {gone[i.item_id]}") for i in down]

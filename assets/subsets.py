@@ -37,10 +37,15 @@ from curation.subsets import (
     select_subsets,
     top_level_counts,
 )
-from curation.takedowns import taken_down_ids
+from curation.takedowns import forget_old_versions, taken_down_ids
 from resources.lancedb import LanceDBResource
 
-from .automation import consumed_metadata, subsets_condition
+from .automation import (
+    consumed_metadata,
+    newest_upstream_event,
+    refresh_state,
+    subsets_condition,
+)
 from .keys import subset_key
 from .levels import level_keys
 from .tables import load_fit
@@ -74,8 +79,15 @@ def build_subsets_asset(pool: PoolConfig):
                  name=naming.subsets_op(pool.name))
     def subsets(context: AssetExecutionContext, lancedb: LanceDBResource):
         # what this refresh consumes, read before any table (assets.automation)
-        consumed = consumed_metadata(context, [AssetKey(naming.asset_path(pool.name, kind))
-                                               for kind in ("assignments", "takedowns")])
+        takedowns_key = AssetKey(naming.asset_path(pool.name, "takedowns"))
+        consumed = consumed_metadata(context, [AssetKey(naming.asset_path(pool.name,
+                                                                          "assignments")),
+                                               takedowns_key])
+        # a takedown applied since the previous refresh: older subset versions hold its items
+        takedown_since = {s.name: newest_upstream_event(context.instance, [takedowns_key])
+                          > refresh_state(context.instance, subset_key(pool, s.name),
+                                          [takedowns_key]).consumed
+                          for s in pool.subsets}
         selected = context.selected_asset_keys
         wanted = [s for s in pool.subsets if subset_key(pool, s.name) in selected]
         fit = load_fit(lancedb, pool)
@@ -97,6 +109,7 @@ def build_subsets_asset(pool: PoolConfig):
             result = scan.subsets[spec.name]
             sel = result.selection
             table = lancedb.overwrite(pool.table(f"subset_{spec.name}"), result.rows)
+            forgotten = forget_old_versions(table) if takedown_since[spec.name] else 0
             top = tree_paths(parents, sel.leaf)[:, -1]
             subset_balance = balance_from_counts(
                 np.bincount(top, weights=sel.weight, minlength=n_top))
@@ -120,6 +133,7 @@ def build_subsets_asset(pool: PoolConfig):
                 "fit_version": fit.fit_version,
                 "stale_excluded": scan.stale_excluded,
                 "taken_down_excluded": scan.taken_down_excluded,
+                "versions_removed_after_takedown": forgotten,
                 "churn": MetadataValue.json(change),
                 "churn_left": change["left"] if change else 0,
                 "churn_entered": change["entered"] if change else len(sel),

@@ -24,14 +24,18 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from curation import naming
 from curation.landing import TAKEDOWNS_FOLDER
 from curation.pools import PoolConfig
+from curation.sql import in_list
 from curation.subsets import stored_tables
 from curation.takedowns import (
+    CHUNK,
     PURGED_KINDS,
     mark_applied,
     parse_takedown_file,
     purge_taken_down,
+    record_content_keys,
     record_takedowns,
     taken_down_ids,
+    text_content_keys,
 )
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
@@ -74,6 +78,15 @@ def build_takedowns_asset(pool: PoolConfig):
             context.log.info(f"takedown file {name}: {done['recorded']} new audit rows "
                              f"({done['items']} items)")
         ids = taken_down_ids(db, pool.name).to_pylist()
+        # the texts' content keys, read before their rows go: a re-delivery of the same text
+        # in another container (another id) is refused by raw too
+        contents = 0
+        for start in range(0, len(ids), CHUNK):
+            raw_rows = lancedb.read(pool.table("raw"), ["item_id", "uri", "source"],
+                                    where=in_list("item_id", ids[start:start + CHUNK]))
+            if raw_rows is not None and raw_rows.num_rows:
+                contents += record_content_keys(db, pool.name, text_content_keys(
+                    raw_rows, storage.read_bytes, pool.modality))
         retired = retired_subset_kinds(db, pool)
         purged = purge_taken_down(db, pool.name, ids, kinds=(*PURGED_KINDS, *retired))
         applied = mark_applied(db, pool.name, context.run.run_id)  # after the purge only
@@ -85,10 +98,13 @@ def build_takedowns_asset(pool: PoolConfig):
             "recorded_from_files": recorded,
             "pending_applied": applied,
             "taken_down_items": len(ids),
+            "content_keys_recorded": contents,
             "retired_subsets_purged": MetadataValue.json(sorted(retired)),
             **{f"deleted_{k}": v["deleted"] for k, v in purged.items()},
             "table_versions": MetadataValue.json(
                 {pool.table(k): v["version"] for k, v in purged.items()}),
+            "versions_removed": MetadataValue.json(
+                {pool.table(k): v["versions_removed"] for k, v in purged.items()}),
             "lancedb_table": pool.table("takedowns"),
             "lancedb_version": audit.version if audit is not None else 0,
         })

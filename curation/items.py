@@ -98,6 +98,13 @@ def decode_text(data: bytes) -> str:
     return text.strip()
 
 
+def content_key(text: str) -> str:
+    """The content of a text item whatever its container: sha256 of its words joined by one
+    space. A text delivered as a JSONL record and again as a .txt file (other bytes, so
+    another id) has one content key: what takedowns match re-deliveries by."""
+    return sha256_hex(" ".join(text.split()))
+
+
 @dataclass(frozen=True)
 class ParsedItem:
     """One delivered item: `ref` names it (the file uri; `file#L<n>` for a JSONL line; the

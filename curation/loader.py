@@ -46,11 +46,14 @@ class CopiesSampler(Sampler[int]):
 class SubsetDataset(Dataset):
     def __init__(self, pool: str, subset: str, version: int | None = None,
                  lancedb: str | None = None, load: Callable[[str], Any] | None = None):
-        from .subsets import connect, read_subset_version
+        from .subsets import connect, subset_version
 
         self.pool, self.subset, self.load = pool, subset, load
-        self.version, rows = read_subset_version(connect(lancedb), pool, subset, version,
-                                                 ("item_id", "uri", "weight"))
+        got = subset_version(connect(lancedb), pool, subset, version,
+                             ("item_id", "uri", "weight"))
+        # items taken down after this version was written are left out (any version)
+        self.version, rows, self.taken_down_excluded = got.version, got.rows, \
+            got.taken_down_excluded
         self.item_ids = rows["item_id"].to_pylist()
         self.uris = rows["uri"].to_pylist()
         self.weights = rows["weight"].to_numpy().astype(np.int64)

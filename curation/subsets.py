@@ -76,24 +76,48 @@ def open_table(db, name: str, version: int | None = None):
     if version is not None:
         known = [v["version"] for v in table.list_versions()]
         if int(version) not in known:
-            raise ValueError(f"table {name} has no version {version} (versions: {known})")
+            raise ValueError(f"table {name} has no version {version} (versions: {known}; a "
+                             "takedown removes every older version of the tables it touched, "
+                             "docs/SUBSETS.md)")
         table.checkout(int(version))
     return table
 
 
-def read_subset_version(db, pool: str, subset: str, version: int | None = None,
-                        columns=("item_id", "uri", "weight", "path")):
-    """(version, pyarrow Table of `columns` sorted by item_id) of one subset table version
-    (the latest when `version` is None)."""
+@dataclass(frozen=True)
+class SubsetVersion:
+    version: int
+    rows: object  # pyarrow Table sorted by item_id, taken-down items left out
+    taken_down_excluded: int
+
+
+def subset_version(db, pool: str, subset: str, version: int | None = None,
+                   columns=("item_id", "uri", "weight", "path")) -> SubsetVersion:
+    """One subset table version (the latest when `version` is None), rows sorted by item_id,
+    without the items taken down since (the audit table `<pool>__takedowns`): whatever
+    version a reader opens, exports and the training loader never serve a taken-down item."""
     import pyarrow.compute as pc
+
+    from .takedowns import taken_down_ids
 
     name = naming.subset_table(pool, subset)
     table = open_table(db, name, version)
     if table is None:
         raise ValueError(f"no subset table {name} (materialise the subset first)")
-    rows = table.to_arrow().select(list(columns))
+    rows = table.to_arrow().select(list(dict.fromkeys([*columns, "item_id"])))
+    down = taken_down_ids(db, pool)
+    n = rows.num_rows
+    if len(down):
+        rows = rows.filter(pc.invert(pc.is_in(rows["item_id"], value_set=down)))
+    rows = rows.select(list(columns))
     rows = rows.take(pc.sort_indices(rows, sort_keys=[("item_id", "ascending")]))
-    return table.version, rows
+    return SubsetVersion(table.version, rows, n - rows.num_rows)
+
+
+def read_subset_version(db, pool: str, subset: str, version: int | None = None,
+                        columns=("item_id", "uri", "weight", "path")):
+    """(version, pyarrow Table of `columns` sorted by item_id): `subset_version`'s."""
+    got = subset_version(db, pool, subset, version, columns)
+    return got.version, got.rows
 
 
 # --- selection over the assignments table ------------------------------------------------

@@ -135,6 +135,62 @@ def drop_taken_down_rows(db, pool: str, kind: str, drop: str, ids) -> list[str]:
     return late
 
 
+def text_content_keys(raw_rows, read_bytes, modality: str) -> dict[str, str]:
+    """{item_id: content_key} of text items, from their raw rows (item_id, uri, source): each
+    source file read once and parsed by the ingestion's parser (curation.items)."""
+    from .items import content_key, modality_of, parse_file
+
+    if modality_of(modality) != "texts":
+        return {}
+    wanted: dict[str, dict[str, str]] = {}
+    for item, uri, source in zip(raw_rows["item_id"].to_pylist(), raw_rows["uri"].to_pylist(),
+                                 raw_rows["source"].to_pylist(), strict=True):
+        wanted.setdefault(source, {})[uri] = item
+    out = {}
+    for source, refs in wanted.items():
+        try:
+            parsed = parse_file(modality, source, read_bytes(source))
+        except OSError:  # the file is gone: the id still matches
+            continue
+        for parsed_item in parsed.items:
+            if parsed_item.ref in refs and parsed_item.text is not None:
+                out[refs[parsed_item.ref]] = content_key(parsed_item.text)
+    return out
+
+
+def record_content_keys(db, pool: str, keys: dict[str, str]) -> int:
+    """Add (item_id, content_key) rows to `<pool>__takedown_content` for taken-down text items
+    (kept beside the audit: a re-delivery of the same text under another id is refused)."""
+    import pyarrow as pa
+
+    if not keys:
+        return 0
+    table = open_table(db, naming.table(pool, "takedown_content"))
+    known = set()
+    if table is not None:
+        known = set(table.search().select(["content_key"]).limit(None).to_arrow()[
+            "content_key"].to_pylist())
+    new = {i: k for i, k in keys.items() if k not in known}
+    if not new:
+        return 0
+    rows = pa.table({"item_id": pa.array(list(new), pa.string()),
+                     "content_key": pa.array(list(new.values()), pa.string())})
+    if table is None:
+        db.create_table(naming.table(pool, "takedown_content"), rows)
+    else:
+        table.add(rows)
+    return len(new)
+
+
+def taken_down_contents(db, pool: str) -> dict[str, str]:
+    """{content_key: item_id} of taken-down text items."""
+    table = open_table(db, naming.table(pool, "takedown_content"))
+    if table is None:
+        return {}
+    rows = table.search().select(["item_id", "content_key"]).limit(None).to_arrow()
+    return dict(zip(rows["content_key"].to_pylist(), rows["item_id"].to_pylist(), strict=True))
+
+
 def pending_takedowns(db, pool: str) -> int:
     """Audit rows not applied yet (recorded by the CLI, no run removed the item yet)."""
     table = open_table(db, naming.table(pool, "takedowns"))
@@ -157,15 +213,16 @@ def mark_applied(db, pool: str, run: str) -> int:
 
 
 def purge_taken_down(db, pool: str, ids: list[str], kinds=PURGED_KINDS) -> dict:
-    """Delete the rows of these items from the pool's tables (the takedowns asset only).
-    Returns {kind: {"deleted": rows, "version": table version or None}}. A table with none
-    of them is left alone (no empty version)."""
+    """Delete the rows of these items from the pool's tables (the takedowns asset only), then
+    forget the tables' older versions (forget_old_versions). Returns {kind: {"deleted": rows,
+    "version": table version or None, "versions_removed": n}}. A table with none of them is
+    left alone (no empty version)."""
     out = {}
     ids = sorted(set(ids))
     for kind in kinds:
         table = open_table(db, naming.table(pool, kind))
         if table is None:
-            out[kind] = {"deleted": 0, "version": None}
+            out[kind] = {"deleted": 0, "version": None, "versions_removed": 0}
             continue
         deleted = 0
         for start in range(0, len(ids), CHUNK):
@@ -174,7 +231,9 @@ def purge_taken_down(db, pool: str, ids: list[str], kinds=PURGED_KINDS) -> dict:
             if n:
                 table.delete(where)
                 deleted += n
-        out[kind] = {"deleted": deleted, "version": table.version}
+        # the deleted rows must not stay readable in older versions
+        removed = forget_old_versions(table) if deleted else 0
+        out[kind] = {"deleted": deleted, "version": table.version, "versions_removed": removed}
     return out
 
 
@@ -215,6 +274,19 @@ def unmatched_ids(db, pool: str, ids) -> list[str]:
             rows = table.search().where(where).select(["item_id"]).limit(None).to_arrow()
             found.update(rows["item_id"].to_pylist())
     return [i for i in ids if i not in found]
+
+
+def forget_old_versions(table) -> int:
+    """Compact `table` and remove every version but the latest, so rows a takedown deleted
+    live in no version anyone can open (a Lance delete only hides rows from later versions).
+    Compaction rewrites the fragments that held them (small fragments always, large ones
+    once enough of their rows are deleted); the removed versions' files are deleted. Returns
+    how many versions were removed."""
+    from datetime import timedelta
+
+    before = len(table.list_versions())
+    table.optimize(cleanup_older_than=timedelta(0))
+    return max(before - len(table.list_versions()), 0)
 
 
 def parse_takedown_file(name: str, data: bytes) -> list[tuple[str, str]]:

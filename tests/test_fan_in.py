@@ -30,6 +30,12 @@ def fitted(tmp_path):
         yield p
 
 
+def _assign_new_drop(p: Platform, drop: str) -> None:
+    """A new drop's run without the subsets: ingested and assigned to the current tree."""
+    p.ingest(p.land(drop, 50))
+    assert p.run([["tiny", "assignments"]], partition_key=drop).success
+
+
 def _state(p: Platform, path=SUBSETS[0]) -> RefreshState:
     return refresh_state(p.instance, dg.AssetKey(path), UPSTREAM)
 
@@ -68,8 +74,7 @@ def test_consumed_event_is_recorded_and_nothing_is_due_after_a_refresh(fitted):
 
 def test_a_drop_assigned_after_the_refresh_keeps_the_subsets_due_until_consumed(fitted):
     p = fitted
-    p.ingest(p.land("d2", 50))
-    p.run([["tiny", "assignments"]], partition_key="d2")
+    _assign_new_drop(p, "d2")
     assert _state(p).due and _state(p, SUBSETS[1]).due
     # the state holds at every later evaluation until a refresh consumed it (no one-tick event)
     assert _requested(p) == {"even", "core"}
@@ -81,8 +86,7 @@ def test_a_drop_assigned_after_the_refresh_keeps_the_subsets_due_until_consumed(
 
 def test_a_failed_refresh_is_not_asked_for_again_until_new_data(fitted):
     p = fitted
-    p.ingest(p.land("d2", 50))
-    p.run([["tiny", "assignments"]], partition_key="d2")
+    _assign_new_drop(p, "d2")
     fits = p.table("fits")
     saved = fits.to_arrow()
     fits.delete("true")  # the subsets now fail: no fitted tree
@@ -90,8 +94,7 @@ def test_a_failed_refresh_is_not_asked_for_again_until_new_data(fitted):
     state = _state(p)
     assert state.attempted > state.consumed and not state.due  # no request at every tick
     fits.add(saved)
-    p.ingest(p.land("d3", 50))
-    p.run([["tiny", "assignments"]], partition_key="d3")
+    _assign_new_drop(p, "d3")
     assert _state(p).due
     p.run(SUBSETS)
     meta = p.instance.get_latest_materialization_event(dg.AssetKey(SUBSETS[0]))
@@ -111,8 +114,7 @@ def test_the_stall_check_names_the_drop_then_clears(fitted):
     first = tick()
     assert [e.passed for e in first] == [True, True]
     assert tick() == []  # reported on change only
-    p.ingest(p.land("late", 40))
-    p.run([["tiny", "assignments"]], partition_key="late")
+    _assign_new_drop(p, "late")
     time.sleep(1.2)
     stalled = tick()
     assert [e.passed for e in stalled] == [False, False]

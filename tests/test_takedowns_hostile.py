@@ -263,3 +263,95 @@ def test_a_takedown_recorded_while_raw_reads_the_drop_is_caught_after_its_write(
         "taken down: court order"]
     values = result.get_asset_materialization_events()[0].event_specific_data.materialization
     assert values.metadata["delivered"].value == 40 and values.metadata["ingested"].value == 39
+
+
+def test_a_takedown_reaches_every_version_a_user_can_read(fitted, tmp_path, capsys):
+    """A pinned subset version keeps serving nothing taken down: exports and the loader consult
+    the audit table whatever version they open; the takedowns run then removes the older
+    versions of raw, embeddings and assignments, and the subsets refresh those of the
+    subsets."""
+    from curation.loader import SubsetDataset
+    from curation.subsets import connect, open_table
+
+    p = fitted
+    db = str(tmp_path / "lancedb")
+    pinned = p.table("subset_even").version
+    victim = sorted(p.table("subset_even").to_arrow()["item_id"].to_pylist())[0]
+    old_raw = p.table("raw").version
+    items = tmp_path / "ids.txt"
+    items.write_text(victim + "\n")
+    assert main(["takedown", "--pool", "tiny", "--items", str(items), "--reason", "legal",
+                 "--lancedb", db]) == 0
+    capsys.readouterr()
+
+    # recorded, nothing purged yet: the pinned version is still readable, without the item
+    out = tmp_path / "pinned.jsonl"
+    assert main(["subset", "export", "--pool", "tiny", "--subset", "even", "--version",
+                 str(pinned), "--format", "jsonl", "--out", str(out), "--lancedb", db]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["version"] == pinned and answer["taken_down_excluded"] == 1
+    assert victim not in out.read_text()
+    dataset = SubsetDataset("tiny", "even", version=pinned, lancedb=db)
+    assert victim not in dataset.item_ids and dataset.taken_down_excluded == 1
+
+    # the purge: the item's rows, and every older version of the tables it touched, gone
+    (request,) = tick(p)
+    apply(p, request)
+    for kind in ("raw", "embeddings", "assignments"):
+        table = p.table(kind)
+        assert [v["version"] for v in table.list_versions()] == [table.version], kind
+        assert victim not in table.to_arrow()["item_id"].to_pylist(), kind
+    with pytest.raises(ValueError, match="takedown removes every older version"):
+        open_table(connect(db), "tiny__raw", old_raw)
+
+    # the subsets' refresh after it: their older versions go too
+    result = p.run([["tiny", "subsets", "even"], ["tiny", "subsets", "core"]])
+    assert result.success
+    for name in ("even", "core"):
+        table = p.table(f"subset_{name}")
+        assert [v["version"] for v in table.list_versions()] == [table.version], name
+    assert capsys.readouterr() is not None
+    assert main(["subset", "export", "--pool", "tiny", "--subset", "even", "--version",
+                 str(pinned), "--out", str(tmp_path / "gone.parquet"), "--lancedb", db]) == 2
+    assert "takedown removes every older version" in capsys.readouterr().err
+
+
+def test_the_same_text_in_another_container_is_refused_after_a_takedown(tmp_path):
+    """A text taken down from a JSONL drop, delivered again as a .txt file (other bytes, so
+    another id): raw refuses it by content, naming the original."""
+    from curation.hashing import sha256_hex
+
+    with dg.instance_for_test() as instance:
+        p = Platform(tmp_path, instance, small_pool(name="notes", modality="texts", dim=None))
+        texts = ["Keep this one.", "Remove this  sentence,\tplease.", "Keep that one."]
+        folder = p.folder("j0")
+        folder.mkdir(parents=True)
+        (folder / "part.jsonl").write_text(
+            "\n".join(json.dumps({"text": t}) for t in texts) + "\n", encoding="utf-8")
+        (folder / "_SUCCESS").touch()
+        p.instance.add_dynamic_partitions("notes_drops", ["j0"])
+        assert p.run([["notes", "raw"]], partition_key="j0").success
+        victim = sha256_hex(texts[1].encode())  # a JSONL line's id: its text's sha256
+        assert victim in raw_ids(p)
+        takedowns = p.landing / "notes" / "_takedowns"
+        takedowns.mkdir(parents=True)
+        (takedowns / "t.txt").write_text(f"# reason: privacy\n{victim}\n")
+        p.sensor, p.cursor = build_takedowns_sensor(p.pool, minimum_interval_seconds=30), None
+        (request,) = tick(p)
+        result = p.run([list(k.path) for k in request.asset_selection],
+                       run_config=request.run_config, tags=request.tags)
+        assert result.success
+        assert victim not in raw_ids(p)
+
+        again = p.folder("t1")
+        again.mkdir(parents=True)
+        (again / "resent.txt").write_text("Remove this sentence, please.\n")  # other spaces
+        (again / "other.txt").write_text("A new text.\n")
+        (again / "_SUCCESS").touch()
+        p.instance.add_dynamic_partitions("notes_drops", ["t1"])
+        result = p.run([["notes", "raw"]], partition_key="t1")
+        assert result.success
+        reasons = {r["uri"].rsplit("/", 1)[-1]: r["reason"]
+                   for r in p.table("quarantine").to_arrow().to_pylist()}
+        assert reasons["resent.txt"] == f"taken down: privacy (same text as {victim})"
+        assert "other.txt" not in reasons

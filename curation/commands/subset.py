@@ -82,14 +82,18 @@ def export_bytes(rows, fmt: str) -> bytes:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..hashing import sha256_hex
+    from ..subsets import connect, subset_version
 
-    version, rows = read_version(args.lancedb, args.pool, args.subset, args.version)
+    got = subset_version(connect(args.lancedb), args.pool, args.subset, args.version,
+                         EXPORT_COLUMNS)
+    version, rows = got.version, got.rows
     data = export_bytes(rows, args.format)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     print(json.dumps({"out": str(out), "pool": args.pool, "subset": args.subset,
                       "version": version, "rows": rows.num_rows, "format": args.format,
+                      "taken_down_excluded": got.taken_down_excluded,
                       "sha256": sha256_hex(data)}))
     return 0
 
