@@ -191,6 +191,40 @@ def taken_down_contents(db, pool: str) -> dict[str, str]:
     return dict(zip(rows["content_key"].to_pylist(), rows["item_id"].to_pylist(), strict=True))
 
 
+def takedown_csv(rows: list[tuple[str, str]]) -> bytes:
+    """A `.csv` takedown file of [(item_id, reason)]: quoted as needed, ids verbatim."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["item_id", "reason"])
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def land_takedown_file(landing_url: str, prefix: str, name: str, data: bytes,
+                       endpoint_url: str | None = None) -> str:
+    """Write a takedown file under `<landing>/<prefix>/_takedowns/<name>` (a local folder or
+    s3://), so the request lives with the data it concerns: any pool reading that folder,
+    a renamed one included, applies it. Returns its uri."""
+    from .landing import TAKEDOWNS_FOLDER
+
+    if landing_url.startswith("s3://"):
+        import boto3
+
+        bucket, _, key = landing_url[len("s3://"):].partition("/")
+        key = "/".join(p for p in (key.strip("/"), prefix, TAKEDOWNS_FOLDER, name) if p)
+        boto3.client("s3", endpoint_url=endpoint_url).put_object(Bucket=bucket, Key=key,
+                                                                Body=data)
+        return f"s3://{bucket}/{key}"
+    from pathlib import Path
+
+    folder = Path(landing_url.removeprefix("file://")).expanduser() / prefix / TAKEDOWNS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.tmp"  # hidden while written: the sensor skips it
+    tmp.write_bytes(data)
+    tmp.replace(folder / name)
+    return str(folder / name)
+
+
 def pending_takedowns(db, pool: str) -> int:
     """Audit rows not applied yet (recorded by the CLI, no run removed the item yet)."""
     table = open_table(db, naming.table(pool, "takedowns"))

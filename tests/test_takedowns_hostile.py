@@ -355,3 +355,42 @@ def test_the_same_text_in_another_container_is_refused_after_a_takedown(tmp_path
                    for r in p.table("quarantine").to_arrow().to_pylist()}
         assert reasons["resent.txt"] == f"taken down: privacy (same text as {victim})"
         assert "other.txt" not in reasons
+
+
+def test_a_cli_takedown_lands_with_the_data_and_a_renamed_pool_applies_it(tmp_path, capsys,
+                                                                           monkeypatch):
+    """`curate takedown` on a configured pool lands the request under its landing prefix; the
+    pool renamed over the same folder (new tables) re-ingests the drop and applies it."""
+    with dg.instance_for_test() as instance:
+        old = small_pool(name="before", landing_prefix="shared")
+        p = Platform(tmp_path, instance, old)
+        p.land("d0", 30)
+        p.ingest("d0")
+        pools = tmp_path / "pools.yaml"
+        pools.write_text(json.dumps({"pools": [json.loads(old.model_dump_json())]}))
+        monkeypatch.setenv("CURATION_POOLS", str(pools))
+        monkeypatch.setenv("CURATION_LANDING", str(p.landing))
+        items = tmp_path / "ids.txt"
+        items.write_text("d0-3\nd0-4\n")
+        capsys.readouterr()
+        assert main(["takedown", "--pool", "before", "--items", str(items), "--reason", "gdpr",
+                     "--by", "officer", "--lancedb", str(tmp_path / "lancedb")]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        landed = answer["takedown_file"]
+        assert "/shared/_takedowns/cli-officer-" in landed and landed.endswith(".csv")
+        assert parse_takedown_file(landed, open(landed, "rb").read()) == [
+            ("d0-3", "gdpr"), ("d0-4", "gdpr")]
+
+        renamed = old.model_copy(update={"name": "after"})  # same landing folder
+        p.reconfigure(renamed)
+        p.ingest("d0")  # the new pool ingests the folder's drop again
+        sensor = build_takedowns_sensor(renamed, minimum_interval_seconds=30)
+        with dg.build_sensor_context(instance=p.instance, resources={
+                "landing": p.resources["landing"], "lancedb": p.lancedb}) as context:
+            (request,) = sensor(context).run_requests
+        assert p.run([list(k.path) for k in request.asset_selection],
+                     run_config=request.run_config, tags=request.tags).success
+        ids = set(p.lancedb.open("after__raw").to_arrow()["item_id"].to_pylist())
+        assert {"d0-3", "d0-4"}.isdisjoint(ids) and len(ids) == 28
+        audit = p.lancedb.open("after__takedowns").to_arrow().to_pylist()
+        assert {r["by"] for r in audit} == {f"file:_takedowns/{landed.rsplit('/', 1)[-1]}"}

@@ -1,9 +1,12 @@
 """`curate takedown`: take items down from a pool, with an audit trail.
 
 Records one row per item in `<pool>__takedowns` (item_id, reason, at, by, run = "" while
-pending). Every subset excludes them from its next materialisation (refilling their leaves
-from the same leaves); the pool's takedowns sensor then asks for a run of `[pool,
-"takedowns"]`, which deletes them from raw, embeddings and assignments and stamps the run.
+pending) and, for a configured pool, lands the request as a takedown file under the pool's
+landing prefix (`_takedowns/cli-<user>-<time>-<hash>.csv`, the rows' `by`), so it lives with
+the data and a pool renamed over the same folder applies it again. Every subset excludes them
+from its next materialisation (refilling their leaves from the same leaves); the pool's
+takedowns sensor then asks for a run of `[pool, "takedowns"]`, which deletes them from raw,
+embeddings and assignments and stamps the run.
 """
 
 from __future__ import annotations
@@ -34,9 +37,21 @@ MAX_LISTED = 100  # unmatched ids printed; the count is always exact
 
 
 def run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from ..hashing import sha256_hex
+    from ..landing import TAKEDOWNS_FOLDER
     from ..pools import load_pools
+    from ..settings import landing_url, s3_endpoint_url
     from ..subsets import connect, lancedb_uri, stored_tables
-    from ..takedowns import pending_takedowns, read_id_list, record_takedowns, unmatched_ids
+    from ..takedowns import (
+        land_takedown_file,
+        pending_takedowns,
+        read_id_list,
+        record_takedowns,
+        takedown_csv,
+        unmatched_ids,
+    )
 
     db = connect(args.lancedb)
     # a pool exists when it is configured or has ingested items in this LanceDB: a typo must
@@ -52,14 +67,33 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"--items {path} does not exist")
     ids = read_id_list(path)
-    by = args.by or f"cli:{getpass.getuser()}"
-    done = record_takedowns(db, args.pool, [(i, args.reason) for i in ids], by)
+    requester = args.by or getpass.getuser()
+    rows = [(i, args.reason) for i in ids]
+    # The request also lands as a file under the pool's landing prefix, so it lives with the
+    # data: a pool renamed over the same folder applies it again. Recorded here under the
+    # file's name (the sensor then finds it recorded: one audit row per item and request).
+    pool_config = next((p for p in load_pools() if p.name == args.pool), None)
+    landed = None
+    if pool_config is not None:
+        data = takedown_csv(rows)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in requester)[:40]
+        name = f"cli-{safe}-{stamp}-{sha256_hex(data)[:8]}.csv"
+        landed = land_takedown_file(landing_url(), pool_config.prefix, name, data,
+                                    s3_endpoint_url())
+        by = f"file:{TAKEDOWNS_FOLDER}/{name}"
+    else:
+        by = args.by or f"cli:{requester}"
+        print(f"curate takedown: pool {args.pool!r} is not in the pools config: the request "
+              "is recorded in the LanceDB only, not landed as a takedown file", file=sys.stderr)
+    done = record_takedowns(db, args.pool, rows, by)
     unmatched = unmatched_ids(db, args.pool, ids)
     print(json.dumps({"pool": args.pool, "taken_down": done["items"] - len(unmatched),
                       "requested": done["items"], "unmatched": len(unmatched),
                       "unmatched_ids": unmatched[:MAX_LISTED],
                       "recorded": done["recorded"], "reason": args.reason, "by": by,
                       "table": f"{args.pool}__takedowns", "version": done["version"],
+                      "takedown_file": landed,
                       "pending": pending_takedowns(db, args.pool)}))
     if unmatched:
         print(f"curate takedown: {len(unmatched)} of {done['items']} ids match no item of pool "
