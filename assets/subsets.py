@@ -11,7 +11,9 @@ the `[pool, "takedowns"]` asset (a dependency: its runs refresh the subsets) pur
 
 Metadata per subset: manifest (sha256 of the sorted ids, count, config, seed, fit version,
 table versions read), churn vs the previous version (left, entered, forced and fair
-minimum), balance of subset vs pool over top-level clusters, the LanceDB version written.
+minimum), balance of subset vs pool over top-level clusters, the LanceDB version written,
+and `consumed_upstream_event` (what the fan-in condition compares, assets.automation). A
+refresh after a takedown removes the table's older versions (they hold the items).
 """
 
 import numpy as np
