@@ -145,6 +145,24 @@ def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
     return out
 
 
+def reports_caught_up(instance, pool) -> bool:
+    """Every evaluation consumed its subset's latest materialisation and the report consumed
+    the latest evaluations (assets.automation's record), with no run of them in flight."""
+    from dagster import AssetKey
+
+    from assets.automation import refresh_state
+
+    evaluations = [AssetKey(naming.evaluation_path(pool.name, s.name)) for s in pool.subsets]
+    pairs = [(e, [AssetKey(naming.subset_path(pool.name, s.name))])
+             for e, s in zip(evaluations, pool.subsets, strict=True)]
+    pairs.append((AssetKey(naming.asset_path(pool.name, "report")), evaluations))
+    for key, upstream in pairs:
+        state = refresh_state(instance, key, upstream)
+        if state.in_flight or state.due or not state.consumed:
+            return False
+    return True
+
+
 @dataclass
 class DropTimeline:
     """Where the time went between landing a drop and refreshed subsets (seconds)."""

@@ -199,8 +199,9 @@ def run(args: argparse.Namespace) -> int:
         timings["incremental_s"] = round(time.perf_counter() - t, 2)
         timeline = live.drop_timeline(instance, pool.name, new[0], landed_at, refreshed_at)
         report_key = [pool.name, "report"]
-        live.wait_until(lambda: (live.latest_metadata(instance, report_key) or (0,))[0]
-                        > refreshed_at - 1, args.timeout, "the pool's report", proc)
+        # the evaluations over the refreshed subsets, then the report over them
+        live.wait_until(lambda: live.reports_caught_up(instance, pool), args.timeout,
+                        "the evaluations and the report over the refreshed subsets", proc)
         evaluation = {s.name: evaluation_figures(live.latest_metadata(
             instance, [pool.name, "evaluation", s.name])[1]) for s in pool.subsets}
         html_report = live.latest_metadata(instance, report_key)[1].get("path")
