@@ -92,10 +92,8 @@ def _build(pool: PoolConfig, keys):
         if rows is not None:
             table = lancedb.replace_rows(pool.table("assignments"), rows, "item_id", scope)
             # taken down while these drops were assigned: their rows go again
-            for drop in drops:
-                mine = rows.filter(pc.equal(rows["drop"], drop))["item_id"].to_pylist()
-                late += len(drop_taken_down_rows(lancedb.connect(), pool.name, "assignments",
-                                                 drop, mine))
+            late = len(drop_taken_down_rows(lancedb.connect(), pool.name, "assignments", scope,
+                                            rows["item_id"].to_pylist()))
         else:
             table = lancedb.open(pool.table("assignments"))
             if table is not None:

@@ -93,16 +93,15 @@ def refresh_state(instance: dg.DagsterInstance, key: AssetKey,
     entry = records.get(key)
     consumed = attempted = 0
     in_flight = False
-    if entry is not None:
-        last = entry.last_materialization_record
-        if last is not None:
-            value = last.asset_materialization.metadata.get(CONSUMED_KEY)
-            # materialised before this key was recorded (or by hand): its own event id
-            consumed = value.value if value is not None else last.storage_id
+    materialized = entry.last_materialization_record if entry is not None else None
+    if materialized is not None:
+        value = materialized.asset_materialization.metadata.get(CONSUMED_KEY)
+        # materialised before this key was recorded (or by hand): its own event id
+        consumed = value.value if value is not None else materialized.storage_id
     # (the asset record's own planned-event fields are not kept by every storage: ask)
     planned = instance.get_latest_planned_materialization_info(key)
-    last = entry.last_materialization_storage_id if entry is not None else None
-    if planned is not None and planned.storage_id > (last or 0):
+    if planned is not None and planned.storage_id > (
+            materialized.storage_id if materialized is not None else 0):
         run = instance.get_run_by_id(planned.run_id)
         if run is not None and not run.is_finished:
             in_flight = True

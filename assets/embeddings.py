@@ -206,7 +206,7 @@ def build_embeddings_asset(pool: PoolConfig):
         if dim:
             table = lancedb.replace_rows(pool.table("embeddings"), rows, "item_id", scope)
             # taken down while this drop was embedded: its rows go again
-            late = drop_taken_down_rows(lancedb.connect(), pool.name, "embeddings", drop,
+            late = drop_taken_down_rows(lancedb.connect(), pool.name, "embeddings", scope,
                                         [ids[i] for i in keep])
         checks = _checks(table, drop, dim, key)
         return MaterializeResult(

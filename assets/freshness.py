@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster import AssetCheckExecutionContext, AssetKey, AssetRecordsFilter
 
-from curation import naming
 from curation.pools import PoolConfig
 
 from .automation import refresh_state
-from .keys import subset_key
+from .keys import subset_key, subset_upstream
 
 CHECK_NAME = "includes_every_drop"
 MAX_LISTED = 1000  # newer materialisations read per upstream asset and tick
@@ -36,11 +35,6 @@ class Pending:
 
     def label(self) -> str:
         return f"drop {self.partition!r}" if self.partition else self.asset
-
-
-def subset_upstream(pool: PoolConfig) -> list[AssetKey]:
-    """What a subset consumes (the tree is not: the re-assignment after a fit is)."""
-    return [AssetKey(naming.asset_path(pool.name, kind)) for kind in ("assignments", "takedowns")]
 
 
 def pending_updates(instance: dg.DagsterInstance, key: AssetKey, upstream: Sequence[AssetKey],

@@ -20,6 +20,12 @@ def subset_keys(pool: PoolConfig) -> list[AssetKey]:
     return [subset_key(pool, spec.name) for spec in pool.subsets]
 
 
+def subset_upstream(pool: PoolConfig) -> list[AssetKey]:
+    """What a subset consumes: the assignments and the takedowns (not the tree: the
+    re-assignment after a fit is what it waits for)."""
+    return [AssetKey(naming.asset_path(pool.name, kind)) for kind in ("assignments", "takedowns")]
+
+
 def drop_run_keys(pool: PoolConfig) -> list[AssetKey]:
     """What one drop's run can hold: ingestion, the assignment to the current tree, and the
     refresh of the subsets over it (one run per drop: no second run, no automation tick)."""

@@ -119,9 +119,9 @@ def build_raw_asset(pool: PoolConfig):
         gone = takedown_reasons(lancedb.connect(), pool.name, {i.item_id for i in items})
         # ... or the same text under another id (another container: a .txt for a JSONL line)
         contents = taken_down_contents(lancedb.connect(), pool.name)
-        same_text = {i.item_id: contents[content_key(i.text)] for i in items
-                     if contents and i.text is not None and i.item_id not in gone
-                     and content_key(i.text) in contents}
+        keys = {i.item_id: content_key(i.text) for i in items
+                if contents and i.text is not None and i.item_id not in gone}
+        same_text = {item: contents[key] for item, key in keys.items() if key in contents}
         if same_text:
             reasons = takedown_reasons(lancedb.connect(), pool.name, same_text.values())
             gone.update({item: f"{reasons.get(orig, 'taken down')} (same text as {orig})"
@@ -181,8 +181,8 @@ def build_raw_asset(pool: PoolConfig):
             raw_table.delete(f"drop = {sql_str(drop)}")
         ingested = [i for i in fresh if holders.get(i.item_id) == drop]
         # Taken down while this drop was read (after the check above): out again, quarantined.
-        late = set(drop_taken_down_rows(lancedb.connect(), pool.name, "raw", drop,
-                                        [i.item_id for i in ingested]))
+        late = set(drop_taken_down_rows(lancedb.connect(), pool.name, "raw",
+                                        f"drop = {sql_str(drop)}", [i.item_id for i in ingested]))
         if late:
             reasons = takedown_reasons(lancedb.connect(), pool.name, late)
             down += [i for i in ingested if i.item_id in late]

@@ -23,7 +23,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetSpec,
     MaterializeResult,
     MetadataValue,
@@ -48,7 +47,7 @@ from .automation import (
     refresh_state,
     subsets_condition,
 )
-from .keys import subset_key
+from .keys import subset_key, subset_upstream
 from .levels import level_keys
 from .tables import load_fit
 
@@ -64,8 +63,7 @@ def build_subsets_asset(pool: PoolConfig):
     specs = [
         AssetSpec(
             key=subset_key(pool, spec.name),
-            deps=[keys[-1], naming.asset_path(pool.name, "assignments"),
-                  naming.asset_path(pool.name, "takedowns")],
+            deps=[keys[-1], *subset_upstream(pool)],
             group_name=pool.name,
             kinds={"lancedb"},
             automation_condition=subsets_condition(keys),
@@ -81,15 +79,14 @@ def build_subsets_asset(pool: PoolConfig):
                  name=naming.subsets_op(pool.name))
     def subsets(context: AssetExecutionContext, lancedb: LanceDBResource):
         # what this refresh consumes, read before any table (assets.automation)
-        takedowns_key = AssetKey(naming.asset_path(pool.name, "takedowns"))
-        consumed = consumed_metadata(context, [AssetKey(naming.asset_path(pool.name,
-                                                                          "assignments")),
-                                               takedowns_key])
+        upstream = subset_upstream(pool)
+        consumed = consumed_metadata(context, upstream)
         # a takedown applied since the previous refresh: older subset versions hold its items
-        takedown_since = {s.name: newest_upstream_event(context.instance, [takedowns_key])
-                          > refresh_state(context.instance, subset_key(pool, s.name),
-                                          [takedowns_key]).consumed
-                          for s in pool.subsets}
+        takedowns_key = upstream[1]
+        newest_takedown = newest_upstream_event(context.instance, [takedowns_key])
+        takedown_since = {s.name: newest_takedown > refresh_state(
+            context.instance, subset_key(pool, s.name), [takedowns_key]).consumed
+            for s in pool.subsets}
         selected = context.selected_asset_keys
         wanted = [s for s in pool.subsets if subset_key(pool, s.name) in selected]
         fit = load_fit(lancedb, pool)

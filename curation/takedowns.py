@@ -123,15 +123,16 @@ def takedown_reasons(db, pool: str, ids) -> dict[str, str]:
     return out
 
 
-def drop_taken_down_rows(db, pool: str, kind: str, drop: str, ids) -> list[str]:
-    """After a drop's write to `<pool>__<kind>`: delete the rows of those of `ids` taken down
-    meanwhile (a takedown recorded, or even purged, while the drop was being ingested), so
-    a takedown never loses the race with an ingest. Returns the ids deleted."""
-    down = set(taken_down_ids(db, pool).to_pylist())  # one read of the audit's id column
+def drop_taken_down_rows(db, pool: str, kind: str, scope: str, ids) -> list[str]:
+    """After a write to `<pool>__<kind>` of the rows `scope` selects (a drop, or the drops of a
+    run): delete those of `ids` taken down meanwhile (a takedown recorded, or even purged,
+    while the drop was being ingested), so a takedown never loses the race with an ingest.
+    One read of the audit's id column. Returns the ids deleted."""
+    down = set(taken_down_ids(db, pool).to_pylist())
     late = sorted(i for i in set(ids) if i in down) if down else []
     table = open_table(db, naming.table(pool, kind)) if late else None
     for start in range(0, len(late) if table is not None else 0, CHUNK):
-        table.delete(f"drop = {sql_str(drop)} AND " + in_list("item_id", late[start:start + CHUNK]))
+        table.delete(f"({scope}) AND " + in_list("item_id", late[start:start + CHUNK]))
     return late
 
 
@@ -277,14 +278,14 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
-def read_id_list(path, name: str | None = None) -> list[str]:
+def read_id_list(path) -> list[str]:
     """Item ids of a list file (`curate takedown --items`): a `.csv` with an `item_id` column
     (values verbatim), else one id per line (split_lines, verbatim, empty lines skipped)."""
     from pathlib import Path
 
     path = Path(path)
     text = path.read_bytes().decode("utf-8-sig")
-    if (name or path.name).lower().endswith(".csv"):
+    if path.name.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
         fields = [f.strip() for f in reader.fieldnames or []]
         if "item_id" not in fields:

@@ -278,11 +278,9 @@ def postgres_cluster() -> Iterator[dict[str, str]]:
         run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"), "-w",
             "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
             "start")
-        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-            "dagster")
-        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
-               "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "unused-trust-auth",
-               "DAGSTER_PG_DB": "dagster"}
+        yield new_database({"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port),
+                            "DAGSTER_PG_USER": "postgres",
+                            "DAGSTER_PG_PASSWORD": "unused-trust-auth"}, "dagster")
     finally:
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
                                      "immediate", "stop"]), capture_output=True, timeout=60)

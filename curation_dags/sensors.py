@@ -36,6 +36,7 @@ from assets.keys import (
     drop_run_keys,
     hierarchy_keys,
     ingest_keys,
+    subset_key,
     subset_keys,
     takedowns_key,
 )
@@ -286,8 +287,7 @@ def evaluate_stalls(context: dg.SensorEvaluationContext, pool: PoolConfig,
     reported: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     events = []
     for spec in pool.subsets:
-        key = subset_keys(pool)[pool.subsets.index(spec)]
-        if context.instance.get_latest_materialization_event(key) is None:
+        if context.instance.get_latest_materialization_event(subset_key(pool, spec.name)) is None:
             continue
         outcome = stall_outcome(context.instance, pool, spec.name, tick_s)
         state = json.dumps([outcome["passed"], outcome["metadata"]["stalled"]])
@@ -335,9 +335,9 @@ def evaluate_takedowns(
     data = json.loads(context.cursor) if context.cursor else {}
     done: dict[str, str] = dict(data.get("done", {}))
     pending_seen = data.get("pending_version")
-    requests, files = [], []
+    requests, files, hidden_now = [], [], []
     try:
-        present = storage.child(pool.prefix).takedown_files()
+        present = storage.child(pool.prefix).takedown_files(hidden_now)
     except Exception as exc:  # storage unreachable: try again next tick
         context.log.error(f"pool {name}: cannot list takedown files: {exc}")
         present = None
@@ -364,10 +364,7 @@ def evaluate_takedowns(
         ))
     done = {f: fp for f, fp in done.items() if present is None or f in {p[0] for p in present}}
     hidden_seen = set(data.get("hidden", []))
-    try:
-        hidden = set(storage.child(pool.prefix).hidden_takedown_files())
-    except Exception:  # listed above already; the error is logged there
-        hidden = hidden_seen
+    hidden = set(hidden_now) if present is not None else hidden_seen
     for file in sorted(hidden - hidden_seen):
         context.log.warning(
             f"pool {name}: takedown file {file!r} not applied: a name starting with '.' is a "

@@ -302,7 +302,8 @@ class LandingStorage(ConfigurableResource):
         ]
         return sorted(files, key=lambda f: f.name)
 
-    def _content_entries(self, folder: str) -> list[tuple[str, str, int, str]]:
+    def _content_entries(self, folder: str,
+                         hidden: list[str] | None = None) -> list[tuple[str, str, int, str]]:
         """(name, uri, size, content tag) of a folder's data files, hidden files skipped. The
         tag is the S3 ETag (no download) or the local file's sha256, uncached: a file
         re-written in place must not look unchanged; or a refusal (symlink out of the
@@ -310,6 +311,8 @@ class LandingStorage(ConfigurableResource):
         out = []
         for name, uri, size, _, tag in self._objects(folder):
             if is_hidden_part(name):
+                if hidden is not None:
+                    hidden.append(name)
                 continue
             if not self.is_s3 and not tag.startswith("refused"):
                 tag = file_sha256(Path(uri), cache=False)
@@ -323,15 +326,11 @@ class LandingStorage(ConfigurableResource):
             [(name, size, tag) for name, _, size, tag in self._content_entries(drop_id)])
 
     # ---- takedown files -----------------------------------------------------------------------
-    def takedown_files(self) -> list[tuple[str, str, int, str]]:
-        """(name, uri, size, content tag) of the files under `<url>/_takedowns/`, sorted."""
-        return sorted(self._content_entries(TAKEDOWNS_FOLDER))
-
-    def hidden_takedown_files(self) -> list[str]:
-        """Names under `<url>/_takedowns/` that are not applied: hidden or temporary files (a
-        leading '.', such as an upload in progress); the takedowns sensor reports them."""
-        return sorted(name for name, *_ in self._objects(TAKEDOWNS_FOLDER)
-                      if is_hidden_part(name))
+    def takedown_files(self, hidden: list[str] | None = None) -> list[tuple[str, str, int, str]]:
+        """(name, uri, size, content tag) of the files under `<url>/_takedowns/`, sorted. The
+        names of hidden or temporary files there (a leading '.', such as an upload in
+        progress), which are not applied, are appended to `hidden` (one listing)."""
+        return sorted(self._content_entries(TAKEDOWNS_FOLDER, hidden))
 
     def takedown_file_uri(self, name: str) -> str:
         parts = [p for p in name.split("/") if p]

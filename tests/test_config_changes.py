@@ -10,7 +10,6 @@ import pytest
 from conftest import DIM, Platform, small_pool
 from dagster import build_sensor_context
 
-from assets.embeddings import MAX_VECTOR_NORM
 from assets.raw import MAX_ITEM_ID_BYTES
 from curation.synthetic import fixed_mixture_draw, write_vector_drop
 from curation_dags.refit import evaluate_refit
@@ -40,7 +39,6 @@ def test_huge_finite_vectors_are_quarantined_and_the_pool_still_fits(platform):
     huge = [u for u, r in reasons.items() if "exceeds" in r and "overflow float32" in r]
     assert len(huge) == 3
     assert p.rows("embeddings") == 297
-    assert np.isfinite(MAX_VECTOR_NORM ** 2 * 4) and MAX_VECTOR_NORM ** 2 * 4 < 3.4e38
     result = p.refresh(["h"], refit="force")
     assert all(r.success for r in result["results"])
     assert p.rows("assignments") == 297
