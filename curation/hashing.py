@@ -1,4 +1,4 @@
-"""Every content hash of the platform, in one place (tests/test_layering.py checks that
+"""Every content hash of the platform, in one place (tests/core/test_layering.py checks that
 no other module imports hashlib).
 
 Item ids, weights and model identities, drop fingerprints, fit signatures and subset

@@ -4,8 +4,8 @@ Each server runs as a subprocess in its own process group (start_new_session) an
 is stopped at teardown, so no child (uvicorn workers, code servers, run workers) outlives a test.
 Logs go to files in the test's temp dir and are printed when a server fails to come up.
 
-Test modules import the fixtures they use: ``from servers import moto_s3`` (tests/ is on
-sys.path); conftest.py could expose them all with ``from servers import *``.
+conftest.py exposes the fixtures to every test module; `dagster_stack` and `graphql` are plain
+helpers, imported where used.
 """
 
 from __future__ import annotations

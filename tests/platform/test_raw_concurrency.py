@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pyarrow as pa
-from conftest import DIM, materialized, meta, small_pool
+from kit import DIM, materialized, meta, small_pool
 
 from assets.raw import build_raw_asset
 from curation.synthetic import write_vector_drop

@@ -1,12 +1,10 @@
 """Drop sensor, run-failure sensor and refit schedule, on a real Dagster instance (temp
 DAGSTER_HOME) with a real local landing folder and a real S3 server (moto, loopback)."""
-# ruff: noqa: F811  (pytest fixtures imported from servers.py)
 
 from __future__ import annotations
 
 import dagster as dg
 import pytest
-from servers import landing, local_landing, moto_s3, s3_bucket, s3_landing  # noqa: F401
 
 from assets.partitions import drops_partitions
 from curation.config import HierarchyConfig

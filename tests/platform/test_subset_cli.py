@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import Platform, materialized, meta, small_pool
 from dagster import AssetKey
+from kit import Platform, materialized, meta, small_pool
 
 from curation.cli import main
 from curation.subsets import table_manifest

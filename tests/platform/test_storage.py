@@ -1,10 +1,8 @@
 """LandingStorage on a real local folder and on a real S3 server (moto, server mode, loopback)."""
-# ruff: noqa: F811  (pytest fixtures imported from servers.py)
 
 from __future__ import annotations
 
 import pytest
-from servers import landing, local_landing, moto_s3, s3_bucket, s3_landing  # noqa: F401
 
 from curation.landing import validate_drop_id
 from resources.storage import split_s3_url

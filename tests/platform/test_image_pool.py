@@ -8,8 +8,8 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import Platform, materialized, meta
 from dagster import AssetKey, instance_for_test
+from kit import Platform, materialized, meta
 
 from assets.tables import load_fit
 from curation.config import HierarchyConfig

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DIM, Platform, small_pool
 from dagster import build_sensor_context
+from kit import DIM, Platform, small_pool
 
 from assets.raw import MAX_ITEM_ID_BYTES
 from curation.synthetic import fixed_mixture_draw, write_vector_drop

@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import materialized, meta
 from dagster import AssetKey
+from kit import materialized, meta
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_report_written_under_home_and_linked(evaluated):
 
 def test_labels_file_named_in_the_pool_config(tmp_path):
     """A pool whose labels come from a CSV under its landing prefix (as the fashion demo)."""
-    from conftest import Platform, small_pool
     from dagster import instance_for_test
+    from kit import Platform, small_pool
 
     with pytest.raises(ValueError, match="labels"):
         small_pool(labels="../elsewhere.csv")

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import DIM, materialized, meta
 from dagster import AssetCheckKey, AssetKey
+from kit import DIM, materialized, meta
 
 from curation.pools import load_pools
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_asset_materialised_with_tables_and_lineage(grown):

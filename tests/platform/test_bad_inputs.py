@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import DIM, materialized, meta
+from kit import DIM, materialized, meta
 
 from curation.synthetic import write_vector_drop
 

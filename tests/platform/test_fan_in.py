@@ -1,6 +1,6 @@
 """Fan-in refresh by state (assets.automation) and the subsets' stall check (assets.freshness),
 on a real Dagster instance, real LanceDB tables and the pool's real assets. The daemon-level
-race (drops landing while the subsets refresh) is tests/test_live.py's."""
+race (drops landing while the subsets refresh) is tests/live/test_live.py's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import dagster as dg
 import pytest
-from conftest import Platform, small_pool
+from kit import Platform, small_pool
 
 from assets.automation import CONSUMED_KEY, RefreshState, refresh_state
 from assets.keys import drop_run_keys, ingest_keys, subset_keys

@@ -9,7 +9,7 @@ import json
 
 import dagster as dg
 import pytest
-from conftest import Platform, small_pool
+from kit import Platform, small_pool
 
 from curation.cli import main
 from curation.report import text_snippet

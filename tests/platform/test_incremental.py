@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.compute as pc
-from conftest import Platform, materialized, meta, small_pool
 from dagster import DagsterRunStatus, SensorResult, build_sensor_context
+from kit import Platform, materialized, meta, small_pool
 
 from assets.tables import load_fit
 from curation_dags.refit import evaluate_refit

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import DIM, materialized, meta, small_pool
+from kit import DIM, materialized, meta, small_pool
 
 from assets.raw import build_raw_asset
 from curation.config import HierarchyConfig
@@ -364,7 +364,7 @@ def test_text_embeddings_come_from_raw_rows_with_the_same_ids_and_refs(tmp_path)
     """Through the real text embedder: what embeddings stores is exactly raw's rows of the drop
     (item id and ref), BOM / U+2028 texts included; a duplicate of an earlier drop is never
     embedded again, and nothing is quarantined for want of a match."""
-    from conftest import Platform
+    from kit import Platform
 
     pool = small_pool(
         name="notes", modality="texts", dim=None,

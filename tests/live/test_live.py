@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import dagster_stack, graphql, postgres  # noqa: F401 - fixture
+from servers import dagster_stack, graphql
 
 from curation.synthetic import fixed_mixture_draw, write_vector_drop
 from curation_dags.live import (

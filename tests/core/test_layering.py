@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # package -> top-level names it must never import
 FORBIDDEN = {
     "curation": {"dagster", "dagster_aws", "dagster_graphql", "curation_dags", "assets",

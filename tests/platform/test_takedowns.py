@@ -10,7 +10,7 @@ import json
 import dagster as dg
 import numpy as np
 import pytest
-from conftest import Platform, materialized, meta, small_pool
+from kit import Platform, materialized, meta, small_pool
 
 from curation.cli import main
 from curation.takedowns import parse_takedown_file

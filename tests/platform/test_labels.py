@@ -5,8 +5,8 @@ explained (padded ids), on the real evaluation asset of a real pool."""
 from __future__ import annotations
 
 import pytest
-from conftest import Platform, materialized, meta, small_pool
 from dagster import instance_for_test
+from kit import Platform, materialized, meta, small_pool
 
 from curation.labels import parse_labels_csv, unmatched_note
 

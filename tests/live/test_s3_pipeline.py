@@ -1,14 +1,13 @@
 """The whole graph over S3: drops land in a bucket prefix and every LanceDB table lives in the
 same bucket, on a real moto S3 server (own process, loopback), real LanceDB and Dagster."""
-# ruff: noqa: F811  (pytest fixtures imported from servers.py)
 
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
-from conftest import Platform, materialized, meta, small_pool
-from servers import S3_CREDENTIALS, moto_s3, s3_bucket  # noqa: F401
+from kit import Platform, materialized, meta, small_pool
+from servers import S3_CREDENTIALS
 
 pytestmark = pytest.mark.slow
 
