@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 PG_INITDB := /usr/lib/postgresql/15/bin/initdb
 CHROMIUM := /usr/bin/chromium
+# Debian packages (bookworm: postgresql-15, chromium, dataset-fashion-mnist). As root (a container,
+# CI) plain apt-get; elsewhere `make test-setup APT="sudo apt-get"`.
+APT ?= apt-get
 
 .PHONY: setup test-setup demo test lint bench dev clean
 
@@ -15,15 +18,15 @@ $(BIN)/curate: pyproject.toml
 	touch $(BIN)/curate
 
 $(FASHION_MNIST):
-	apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
+	$(APT) install -y dataset-fashion-mnist || ($(APT) update && $(APT) install -y dataset-fashion-mnist)
 
 # Servers and tools the tests start for real: PostgreSQL (the production instance's storage)
 # and headless Chromium (the report page test).
 $(PG_INITDB):
-	apt-get install -y postgresql-15 || (apt-get update && apt-get install -y postgresql-15)
+	$(APT) install -y postgresql-15 || ($(APT) update && $(APT) install -y postgresql-15)
 
 $(CHROMIUM):
-	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+	$(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)
 
 setup: $(BIN)/curate $(FASHION_MNIST)
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from curation.pools import PoolConfig
 
 
-def build_pool_assets(pool: PoolConfig, tick_s: int = 30) -> list:
+class PoolAssets(NamedTuple):
+    """What one pool contributes to its Definitions: asset definitions and asset checks."""
+
+    assets: list
+    checks: list
+
+
+def build_pool_assets(pool: PoolConfig, tick_s: int = 30) -> PoolAssets:
     """Every asset and asset check of one pool, keys prefixed with the pool name. `tick_s`:
     the automation interval, the unit of the subsets' stall check."""
     from .assignments import build_assignments_asset
@@ -18,15 +27,16 @@ def build_pool_assets(pool: PoolConfig, tick_s: int = 30) -> list:
     from .subsets import build_subsets_asset
     from .takedowns import build_takedowns_asset
 
-    return [
-        build_raw_asset(pool),
-        build_embeddings_asset(pool),
-        *build_level_assets(pool),
-        build_assignments_asset(pool),
-        build_takedowns_asset(pool),
-        build_subsets_asset(pool),
-        *build_level_checks(pool),
-        build_stall_checks(pool, tick_s),
-        *[build_evaluation_asset(pool, spec) for spec in pool.subsets],
-        build_report_asset(pool),
-    ]
+    return PoolAssets(
+        assets=[
+            build_raw_asset(pool),
+            build_embeddings_asset(pool),
+            *build_level_assets(pool),
+            build_assignments_asset(pool),
+            build_takedowns_asset(pool),
+            build_subsets_asset(pool),
+            *[build_evaluation_asset(pool, spec) for spec in pool.subsets],
+            build_report_asset(pool),
+        ],
+        checks=[*build_level_checks(pool), build_stall_checks(pool, tick_s)],
+    )

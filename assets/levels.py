@@ -16,10 +16,18 @@ drop partition: each new drop would otherwise mark the tree "unsynced" although 
 decided it still serves (the drop is assigned to it). Freshness of the tree follows the refit
 policy; the fit's metadata says which drops it saw.
 
-Reproducible and order-free: the fit reads the vectors in item-id order, so the same items
-give the same tree whatever order the drops arrived in and however often one was re-run. A
+Bounded memory: level 1 fits on a sample read by row id (the pool's `fit_sample_size`, or a
+few hundred points per centroid, capped), never the whole table, and assigns no item (the
+assignments asset does, once); the levels above cluster centroids. The run's memory bound, a
+formula of the config, is in level_1's metadata (`memory_bound`, docs/SCALE.md); the level
+tables' sizes are the sample's counts scaled to the pool (exact when the sample is the pool).
+
+Reproducible and order-free: the sample is picked by a keyed hash of item ids and read in
+item-id order, so the same items give the same tree whatever order the drops arrived in and
+however often one was re-run. A
 fit whose inputs (drops, model, config) equal the latest saved fit's reuses it, so a run that
-crashed after saving its fit heals on the retry without fitting again.
+crashed after saving its fit heals on the retry without fitting again. The fit and the level
+rows are the core's (`curation.tree`); these assets are wiring plus metadata.
 """
 
 from typing import Literal
@@ -40,74 +48,44 @@ from dagster import (
     asset_check,
 )
 
-from curation import naming
 from curation.metrics import cluster_size_stats, size_histogram
 from curation.naming import REASON_TAG, REFIT_TAG
 from curation.pools import PoolConfig
+from curation.store import FitRecord, PoolStore
+from curation.tree import FitRefused, fit_memory_bound, fit_pool, level_rows, memory_metadata
 from resources.clustering import ClusteringResource
 from resources.lancedb import LanceDBResource
 
 from .automation import FOLLOW
-from .tables import (
-    FitRecord,
-    canonical_order,
-    drop_counts,
-    fit_signature,
-    load_fit,
-    model_hash_counts,
-    save_fit,
-    stream_vectors,
-    vector_array,
-)
+from .keys import asset_key, level_keys
 
 
 class RefitConfig(Config):
     refit: Literal["auto", "force"] = "auto"
 
 
-def level_keys(pool: PoolConfig) -> list[list[str]]:
-    return naming.level_paths(pool.name, pool.hierarchy.n_levels)
-
-
-def write_level(lancedb: LanceDBResource, pool: PoolConfig, fit: FitRecord, level: int):
+def write_level(store: PoolStore, fit: FitRecord, level: int):
     """`<pool>__level_<l>` from the fit record; returns (table, metadata)."""
-    import pyarrow as pa
-
-    h = fit.hierarchy
-    k = h.centroids[level - 1].shape[0]
-    parent = h.parents[level - 1] if level < h.n_levels else np.full(k, -1)
+    table = store.write_level(level, level_rows(fit, level))
     sizes = np.asarray(fit.sizes[level - 1], dtype=np.int64)
-    rows = pa.table(
-        {
-            "cluster_id": pa.array(np.arange(k, dtype=np.int32)),
-            "parent": pa.array(parent.astype(np.int32)),
-            "size": pa.array(sizes),
-            "n_children": pa.array(
-                np.bincount(h.parents[level - 2], minlength=k).astype(np.int32)
-                if level > 1
-                else np.zeros(k, np.int32)
-            ),
-            "vector": vector_array(h.centroids[level - 1]),
-            "fit_version": pa.array(np.full(k, fit.fit_version, np.int64)),
-        }
-    )
-    table = lancedb.overwrite(pool.table(f"level_{level}"), rows)
     report = fit.report[level - 1]
     stats = cluster_size_stats(sizes)
     metadata = {
         "fit_version": fit.fit_version,
-        "n_clusters": k,
+        "n_clusters": fit.hierarchy.centroids[level - 1].shape[0],
         "empty_clusters": stats["empty"],
         "entropy": stats["entropy"],
         "effective_clusters": stats["effective_clusters"],
         "largest_cluster": stats["max"],
         "size_stats": MetadataValue.json(stats),
         "size_histogram": MetadataValue.json(size_histogram(sizes)),
+        # level 1: the items of the fit's sample; above: the centroids of the level below
+        **({"points_clustered": report["n_points"]} if "n_points" in report else {}),
         "objective_final": float(report["objective"][-1]) if report["objective"] else 0.0,
         "objective_steps": len(report["objective"]),
         "empty_reseeded": report["n_empty_reseeded"],
         "fit_seconds": report["seconds"],
-        "lancedb_table": pool.table(f"level_{level}"),
+        "lancedb_table": store.name(f"level_{level}"),
         "lancedb_version": table.version,
     }
     return table, metadata
@@ -118,12 +96,12 @@ def build_level_assets(pool: PoolConfig) -> list:
 
     @asset(
         key=keys[0],
-        deps=[AssetDep(naming.asset_path(pool.name, "embeddings"),
+        deps=[AssetDep(asset_key(pool, "embeddings"),
                        partition_mapping=SpecificPartitionsPartitionMapping([]))],
         group_name=pool.name,
         kinds={"lancedb"},
-        description="Fits the whole tree over every embedded item (asked for by the refit "
-        "sensor, the refit schedule or a user); serves level 1.",
+        description="Fits the whole tree on a sample of the embedded items (asked for by the "
+        "refit sensor, the refit schedule or a user); serves level 1.",
     )
     def level_1(
         context: AssetExecutionContext,
@@ -131,41 +109,30 @@ def build_level_assets(pool: PoolConfig) -> list:
         lancedb: LanceDBResource,
         clustering: ClusteringResource,
     ) -> MaterializeResult:
-        embeddings = lancedb.open(pool.table("embeddings"))
-        counts = drop_counts(embeddings)
-        hashes = model_hash_counts(embeddings)
-        total = sum(counts.values())
-        if len(hashes) > 1:
-            raise Failure(description=(
-                f"pool {pool.name}: embeddings mix {len(hashes)} models ({hashes}); re-embed "
-                "every drop with one model before fitting"))
-        if total < pool.hierarchy.n_clusters[0]:
-            raise Failure(description=(
-                f"pool {pool.name}: {total} embedded items, a fit needs at least "
-                f"{pool.hierarchy.n_clusters[0]} (the level-1 cluster count)"))
         force = config.refit == "force" or context.run.tags.get(REFIT_TAG) == "force"
         reason = context.run.tags.get(REASON_TAG) or ("forced" if force else "asked for")
-        signature = fit_signature(counts, hashes, pool.hierarchy)
-        previous = load_fit(lancedb, pool)
-        reused = previous is not None and previous.signature == signature and not force
+        store = lancedb.store(pool.name)
+        try:
+            out = fit_pool(store, pool.hierarchy, clustering.fit, reason, force,
+                           pool.refit.warm_start)
+        except FitRefused as exc:
+            raise Failure(description=str(exc)) from None
+        record, reused, fits_version = out.record, out.reused, out.fits_version
         if reused:
-            record = previous
             context.log.info(f"pool {pool.name}: fit {record.fit_version} already covers these "
                              "drops with this config: reusing it")
-        else:
-            record = _fit(pool, embeddings, clustering, previous, hashes, counts, signature,
-                          reason)
-        fits_version = save_fit(lancedb, pool, record) if not reused else None
-        _, metadata = write_level(lancedb, pool, record, 1)
+        _, metadata = write_level(store, record, 1)
         return MaterializeResult(
             metadata={
                 **metadata,
                 "reason": record.reason,
                 "reused_saved_fit": reused,
                 "model_hash": record.model_hash,
-                "pool_items": total,
+                "pool_items": out.pool_items,
                 "drops_in_fit": len(record.drops),
                 "mean_distance": record.mean_distance,
+                **memory_metadata(fit_memory_bound(pool.hierarchy, record.hierarchy.dim,
+                                                    out.pool_items)),
                 **({"drift": MetadataValue.json(record.drift)} if record.drift else {}),
                 **({"fits_table_version": fits_version} if fits_version else {}),
             },
@@ -173,48 +140,6 @@ def build_level_assets(pool: PoolConfig) -> list:
         )
 
     return [level_1, *(_build_upper_level(pool, keys, lv) for lv in range(2, len(keys) + 1))]
-
-
-def _fit(pool, embeddings, clustering, previous, hashes, counts, signature, reason) -> FitRecord:
-    cols, x = stream_vectors(embeddings, columns=("item_id",))
-    order = canonical_order(cols["item_id"])
-    x = x[order]
-    model_hash = next(iter(hashes), "")
-    init = None
-    if (previous is not None and pool.refit.warm_start
-            and (not previous.model_hash or previous.model_hash == model_hash)):
-        shapes = [(k, x.shape[1]) for k in pool.hierarchy.n_clusters]
-        if [c.shape for c in previous.hierarchy.centroids] == shapes:
-            init = previous.hierarchy.centroids
-    result = clustering.fit(x, pool.hierarchy, init_centroids=init)
-    del x
-    # Top-level clusters keep their ids across refits where a match exists (Hungarian matching
-    # on centroids), so "cluster 17" means the same before and after; the drift is recorded.
-    from curation.drift import stable_refit
-
-    if previous is not None and previous.hierarchy.centroids[-1].shape[1] == \
-            result.hierarchy.centroids[-1].shape[1]:
-        result, drift = stable_refit(previous.hierarchy, result,
-                                     old_sizes=np.asarray(previous.sizes[-1]))
-    else:
-        drift = {}
-    return FitRecord(
-        fit_version=(previous.fit_version + 1) if previous else 1,
-        hierarchy=result.hierarchy,
-        n_items=len(result.assignment.leaf),
-        mean_distance=float(result.assignment.distance.mean()),
-        drops=dict(counts),
-        sizes=[r.sizes.tolist() for r in result.levels],
-        report=[
-            {"objective": r.objective, "n_empty_reseeded": r.n_empty_reseeded,
-             "seconds": r.seconds, "warm_start": init is not None}
-            for r in result.levels
-        ],
-        drift=drift,
-        model_hash=model_hash,
-        signature=signature,
-        reason=reason,
-    )
 
 
 def _build_upper_level(pool: PoolConfig, keys, level: int):
@@ -227,11 +152,12 @@ def _build_upper_level(pool: PoolConfig, keys, level: int):
         description=f"Level {level} of the tree: clusters of level {level - 1}'s centroids.",
     )
     def upper_level(lancedb: LanceDBResource) -> MaterializeResult:
-        fit = load_fit(lancedb, pool)
+        store = lancedb.store(pool.name)
+        fit = store.load_fit()
         if fit is None:
             raise Failure(description=f"pool {pool.name} has no fitted tree: materialise "
                           "level_1 first")
-        _, metadata = write_level(lancedb, pool, fit, level)
+        _, metadata = write_level(store, fit, level)
         return MaterializeResult(metadata=metadata,
                                  data_version=DataVersion(f"fit-{fit.fit_version}"))
 
@@ -253,7 +179,7 @@ def _health_check(pool: PoolConfig, key, level: int):
         description="Empty clusters and giant clusters within the pool's health policy.",
     )
     def cluster_health(lancedb: LanceDBResource) -> AssetCheckResult:
-        table = lancedb.read(pool.table(f"level_{level}"), ["size"])
+        table = lancedb.store(pool.name).read(pool.table(f"level_{level}"), ["size"])
         sizes = table["size"].to_numpy() if table is not None else np.zeros(0, np.int64)
         total = max(int(sizes.sum()), 1)
         empty_fraction = float((sizes == 0).mean()) if sizes.size else 1.0

@@ -32,13 +32,13 @@ from dagster import (
 from curation import naming
 from curation.pools import PoolConfig
 from curation.selection import tree_paths
+from curation.store import forget_old_versions
 from curation.subsets import (
     balance_from_counts,
     read_previous,
     select_subsets,
     top_level_counts,
 )
-from curation.takedowns import forget_old_versions, taken_down_ids
 from resources.lancedb import LanceDBResource
 
 from .automation import (
@@ -47,9 +47,7 @@ from .automation import (
     refresh_state,
     subsets_condition,
 )
-from .keys import subset_key, subset_upstream
-from .levels import level_keys
-from .tables import load_fit
+from .keys import level_keys, subset_key, subset_upstream
 
 
 def balance_check(pool_balance: dict, subset_balance: dict) -> bool:
@@ -89,25 +87,25 @@ def build_subsets_asset(pool: PoolConfig):
             for s in pool.subsets}
         selected = context.selected_asset_keys
         wanted = [s for s in pool.subsets if subset_key(pool, s.name) in selected]
-        fit = load_fit(lancedb, pool)
+        store = lancedb.store(pool.name)
+        fit = store.load_fit()
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        assignments = lancedb.open(pool.table("assignments"))
+        assignments = store.table("assignments")
         if assignments is None or assignments.count_rows() == 0:
             raise ValueError(f"pool {pool.name} has no assigned items yet")
-        db = lancedb.connect()
         parents = fit.hierarchy.parents
         n_leaves = fit.hierarchy.centroids[0].shape[0]
         configs = {s.name: s for s in wanted}  # a SubsetSpec is a SampleConfig
-        previous = {s.name: read_previous(db, pool.name, s.name, n_leaves) for s in wanted}
+        previous = {s.name: read_previous(store, s.name, n_leaves) for s in wanted}
         scan = select_subsets(assignments, parents, n_leaves, fit.fit_version, configs,
-                              takedowns=taken_down_ids(db, pool.name), previous=previous)
+                              takedowns=store.taken_down_ids(), previous=previous)
         pool_balance = balance_from_counts(top_level_counts(scan.leaf_size, parents))
         n_top = fit.hierarchy.centroids[-1].shape[0]
         for spec in wanted:
             result = scan.subsets[spec.name]
             sel = result.selection
-            table = lancedb.overwrite(pool.table(f"subset_{spec.name}"), result.rows)
+            table = store.write_subset(spec.name, result.rows)
             forgotten = forget_old_versions(table) if takedown_since[spec.name] else 0
             top = tree_paths(parents, sel.leaf)[:, -1]
             subset_balance = balance_from_counts(

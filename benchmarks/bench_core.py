@@ -73,11 +73,11 @@ def run_one(name: str, seed: int | None = None) -> dict:
     seed, when given, replaces the fit and sampling seeds (the data stays the same)."""
     import numpy as np
 
-    from curation.config import HierarchyConfig
+    from curation.config import HierarchyConfig, SampleConfig
     from curation.hierarchy import fit_hierarchy
     from curation.metrics import selection_label_stats
-    from curation.sampling import sample_balanced
-    from curation.synthetic import long_tailed_mixture
+    from curation.selection import sample_rows
+    from curation_demo.synthetic import long_tailed_mixture
 
     cfg = CONFIGS[name]
     x, labels = long_tailed_mixture(**cfg["data"])
@@ -85,7 +85,8 @@ def run_one(name: str, seed: int | None = None) -> dict:
     started = time.perf_counter()
     fit = fit_hierarchy(x, HierarchyConfig(**hierarchy))
     fitted = time.perf_counter()
-    sel = sample_balanced(fit.assignment.paths, cfg["target"], "random", seed=seed or 0)
+    sel = sample_rows(fit.hierarchy, fit.assignment.leaf,
+                      SampleConfig(target_size=cfg["target"], seed=seed or 0))
     done = time.perf_counter()
     stats = selection_label_stats(labels[sel.indices], sel.weights)
     rng = np.random.default_rng(0)
@@ -113,7 +114,7 @@ KMEANS_CONFIGS = {
 
 def kmeans_bench(repeats: int) -> None:
     from curation.kmeans import KMeans
-    from curation.synthetic import long_tailed_mixture
+    from curation_demo.synthetic import long_tailed_mixture
 
     print("| KMeans.fit config | Lloyd iterations (max 50, tol=0) | seconds (median) | runs |")
     print("|---|---|---|---|")
@@ -124,7 +125,8 @@ def kmeans_bench(repeats: int) -> None:
             started = time.perf_counter()
             iters = 0
             for seed in range(fits):
-                km = KMeans(k, max_iter=50, tol=0.0, random_state=seed, init="random").fit(x)
+                km = KMeans.from_params(k, max_iter=50, tol=0.0, random_state=seed,
+                                        init="random").fit(x)
                 iters += km.n_iter_
             times.append(time.perf_counter() - started)
         print(f"| {name} | {iters} | {statistics.median(times):.3f} | {repeats} |", flush=True)

@@ -46,18 +46,18 @@ def interleaved(variants: dict, repeats: int) -> dict[str, float]:
 def bench_images(folder: Path, args, rows: list) -> None:
     import torch
 
-    from curation.embedding import Item, folder_files
+    from curation.embedding import EmbedderSpec, Item, folder_files
     from curation.embedding.images import ImageEmbedder, _collate, _DecodeSet
 
     paths = folder_files(folder)
     n = len(paths)
-    base = ImageEmbedder(
+    base = ImageEmbedder(EmbedderSpec(
         image_size=args.image_size, batch_size=args.batch_size, num_threads=args.threads
-    )
+    ))
     base.identity()  # load
     # the same batches, decoded and normalised beforehand: only the forward pass is timed
     items = [Item(str(p), path=p) for p in paths]
-    decoded = _DecodeSet(items, args.image_size, base.max_pixels)
+    decoded = _DecodeSet(items, args.image_size, base.spec.max_pixels)
     batches = []
     for start in range(0, n, args.batch_size):
         _, _, pixels, _ = _collate(
@@ -72,12 +72,12 @@ def bench_images(folder: Path, args, rows: list) -> None:
 
     variants = {f"bare forward ({base.device})": bare}
     for workers in args.workers:
-        emb = ImageEmbedder(
+        emb = ImageEmbedder(EmbedderSpec(
             image_size=args.image_size,
             batch_size=args.batch_size,
             num_workers=workers,
             num_threads=args.threads,
-        )
+        ))
         emb.identity()
         variants[f"pipeline, num_workers={workers}"] = lambda emb=emb: emb.embed(paths)
     medians = interleaved(variants, args.repeats)
@@ -89,10 +89,11 @@ def bench_images(folder: Path, args, rows: list) -> None:
 def bench_text(folder: Path, args, rows: list) -> None:
     import torch
 
-    from curation.embedding import folder_items
+    from curation.embedding import EmbedderSpec, folder_items
     from curation.embedding.text import TextEmbedder
 
-    emb = TextEmbedder(batch_size=args.batch_size, num_threads=args.threads)
+    emb = TextEmbedder(EmbedderSpec(kind="text", batch_size=args.batch_size,
+                                    num_threads=args.threads))
     model = emb.model
     texts = [it.text for it in folder_items(folder, "text")]
     n = len(texts)
@@ -132,7 +133,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
 
-    from curation.demo_data import build_fashion_mnist_drops, build_text_drops
+    from curation_demo.data import build_fashion_mnist_drops, build_text_drops
 
     rows: list = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,15 +37,16 @@ def pool_config(n: int, dim: int, subset: int):
 def build(lancedb, pool, n: int, dim: int, batch: int = 200_000) -> None:
     import pyarrow as pa
 
-    from assets.tables import FitRecord, assignment_table, save_fit, vector_array
+    from curation.drops import assignment_rows
     from curation.hierarchy import fit_hierarchy
-    from curation.synthetic import long_tailed_mixture
+    from curation.store import FitRecord, vector_array
+    from curation_demo.synthetic import long_tailed_mixture
 
     db = lancedb.connect()
     x, _ = long_tailed_mixture(n=n, dim=dim, n_components=500, seed=0)
     fit = fit_hierarchy(x[:: max(n // 20000, 1)], pool.hierarchy)
-    save_fit(lancedb, pool, FitRecord(fit_version=1, hierarchy=fit.hierarchy, n_items=n,
-                                      mean_distance=1.0, drops={"d0": n}))
+    lancedb.store(pool.name).save_fit(FitRecord(fit_version=1, hierarchy=fit.hierarchy,
+                                                n_items=n, mean_distance=1.0, drops={"d0": n}))
     for lo in range(0, n, batch):
         hi = min(lo + batch, n)
         ids = pa.array([f"item-{i}" for i in range(lo, hi)])
@@ -53,7 +54,7 @@ def build(lancedb, pool, n: int, dim: int, batch: int = 200_000) -> None:
         uri = pa.array([f"mem://{i}" for i in range(lo, hi)])
         emb = pa.table({"item_id": ids, "drop": drop, "uri": uri,
                         "vector": vector_array(x[lo:hi])})
-        asg = assignment_table(ids, drop, uri, fit.hierarchy.assign(x[lo:hi]), 1)
+        asg = assignment_rows(ids, drop, uri, fit.hierarchy.assign(x[lo:hi]), 1)
         for kind, table in (("embeddings", emb), ("assignments", asg)):
             name = pool.table(kind)
             if lo == 0:
@@ -67,7 +68,7 @@ def build_labels(lancedb, pool, n: int, dim: int, n_labels: int = 10) -> None:
     classes, as in the demo pools; the k-NN test split is per_class x classes rows)."""
     import pyarrow as pa
 
-    from curation.synthetic import long_tailed_mixture
+    from curation_demo.synthetic import long_tailed_mixture
 
     _, labels = long_tailed_mixture(n=n, dim=dim, n_components=500, seed=0)
     meta = [json.dumps({"label": int(v) % n_labels}) for v in labels]

@@ -5,7 +5,7 @@
 
 Reads the pool's embeddings, current tree and labels (the pool's labels file) from
 $CURATION_HOME, then for every subset config and seeds 0..4 draws the balanced subset
-(curation.sampling) and a uniform one of the same size, and reports mean and standard
+(curation.selection) and a uniform one of the same size, and reports mean and standard
 deviation of the coverage p50/p99, leaf clusters hit, top-level entropy, label entropy and the
 20-NN balanced accuracy (curation.evaluation).
 """
@@ -45,11 +45,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
 
-    from assets.evaluation import pool_labels, pool_view
-    from assets.tables import load_fit
-    from curation.evaluation import evaluate_selection
+    from assets.evaluation import pool_index, read_labels
+    from curation.evaluation import evaluate_selection, labels_of
     from curation.pools import load_pools
-    from curation.sampling import sample_balanced
+    from curation.selection import sample_rows
     from curation_dags import settings
     from resources.lancedb import LanceDBResource
     from resources.storage import LandingStorage
@@ -57,12 +56,14 @@ def main() -> int:
     pool = next(p for p in load_pools() if p.name == args.pool)
     lancedb = LanceDBResource(uri=settings.lancedb_uri(), endpoint_url=settings.s3_endpoint_url())
     landing = LandingStorage(url=settings.landing_url(), endpoint_url=settings.s3_endpoint_url())
-    fit = load_fit(lancedb, pool)
+    fit = lancedb.store(pool.name).load_fit()
     if fit is None:
         raise SystemExit(f"pool {pool.name} has no fit under {settings.lancedb_uri()}: run "
                          "`curate demo` first")
-    ids, _, x, paths = pool_view(lancedb, pool, fit)
-    labels, missing = pool_labels(lancedb, landing, pool, ids)
+    index = pool_index(lancedb, pool, fit)
+    ids, paths = index.ids, index.paths
+    x = index.vectors(np.arange(len(ids)))  # every vector: offline, unlike the asset
+    labels, missing = labels_of(ids, read_labels(lancedb, landing, pool, ids))
     distance = fit.hierarchy.assign(x).distance  # for the "closest" strategy
     print(f"pool {pool.name}: {len(ids)} items, {x.shape[1]}-d, tree "
           f"{[c.shape[0] for c in fit.hierarchy.centroids]}, labels: "
@@ -70,8 +71,8 @@ def main() -> int:
     for spec in pool.subsets:
         rows = {name: ([], []) for name, _ in FIGURES}
         for seed in range(args.seeds):
-            sel = sample_balanced(paths, spec.target_size, spec.strategy, seed=seed,
-                                  distances=distance, multiplier=spec.multiplier)
+            sel = sample_rows(fit.hierarchy, paths[:, 0], spec.model_copy(update={"seed": seed}),
+                              ids, distance)
             report = evaluate_selection(x, paths, sel.indices, sel.weights, labels, seed=seed,
                                         metric=pool.hierarchy.metric)
             for name, where in FIGURES:

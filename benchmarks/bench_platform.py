@@ -75,7 +75,7 @@ def main() -> None:
         if args.tick is not None:
             env.update({"CURATION_SENSOR_INTERVAL_S": str(args.tick),
                         "CURATION_AUTOMATION_INTERVAL_S": str(args.tick)})
-        from curation_dags import live
+        from curation_demo import live
 
         if args.instance == "production":
             env.update(stack.enter_context(live.postgres_cluster()))
@@ -83,8 +83,8 @@ def main() -> None:
         from dagster import DagsterInstance
 
         from curation.pools import load_pools
-        from curation.synthetic import build_synthetic_drops
         from curation_dags.settings import automation_interval_s, sensor_interval_s
+        from curation_demo.synthetic import build_synthetic_drops
         from resources.lancedb import LanceDBResource
 
         pool = load_pools(pools)[0]
@@ -141,10 +141,9 @@ def refit_drop(args, instance, lancedb, pool, landing, live, proc) -> dict:
     old tree in its own run), and until they are refreshed over the refitted tree."""
     import numpy as np
 
-    from assets.tables import latest_fit_summary
-    from curation.synthetic import fixed_mixture_draw, write_vector_drop
+    from curation_demo.synthetic import fixed_mixture_draw, write_vector_drop
 
-    fit_before = latest_fit_summary(lancedb, pool).fit_version
+    fit_before = lancedb.store(pool.name).latest_fit_summary().fit_version
     drop = "drop-far"
     x, _ = fixed_mixture_draw(args.drop_size, args.dim, 777)
     landed = time.time()
@@ -155,7 +154,7 @@ def refit_drop(args, instance, lancedb, pool, landing, live, proc) -> dict:
         meta = live.subsets_cover(instance, lancedb, pool, landed)
         if meta is None:
             return None
-        fit = latest_fit_summary(lancedb, pool).fit_version
+        fit = lancedb.store(pool.name).latest_fit_summary().fit_version
         return meta if (fit > fit_before) == refitted else None
 
     live.wait_until(lambda: included(False) or included(True), args.timeout,

@@ -11,8 +11,8 @@ wall time and peak RSS of one refresh (two streaming passes, fetch of the select
 write of the subset table) for a 10% subset. Churn: a 1M pool's subset, then a 1% drop added
 without refit, for both stability modes ("fair": order-free bottom-k; "sticky": the previous
 version's members first): items that left vs the strict forced minimum (quota shrinkage) and
-the fair minimum (+ the newcomers' expected share), and what today's redraw
-(`sample_balanced`) replaces.
+the fair minimum (+ the newcomers' expected share). (The whole-pool redraw that earlier
+releases' `curate sample` made is gone: `curate sample` now runs this same selection.)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def tree(n: int, seed: int = 0) -> tuple[list[int], list[np.ndarray], np.ndarray
     parents = []
     for k, up in zip(ks, ks[1:], strict=False):
         parents.append(np.concatenate([np.arange(up), rng.integers(0, up, k - up)]))
-    from curation.synthetic import zipf_weights
+    from curation_demo.synthetic import zipf_weights
 
     return ks, parents, rng.permutation(zipf_weights(leaves, 1.0))
 
@@ -107,6 +107,7 @@ def refresh(db_dir: str, n: int, fraction: float, name: str = "s",
 
     from curation import naming
     from curation.config import SampleConfig
+    from curation.store import PoolStore
     from curation.subsets import read_previous, select_subsets
 
     ks, parents, _ = tree(n)
@@ -114,7 +115,7 @@ def refresh(db_dir: str, n: int, fraction: float, name: str = "s",
     t0 = time.perf_counter()
     table = db.open_table("bench__assignments")
     config = SampleConfig(target_size=int(n * fraction), seed=7, stability=stability)
-    previous = {name: read_previous(db, "bench", name, ks[0])}
+    previous = {name: read_previous(PoolStore(db, "bench"), name, ks[0])}
     scan = select_subsets(table, parents, ks[0], 1, {name: config}, previous=previous)
     t1 = time.perf_counter()
     result = scan.subsets[name]
@@ -126,22 +127,6 @@ def refresh(db_dir: str, n: int, fraction: float, name: str = "s",
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def redraw_churn(db_dir: str, n: int, fraction: float) -> dict:
-    """Today's redraw (sample_balanced over the whole pool) before and after the 1% drop."""
-    import lancedb
-
-    from curation.sampling import sample_balanced
-
-    table = lancedb.connect(db_dir).open_table("bench__assignments").to_arrow()
-    ids = np.asarray(table["item_id"].to_pylist(), object)
-    paths = np.stack([table[f"level_{lv}"].to_numpy() for lv in range(1, 5)], axis=1)
-    old = table["drop"].to_numpy(zero_copy_only=False) == "d0"
-    target = int(n * fraction)
-    before = set(ids[old][sample_balanced(paths[old], target, seed=7).indices])
-    after = set(ids[sample_balanced(paths, target, seed=7).indices])
-    return {"left": len(before - after), "entered": len(after - before)}
-
-
 def child(args) -> int:
     if args.child == "write":
         write_pool(args.db, args.n, args.cached_keys)
@@ -149,8 +134,6 @@ def child(args) -> int:
     elif args.child == "add":
         add_drop(args.db, args.n, args.added)
         out = {}
-    elif args.child == "redraw":
-        out = redraw_churn(args.db, args.n, args.fraction)
     else:
         out = refresh(args.db, args.n, args.fraction, f"s_{args.stability}", args.stability)
     print(json.dumps(out))
@@ -224,7 +207,6 @@ def main() -> int:
     run_child("--child", "add", "--db", db, "--n", str(n), "--added", str(n // 100))
     after = {mode: run_child("--child", "refresh", "--db", db, "--n", str(n), "--fraction",
                              frac, "--stability", mode) for mode in modes}
-    redraw = run_child("--child", "redraw", "--db", db, "--n", str(n), "--fraction", frac)
     print()
     print("| stability | pool | subset | drop added | left | entered | strict forced minimum | "
           "fair minimum | left / forced | left / fair | refresh s |")
@@ -235,8 +217,6 @@ def main() -> int:
         print(f"| {mode} | {n:,} | {after[mode]['selected']:,} | {n // 100:,} | {c['left']:,} | "
               f"{c['entered']:,} | {c['forced_minimum']:,} | {c['fair_minimum']:,} | {ratio} | "
               f"{c['left'] / max(c['fair_minimum'], 1):.2f} | {after[mode]['total_s']:.2f} |")
-    print(f"\ntoday's redraw (sample_balanced over the whole pool): left {redraw['left']:,}, "
-          f"entered {redraw['entered']:,}")
     shutil.rmtree(db, ignore_errors=True)
     if not args.dir:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Lloyd's loop options, declared once (type, default, constraint, description): every level's
+# k-means of a HierarchyConfig and a lone KMeansConfig share them.
+KMeansInit = Annotated[
+    Literal["k-means++", "random"], Field(default="k-means++", description="k-means seeding")
+]
+MaxIter = Annotated[int, Field(default=50, ge=1, description="Lloyd iterations at most")]
+Tol = Annotated[
+    float,
+    Field(default=1e-4, ge=0.0,
+          description="stop when the objective improves by less than this fraction"),
+]
+
+
+# A pool's level 1 fits on a sample, never the whole table (docs/SCALE.md): by default a few
+# hundred points per centroid, as faiss samples (max_points_per_centroid = 256), capped so the
+# fit's memory stays a constant of the config: sample x d x 4 B (1M x 384-d: 1.5 GB).
+FIT_POINTS_PER_CLUSTER = 256
+FIT_SAMPLE_CAP = 1_000_000
+
+
+class KMeansConfig(BaseModel):
+    """One k-means (`curation.kmeans.KMeans`): k and Lloyd's loop options, validated here once;
+    `KMeans` itself does not check them again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_clusters: int = Field(ge=1, description="clusters (k)")
+    max_iter: MaxIter
+    tol: Tol
+    init: KMeansInit
+    spherical: bool = Field(
+        default=False, description="re-normalise the centroids every iteration (cosine k-means)"
+    )
+    device: Literal["cpu", "gpu"] = Field(
+        default="cpu", description="where faiss searches (HierarchyConfig resolves 'auto' first)"
+    )
+    n_local_trials: int | None = Field(
+        default=None, ge=1, description="greedy k-means++ candidates per seed (None: 2 + log k)"
+    )
 
 
 class HierarchyConfig(BaseModel):
@@ -41,15 +81,9 @@ class HierarchyConfig(BaseModel):
         "paper); 'centered-cosine' by their direction from the centroids' mean, which keeps "
         "high-dimensional, unrelated concepts from collapsing into one giant cluster",
     )
-    init: Literal["k-means++", "random"] = Field(
-        default="k-means++", description="k-means seeding"
-    )
-    max_iter: int = Field(default=50, ge=1, description="Lloyd iterations at most")
-    tol: float = Field(
-        default=1e-4,
-        ge=0.0,
-        description="stop when the objective improves by less than this fraction",
-    )
+    init: KMeansInit
+    max_iter: MaxIter
+    tol: Tol
     level1_split: int = Field(
         default=1,
         ge=1,
@@ -57,7 +91,9 @@ class HierarchyConfig(BaseModel):
         "split into s by its own k-means (the authors' two-step fit for very large pools)",
     )
     fit_sample_size: int | None = Field(
-        default=None, ge=1, description="fit level 1 on this many random points, then assign all"
+        default=None, ge=1, description="fit level 1 on this many points. A pool's fit reads "
+        "only these (a seeded, order-free sample); unset: FIT_POINTS_PER_CLUSTER per level-1 "
+        "cluster, at most FIT_SAMPLE_CAP. fit_hierarchy on an array: unset = every point",
     )
     seed: int = Field(default=0, description="random seed (same seed, same tree)")
     device: Literal["auto", "cpu", "gpu"] = Field(
@@ -103,6 +139,19 @@ class HierarchyConfig(BaseModel):
         """Resampling steps T at a 0-based level."""
         values = self.resampling_steps or [0]
         return values[level] if len(values) > 1 else values[0]
+
+    def kmeans(self, n_clusters: int, **options) -> KMeansConfig:
+        """The config of one k-means of this fit: its Lloyd options, plus `options`
+        (spherical, device, n_local_trials)."""
+        return KMeansConfig(n_clusters=n_clusters, max_iter=self.max_iter, tol=self.tol,
+                            init=self.init, **options)
+
+    def pool_fit_sample(self, n_items: int) -> int:
+        """Points a pool's level-1 fit reads out of `n_items`: `fit_sample_size`, or
+        FIT_POINTS_PER_CLUSTER per level-1 cluster, at most FIT_SAMPLE_CAP (never below k)."""
+        k = self.n_clusters[0]
+        derived = max(k, min(FIT_POINTS_PER_CLUSTER * k, FIT_SAMPLE_CAP))
+        return min(n_items, self.fit_sample_size or derived)
 
     def sample_size_at(self, level: int, n_points: int) -> int:
         """Sample size r at a 0-based level; default half the average cluster size."""

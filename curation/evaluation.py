@@ -17,18 +17,27 @@ members, each side capped at `eval_sample` members (a keyed subsample of a large
 sides alike, so the comparison stays fair). Every draw ranks items by a keyed hash of their
 64-bit item key (curation.selection), so it is independent of the pool's storage order.
 Balance, leaf share and label figures need only small per-item columns and stay exact.
+
+A pool's subset (evaluate_subset): the evaluation asset reads the pool's small columns and
+its subset, `index_items` places every item in the current tree (assigning, from their vectors
+only, the items whose stored assignment is of another fit), and `evaluate_subset` returns a
+`SubsetEvaluation` whose figures, sample note and headline figures are what the asset shows.
+Which direction is better for every figure is declared once (`BETTER`): the report, the Dagster
+metadata and the check say it from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .hierarchy import normalize_rows, validate_points
+from .hierarchy import Hierarchy, normalize_rows, validate_points
 from .metrics import balance_stats, selection_label_stats
-from .selection import rank_hash, splitmix64
+from .selection import item_keys, rank_hash, splitmix64
 
 COVERAGE_SAMPLE = 5000
 EVAL_SAMPLE = 100_000  # most members per side whose vectors an evaluation reads
@@ -334,3 +343,174 @@ def worse_than_random(curated: dict, uniform: dict, tol: float = 1e-9) -> list[s
     if ce < re_ - tol:
         reasons.append(f"{top} entropy {ce:.4g} < random {re_:.4g}")
     return reasons
+
+
+# ---- which direction is better ---------------------------------------------------------------
+
+# Every figure of an evaluation and the direction that is better (None: equal by design).
+# Coverage figures are distances from pool items to their nearest selected item: lower is
+# better. Top-1 share and Gini measure concentration: lower is more even.
+BETTER: dict[str, str | None] = {
+    "items": None,
+    "median": "lower", "p90": "lower", "p99": "lower",
+    "leaf_share": "higher",
+    "entropy": "higher", "effective_clusters": "higher", "top1_share": "lower", "gini": "lower",
+    "label_entropy": "higher", "labels_hit": "higher",
+    "accuracy": "higher", "balanced_accuracy": "higher",
+}
+
+
+def better(figure: str) -> str:
+    """'lower is better' or 'higher is better' for a figure of BETTER ('' for items)."""
+    direction = BETTER[figure]
+    return f"{direction} is better" if direction else ""
+
+
+# Headline figures (flat metadata keys `<name>_curated`, `<name>_random`): name -> the figure
+# of one side, as a path into evaluate_selection's side dict ("top" = the top level).
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "coverage_p99": ("coverage", "p99"),
+    "leaf_share": ("coverage", "leaf_share"),
+    "top_entropy": ("balance", "top", "entropy"),
+    "label_entropy": ("labels", "label_entropy"),
+    "knn_balanced_accuracy": ("knn", "balanced_accuracy"),
+}
+
+
+def headline_figures(report: dict) -> dict[str, float]:
+    """`<name>_curated` and `<name>_random` of every HEADLINE figure the report has (label
+    figures only with labels)."""
+    out = {}
+    for name, path in HEADLINE.items():
+        if path[0] not in report["curated"]:
+            continue
+        for side in ("curated", "random"):
+            value: Any = report[side]
+            for step in path:
+                value = value[list(value)[-1] if step == "top" else step]
+            out[f"{name}_{side}"] = value
+    return out
+
+
+def headline_directions(report: dict) -> dict[str, str]:
+    """{headline name: 'lower is better' / 'higher is better'} of the figures the report has."""
+    return {name: better(path[-1]) for name, path in HEADLINE.items()
+            if path[0] in report["curated"]}
+
+
+# ---- a pool's subset ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolIndex:
+    """Every embedded item of a pool in the current tree, and a reader of chosen rows' vectors
+    (sorted or not; (len(rows), d) float32 in the order asked)."""
+
+    ids: list[str]
+    uris: list[str]
+    keys: np.ndarray  # (n,) uint64 item keys (curation.selection.item_keys)
+    paths: np.ndarray  # (n, L) cluster ids, level 1 (leaf) first
+    vectors: Callable[[np.ndarray], np.ndarray]
+
+
+def rows_of(ids: list[str], wanted) -> np.ndarray:
+    """Row of each wanted id (a list or pyarrow array of str) among `ids`, -1 when absent."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    at = pc.index_in(pa.array(wanted, pa.string()) if isinstance(wanted, list) else wanted,
+                     value_set=pa.array(ids, pa.string()))
+    return at.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def index_items(ids: list[str], uris: list[str], assigned, hierarchy: Hierarchy,
+                fit_version: int, vectors: Callable[[np.ndarray], np.ndarray]) -> PoolIndex:
+    """Place every embedded item in the current tree: its stored assignment when that is of
+    this fit (`assigned`: a pyarrow table with item_id, fit_version, level_1..level_L and
+    optionally item_key, or None), else assigned here from its vector (only those are read).
+    Keys come from `item_key` where stored, else are computed from the ids."""
+    n_levels = hierarchy.n_levels
+    level_cols = [f"level_{lv}" for lv in range(1, n_levels + 1)]
+    paths = np.full((len(ids), n_levels), -1, np.int64)
+    keys = np.zeros(len(ids), np.uint64)
+    known = np.zeros(len(ids), bool)
+    if assigned is not None and assigned.num_rows:
+        at = rows_of(ids, assigned["item_id"])
+        ok = at >= 0
+        current = ok & (assigned["fit_version"].to_numpy() == fit_version)
+        stored = np.stack([assigned[c].to_numpy() for c in level_cols], axis=1)
+        paths[at[current]] = stored[current]
+        if "item_key" in assigned.column_names:
+            keys[at[ok]] = assigned["item_key"].to_numpy()[ok]
+            known[at[ok]] = True
+    if not known.all():
+        keys[~known] = item_keys([ids[i] for i in np.flatnonzero(~known)])
+    missing = np.flatnonzero(paths[:, 0] < 0)
+    if missing.size:
+        paths[missing] = hierarchy.assign(vectors(missing)).paths
+    return PoolIndex(ids, uris, keys, paths, vectors)
+
+
+def meta_labels(item_ids: Sequence[str], metas: Sequence[str | None]) -> dict[str, str]:
+    """{item_id: label} from the `label` field of items' metadata JSON (raw's `meta`)."""
+    found = {}
+    for item, meta in zip(item_ids, metas, strict=True):
+        if meta:
+            value = json.loads(meta).get("label")
+            if value is not None:
+                found[item] = str(value)
+    return found
+
+
+def labels_of(item_ids: list[str], found: dict[str, str]) -> tuple[np.ndarray | None, int]:
+    """(labels of item_ids as strings, or None; how many items have none). Labels are used
+    only when every item has one."""
+    missing = sum(1 for i in item_ids if i not in found)
+    if not found or missing:
+        return None, missing
+    return np.asarray([found[i] for i in item_ids]), 0
+
+
+@dataclass(frozen=True)
+class SubsetEvaluation:
+    """What an evaluation of a pool's subset found (evaluate_subset)."""
+
+    report: dict  # evaluate_selection's
+    pool_size: int
+    selected_items: int  # subset members still embedded
+    labelled: bool
+    unlabelled_items: int
+    eval_sample: int
+
+    @property
+    def worse_than_random(self) -> list[str]:
+        return self.report["worse_than_random"]
+
+    def headline(self) -> dict[str, float]:
+        return headline_figures(self.report)
+
+    def sample_note(self) -> str:
+        sample = self.report["sample"]
+        return (f"Coverage and k-NN figures come from a seeded sample: {sample['probe_items']} "
+                f"probe items, {sample['test_items']} k-NN test items, at most "
+                f"{self.eval_sample} members per side (curated {sample['curated_vector_items']}, "
+                f"random {sample['random_vector_items']}); vectors of {sample['vectors_read']} "
+                f"of {self.pool_size} items read. Balance, leaf share and label figures are "
+                "exact over the whole pool.")
+
+
+def evaluate_subset(index: PoolIndex, subset_ids, subset_weights: np.ndarray,
+                    labels: dict[str, str], *, seed: int, metric: str = "l2",
+                    eval_sample: int = EVAL_SAMPLE) -> SubsetEvaluation:
+    """A subset (its item ids and weights) of the pool of `index` against a uniform random
+    subset of the same size (evaluate_selection). Members no longer embedded (a re-embedded
+    drop) drop out; `labels` ({item_id: label}) count only when every item has one."""
+    rows = rows_of(index.ids, subset_ids)
+    keep = rows >= 0
+    rows, weights = rows[keep], np.asarray(subset_weights)[keep]
+    order = np.argsort(rows)
+    pool_labels, unlabelled = labels_of(index.ids, labels)
+    report = evaluate_selection(index.vectors, index.paths, rows[order], weights[order],
+                                pool_labels, keys=index.keys, seed=seed, metric=metric,
+                                eval_sample=eval_sample)
+    return SubsetEvaluation(report, len(index.ids), int(rows.size), pool_labels is not None,
+                            unlabelled, eval_sample)

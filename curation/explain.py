@@ -1,48 +1,30 @@
 """Why is an item in (or not in) each subset of its pool? (pure core, reads LanceDB only)
 
-`explain_item(db, pool, item_id)` looks the item up in `<pool>__takedowns`,
-`<pool>__duplicates`, `<pool>__quarantine` and `<pool>__assignments`, then, for every
-`<pool>__subset_<name>` table (its latest version), says whether the item is in and why:
-its leaf, the leaf's quota, its rank in the leaf (recomputed from the leaf's members with
-the subset's seed and strategy when it is not in), or that it was taken down, is not
-assigned, or was assigned by another fit than the subset's.
+`explain_item(store, item_id)` (`store`: the pool's `curation.store.PoolStore`) looks the
+item up in `<pool>__takedowns`, `<pool>__duplicates`, `<pool>__quarantine` and
+`<pool>__assignments`, then, for every `<pool>__subset_<name>` table (its latest version),
+says whether the item is in and why: its leaf, the leaf's quota, its rank in the leaf
+(recomputed from the leaf's members with the subset's seed and strategy when it is not in),
+or that it was taken down, is not assigned, or was assigned by another fit than the subset's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import naming
 from .selection import item_keys, rank_hash
 from .sql import sql_str
-from .subsets import open_table, stored_tables, table_manifest
-from .takedowns import taken_down_ids
+from .store import PoolStore
+from .subsets import table_manifest
 
 
-def _rows(db, name: str, where: str, columns: list[str] | None = None) -> list[dict]:
-    table = open_table(db, name)
-    if table is None:
-        return []
-    if columns is not None:
-        columns = [c for c in columns if c in table.schema.names]
-    query = table.search().where(where).limit(None)
-    if columns:
-        query = query.select(columns)
-    return query.to_arrow().to_pylist()
-
-
-def subset_names(db, pool: str) -> list[str]:
-    prefix = naming.table(pool, "subset_")
-    return sorted(n[len(prefix):] for n in stored_tables(db) if n.startswith(prefix))
-
-
-def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: dict,
+def leaf_rank(store: PoolStore, item_id: str, leaf: int, fit_version: int, config: dict,
               taken_down: set[str], first: set[str] | None = None) -> tuple[int, int]:
     """(rank of the item among its leaf's eligible members, members) under a subset's
     seed and strategy: the order the selection uses (bottom-k). `first`: ids ranked ahead
     of the others (a sticky subset's members)."""
     where = f"level_1 = {int(leaf)} AND fit_version = {int(fit_version)}"
-    rows = _rows(db, naming.table(pool, "assignments"), where, ["item_id", "distance"])
+    rows = store.query("assignments", where, ["item_id", "distance"])
     ids = [r["item_id"] for r in rows if r["item_id"] not in taken_down]
     if item_id not in ids:
         return -1, len(ids)
@@ -57,14 +39,12 @@ def leaf_rank(db, pool: str, item_id: str, leaf: int, fit_version: int, config: 
     return int(np.flatnonzero(np.asarray(ids, object)[order] == item_id)[0]), len(ids)
 
 
-def explain_item(db, pool: str, item_id: str) -> dict:
+def explain_item(store: PoolStore, item_id: str) -> dict:
     where = f"item_id = {sql_str(item_id)}"
-    takedowns = _rows(db, naming.table(pool, "takedowns"), where, ["reason", "at", "by", "run"])
-    duplicates = _rows(db, naming.table(pool, "duplicates"), where,
-                       ["drop", "first_drop", "uri"])
-    quarantine = _rows(db, naming.table(pool, "quarantine"), where,
-                       ["drop", "stage", "reason", "uri"])
-    assigned = _rows(db, naming.table(pool, "assignments"), where)
+    takedowns = store.query("takedowns", where, ["reason", "at", "by", "run"])
+    duplicates = store.query("duplicates", where, ["drop", "first_drop", "uri"])
+    quarantine = store.query("quarantine", where, ["drop", "stage", "reason", "uri"])
+    assigned = store.query("assignments", where)
     assignment = None
     if assigned:
         a = assigned[0]
@@ -72,10 +52,10 @@ def explain_item(db, pool: str, item_id: str) -> dict:
         assignment = {"drop": a.get("drop"), "uri": a.get("uri"),
                       "path": [a[k] for k in levels], "leaf": a["level_1"],
                       "distance": a["distance"], "fit_version": a["fit_version"]}
-    down = set(taken_down_ids(db, pool).to_pylist())
+    down = set(store.taken_down_ids().to_pylist())
     subsets = {}
-    for name in subset_names(db, pool):
-        table = open_table(db, naming.subset_table(pool, name))
+    for name in store.subset_names():
+        table = store.subset_table(name)
         manifest = table_manifest(table)
         config = manifest.get("config", {})
         entry: dict = {"version": table.version, "seed": config.get("seed"),
@@ -111,7 +91,7 @@ def explain_item(db, pool: str, item_id: str) -> dict:
                 # sticky: the members rank first (they did when this version was built)
                 first = (set(in_leaf["item_id"].to_pylist())
                          if config.get("stability") == "sticky" else None)
-                rank, members = leaf_rank(db, pool, item_id, leaf, assignment["fit_version"],
+                rank, members = leaf_rank(store, item_id, leaf, assignment["fit_version"],
                                           config, down, first)
                 entry["stability"] = config.get("stability", "fair")
                 entry.update(leaf=leaf, path=assignment["path"], quota=quota, rank=rank,
@@ -125,6 +105,6 @@ def explain_item(db, pool: str, item_id: str) -> dict:
                     entry["why"] = (f"would be taken now (rank {rank} < {taken}): the item "
                                     "arrived after this subset version was built")
         subsets[name] = entry
-    return {"pool": pool, "item_id": item_id, "assignment": assignment,
+    return {"pool": store.pool_name, "item_id": item_id, "assignment": assignment,
             "taken_down": takedowns, "duplicate_deliveries": duplicates,
             "quarantined": quarantine, "subsets": subsets}

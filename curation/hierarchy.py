@@ -164,16 +164,9 @@ def _fit_level(
     """One level: k-means, then `steps` rounds of k-means on a per-cluster resample."""
 
     def kmeans(points: np.ndarray, n_clusters: int, start: np.ndarray | None) -> KMeans:
-        return KMeans(
-            n_clusters=n_clusters,
-            max_iter=config.max_iter,
-            tol=config.tol,
-            init=start if start is not None else config.init,
-            random_state=rng,
-            spherical=spherical,
-            device=device,
-            n_local_trials=n_local_trials,
-        ).fit(points)
+        options = config.kmeans(n_clusters, spherical=spherical, device=device,
+                                n_local_trials=n_local_trials)
+        return KMeans(options, random_state=rng, init_centroids=start).fit(points)
 
     objective: list[float] = []
     reseeded = 0

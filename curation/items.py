@@ -1,8 +1,9 @@
 """One parser per item kind (pure: no Dagster, no torch): a delivered file's bytes in, items out.
 
 Both sides of the pipeline read files through this module, so they agree byte for byte on what
-an item is, its id and its ref: the `raw` asset (what was delivered) and the embedders' sources
-(`curation.embedding.sources`, used by `curate embed` and by the `embeddings` asset).
+an item is, its id and its ref: the `raw` asset (what was delivered; its rows keep each item's
+text or vector values, which the `embeddings` asset reads instead of the files) and the
+embedders' sources (`curation.embedding.sources`, used by `curate embed`).
 
     images    *.png *.jpg *.jpeg *.webp   one item per file; id = sha256 of the file's bytes
     texts     *.txt                       one item per file (UTF-8, a BOM allowed); id = sha256
@@ -117,6 +118,7 @@ class ParsedItem:
     row: int  # 0-based line or row in the file, -1 for a whole-file item
     meta: str = ""  # JSON of the extra fields ("" when none)
     text: str | None = None  # texts: what the embedder reads
+    vector: list | None = None  # vectors: the row's values (raw keeps them for embeddings)
 
 
 @dataclass
@@ -221,16 +223,17 @@ def parse_parquet(uri: str, data: bytes) -> Parsed:
         return Parsed(quarantined=[(uri, f"'item_id' column is not text: {exc}"[:500])])
     uris = table.column("uri").to_pylist() if "uri" in table.column_names else [None] * len(ids)
     lengths = pc.list_value_length(table.column("vector")).to_pylist()
+    values = table.column("vector").to_pylist()
     extra = [c for c in table.column_names if c not in ("item_id", "vector", "uri")]
     metas = table.select(extra).to_pylist() if extra else [None] * len(ids)
     out = Parsed()
-    for row, (item_id, given, length, meta) in enumerate(
-        zip(ids, uris, lengths, metas, strict=True)
+    for row, (item_id, given, length, meta, vector) in enumerate(
+        zip(ids, uris, lengths, metas, values, strict=True)
     ):
         ref = str(given) if given else f"{uri}#row={row}"
         if not item_id or length is None:
             out.quarantined.append((ref, "missing item_id or vector"))
             continue
         text = json.dumps(meta, default=str) if meta else ""
-        out.items.append(ParsedItem(item_id, ref, 4 * length, uri, row, text))
+        out.items.append(ParsedItem(item_id, ref, 4 * length, uri, row, text, vector=vector))
     return out

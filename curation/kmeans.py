@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import KMeansConfig
+
 
 @functools.cache
 def gpu_available() -> bool:
@@ -144,20 +146,17 @@ def centroid_means(points: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.n
 class KMeans:
     """Lloyd's k-means with k-means++ seeding, a convergence tolerance and empty-cluster repair.
 
-    Parameters mirror scikit-learn's: n_clusters, max_iter, tol, init, random_state; plus
-    spherical (cosine: centroids re-normalised) and device ("cpu", "gpu" or "auto").
+    `config` (`curation.config.KMeansConfig`: n_clusters, max_iter, tol, init, spherical,
+    device, n_local_trials) is validated where it is built, not here again. From Python,
+    scikit-learn style: `KMeans.from_params(40, max_iter=100, random_state=0)`.
+    `init_centroids` (k, d) starts Lloyd from these instead of seeding.
     After fit: centroids_ (k, d) float32, labels_, distances_ (squared L2 to the centroid),
     objective_ (sum of squared distances after each iteration), n_iter_, n_reseeded_.
     """
 
-    n_clusters: int
-    max_iter: int = 50
-    tol: float = 1e-4
-    init: str | np.ndarray = "k-means++"
+    config: KMeansConfig
     random_state: int | np.random.Generator | None = 0
-    spherical: bool = False
-    device: str = "cpu"
-    n_local_trials: int | None = None  # k-means++ candidates per seed; None = 2 + log k
+    init_centroids: np.ndarray | None = field(default=None, repr=False)
     centroids_: np.ndarray = field(init=False, repr=False)
     labels_: np.ndarray = field(init=False, repr=False)
     distances_: np.ndarray = field(init=False, repr=False)
@@ -166,39 +165,44 @@ class KMeans:
     n_reseeded_: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        if self.n_clusters < 1:
-            raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
-        if self.tol < 0:
-            raise ValueError(f"tol must be >= 0, got {self.tol}")
-        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
-            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
+        if not isinstance(self.config, KMeansConfig):  # e.g. KMeans(40): sklearn's signature
+            raise TypeError("KMeans takes a KMeansConfig; for parameters use "
+                            "KMeans.from_params(n_clusters, ...)")
+
+    @classmethod
+    def from_params(cls, n_clusters: int, *, random_state: int | np.random.Generator | None = 0,
+                    init: str | np.ndarray | None = None, **params) -> KMeans:
+        """scikit-learn-style construction: the parameters (KMeansConfig's fields) are validated
+        by KMeansConfig; `init` is "k-means++", "random" or a (k, d) array of starting
+        centroids."""
+        start = init if isinstance(init, np.ndarray) else None
+        if init is not None and start is None:
+            params["init"] = init
+        return cls(KMeansConfig(n_clusters=n_clusters, **params), random_state, start)
 
     def _initial_centroids(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        k = self.n_clusters
-        if isinstance(self.init, np.ndarray):
-            if self.init.shape != (k, x.shape[1]):
-                raise ValueError(
-                    f"init centroids must have shape ({k}, {x.shape[1]}), got {self.init.shape}"
-                )
-            return self.init.astype(np.float32, copy=True)
-        if self.init == "random":
+        k = self.config.n_clusters
+        if self.init_centroids is not None:
+            if self.init_centroids.shape != (k, x.shape[1]):
+                raise ValueError(f"init centroids must have shape ({k}, {x.shape[1]}), got "
+                                 f"{self.init_centroids.shape}")
+            return self.init_centroids.astype(np.float32, copy=True)
+        if self.config.init == "random":
             return x[rng.choice(x.shape[0], size=k, replace=False)].copy()
-        return x[kmeans_plusplus(x, k, rng, self.n_local_trials)].copy()
+        return x[kmeans_plusplus(x, k, rng, self.config.n_local_trials)].copy()
 
     def fit(self, points: np.ndarray) -> KMeans:
         x = np.ascontiguousarray(points, dtype=np.float32)
         n = x.shape[0]
-        k = self.n_clusters
+        k = self.config.n_clusters
         if n < k:
             raise ValueError(f"cannot make {k} clusters from {n} points")
         rng = np.random.default_rng(self.random_state)
         centroids = self._initial_centroids(x, rng)
         self.objective_, self.n_reseeded_ = [], 0
-        index = CentroidIndex(x.shape[1], self.device)
+        index = CentroidIndex(x.shape[1], self.config.device)
         labels, dist = index.set(centroids).search(x)
-        for it in range(self.max_iter):
+        for it in range(self.config.max_iter):
             centroids, counts = centroid_means(x, labels, k)
             empty = np.flatnonzero(counts == 0)
             if empty.size:
@@ -207,7 +211,7 @@ class KMeans:
                 donors = np.argsort(-dist, kind="stable")[: empty.size]
                 centroids[empty] = x[donors]
                 self.n_reseeded_ += int(empty.size)
-            if self.spherical:
+            if self.config.spherical:
                 centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
             new_labels, dist = index.set(centroids).search(x)
             objective = float(dist.sum(dtype=np.float64))
@@ -219,7 +223,7 @@ class KMeans:
                 break
             if len(self.objective_) > 1:
                 previous = self.objective_[-2]
-                if previous - objective <= self.tol * max(previous, 1e-30):
+                if previous - objective <= self.config.tol * max(previous, 1e-30):
                     break
         self.centroids_, self.labels_, self.distances_ = centroids, labels, dist
         return self
@@ -232,4 +236,4 @@ class KMeans:
         if x.ndim != 2 or x.shape[1] != self.centroids_.shape[1]:
             raise ValueError(f"points must have shape (n, {self.centroids_.shape[1]}) like the "
                              f"fitted centroids, got {x.shape}")
-        return nearest_centroid(x, self.centroids_, self.device)[0]
+        return nearest_centroid(x, self.centroids_, self.config.device)[0]

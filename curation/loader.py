@@ -46,11 +46,12 @@ class CopiesSampler(Sampler[int]):
 class SubsetDataset(Dataset):
     def __init__(self, pool: str, subset: str, version: int | None = None,
                  lancedb: str | None = None, load: Callable[[str], Any] | None = None):
-        from .subsets import connect, subset_version
+        from .store import PoolStore
 
         self.pool, self.subset, self.load = pool, subset, load
-        got = subset_version(connect(lancedb), pool, subset, version,
-                             ("item_id", "uri", "weight"))
+        # this constructor is an edge: the LanceDB uri and S3 endpoint come from the settings
+        got = PoolStore.from_settings(pool, lancedb).subset_version(
+            subset, version, ("item_id", "uri", "weight"))
         # items taken down after this version was written are left out (any version)
         self.version, rows, self.taken_down_excluded = got.version, got.rows, \
             got.taken_down_excluded

@@ -5,9 +5,11 @@ A pool `P` owns:
   level_<l>, assignments, assignment_log, takedowns, subset_<S> (`subset_table`);
 - Dagster asset keys (as paths): [P, <kind>] (`asset_path`), [P, "level_<l>"] (`level_path`),
   [P, "subsets", S] and [P, "evaluation", S]; an asset's op is its path joined by "__"
-  (`op_name`), which is where run config for it goes (`{"ops": {"P__level_1": ...}}`);
+  (`op_name`), which is where run config for it goes (`{"ops": {"P__level_1": ...}}`). The
+  AssetKeys themselves are built from these paths in one module, assets/keys.py;
 - the dynamic partitions `P_drops`, the resource `P_embedder`, the sensors `P_drops_sensor`,
-  `P_refit_sensor`, `P_takedowns_sensor`, `P_automation` and the schedule `P_refit_schedule`;
+  `P_refit_sensor`, `P_takedowns_sensor`, `P_stall_sensor`, `P_automation` and the schedule
+  `P_refit_schedule`;
 - run tags (below) that sensors set and assets and sensors read.
 
 `NAME_PATTERN` keeps every one of them valid for LanceDB and Dagster alike.

@@ -29,51 +29,9 @@ def _relative_path(value: str | None, what: str) -> str | None:
     return value
 
 
-CRON_FIELDS = (  # name, lowest, highest, names
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                      "nov", "dec")),
-    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
-)
-CRON_MACROS = ("@hourly", "@daily", "@weekly", "@monthly")
-
-
-def cron_problem(expr: object) -> str | None:
-    """Why `expr` is not a 5-field cron expression (minute hour day-of-month month day-of-week:
-    '*', numbers, ranges a-b, lists a,b, steps */n or a-b/n, month and weekday names), or None."""
-    if not isinstance(expr, str):
-        return f"must be a string, got {type(expr).__name__}"
-    if expr.strip() in CRON_MACROS:
-        return None
-    fields = expr.split()
-    if len(fields) != 5:
-        return f"needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
-
-    for text, (what, low, high, names) in zip(fields, CRON_FIELDS, strict=True):
-        def value(v: str, what=what, low=low, high=high, names=names) -> int:
-            if v.lower() in names:
-                return names.index(v.lower()) + (1 if what == "month" else 0)
-            if not v.isdigit():
-                raise ValueError(f"{what} field: {v!r} is not a number")
-            if not low <= int(v) <= high:
-                raise ValueError(f"{what} field: {v} is out of range {low}-{high}")
-            return int(v)
-
-        try:
-            for part in text.split(","):
-                span, _, step = part.partition("/")
-                if step and (not step.isdigit() or int(step) == 0):
-                    raise ValueError(f"{what} field: step {step!r} must be a positive number")
-                if span == "*":
-                    continue
-                first, _, last = span.partition("-")
-                if value(first) > (value(last) if last else value(first)):
-                    raise ValueError(f"{what} field: range {span!r} runs backwards")
-        except ValueError as exc:
-            return str(exc)
-    return None
+# Sundays 03:00. The one default of refit.cron; the expression is validated where it is read,
+# by Dagster's schedule (curation_dags.sensors.build_refit_schedule), not here.
+DEFAULT_REFIT_CRON = "0 3 * * 0"
 
 
 class EmbedderConfig(BaseModel):
@@ -122,18 +80,12 @@ class RefitPolicy(BaseModel):
     max_added_fraction: float = Field(default=0.5, gt=0.0)
     max_distance_ratio: float = Field(default=1.5, gt=1.0)
     warm_start: bool = False
-    cron: str | None = "0 3 * * 0"
+    cron: str | None = Field(
+        default=DEFAULT_REFIT_CRON,
+        description="5-field cron of the periodic refit (None: none); a cron Dagster rejects "
+        "fails that pool's refit schedule only, never the code location",
+    )
     max_wait_for_drops_s: int = Field(default=600, ge=0)
-
-    @property
-    def cron_error(self) -> str | None:
-        """Why `cron` is not a valid cron expression, or None. Not raised at load: a bad cron
-        fails its pool's refit schedule only (the Dagster side), never the other pools."""
-        if self.cron is None:
-            return None
-        problem = cron_problem(self.cron)
-        return None if problem is None else (
-            f"refit.cron {self.cron!r} is not a valid cron expression: {problem}")
 
 
 class HealthPolicy(BaseModel):

@@ -3,7 +3,9 @@ distributions per level before and after curation (log scale), the evaluation fi
 subset (curation.evaluation), members of the largest, median and smallest top-level clusters
 (image thumbnails, text snippets or item ids) and the drift of the last refit. Plots are
 matplotlib PNGs and thumbnails are PNGs, both inlined as base64: the file opens anywhere.
-Also Markdown tables for Dagster metadata.
+Also Markdown for Dagster metadata: the evaluation table and its figure (the same PNG as the
+page's, as a data URI, which the Dagster UI's Markdown renders). Every figure and table says
+which direction is better (curation.evaluation.BETTER).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import html
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import settings
+from .evaluation import better
 
 MEMBERS_SHOWN = 12
 THUMBNAIL_PX = 64
@@ -37,28 +43,33 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+EVALUATION_HEADERS = ["figure", "better", "curated", "random"]
+
+
 def evaluation_rows(evaluation: dict) -> list[list[Any]]:
-    """(figure, curated, random) rows of an evaluation (curation.evaluation.evaluate_selection)."""
+    """(figure, which direction is better, curated, random) rows of an evaluation
+    (curation.evaluation.evaluate_selection)."""
     cur, rnd = evaluation["curated"], evaluation["random"]
-    rows: list[list[Any]] = [["items", cur["items"], rnd["items"]]]
+    rows: list[list[Any]] = [["items", "equal by design", cur["items"], rnd["items"]]]
     for key in ("median", "p90", "p99", "leaf_share"):
         if key in cur["coverage"]:
-            name = "leaf clusters hit (share)" if key == "leaf_share" else f"coverage {key}"
-            rows.append([name, cur["coverage"][key], rnd["coverage"][key]])
+            name = ("leaf clusters hit (share)" if key == "leaf_share"
+                    else f"coverage {key} distance")
+            rows.append([name, better(key), cur["coverage"][key], rnd["coverage"][key]])
     for level, stats in cur["balance"].items():
         other = rnd["balance"][level]
-        rows += [[f"{level} {key}", stats[key], other[key]]
+        rows += [[f"{level} {key}", better(key), stats[key], other[key]]
                  for key in ("entropy", "effective_clusters", "top1_share", "gini")]
     if "labels" in cur:
-        rows += [[f"label {key.removeprefix('label_')}", cur["labels"][key], rnd["labels"][key]]
-                 for key in ("label_entropy", "labels_hit", "top1_share")]
-        rows += [[f"k-NN {key}", cur["knn"][key], rnd["knn"][key]]
+        rows += [[f"label {key.removeprefix('label_')}", better(key), cur["labels"][key],
+                  rnd["labels"][key]] for key in ("label_entropy", "labels_hit", "top1_share")]
+        rows += [[f"k-NN {key}", better(key), cur["knn"][key], rnd["knn"][key]]
                  for key in ("accuracy", "balanced_accuracy")]
     return rows
 
 
 def evaluation_markdown(evaluation: dict) -> str:
-    return markdown_table(["figure", "curated", "random"], evaluation_rows(evaluation))
+    return markdown_table(EVALUATION_HEADERS, evaluation_rows(evaluation))
 
 
 def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -74,17 +85,34 @@ def _png_data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _figure_uri(fig) -> str:
+def _figure_png(fig, dpi: int = 90, colors: int | None = None) -> bytes:
+    """The figure as PNG bytes; with `colors`, quantised to that many (a plot of a few flat
+    colours loses nothing visible and shrinks several-fold: small enough for metadata)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return _png_data_uri(buf.getvalue())
+    fig.savefig(buf, format="png", dpi=dpi)
+    if colors is None:
+        return buf.getvalue()
+    from PIL import Image
+
+    with Image.open(io.BytesIO(buf.getvalue())) as img:
+        small = img.convert("RGB").quantize(colors)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def _figure_uri(fig) -> str:
+    return _png_data_uri(_figure_png(fig))
 
 
 # ---- plots --------------------------------------------------------------------------------------
 
+SIZE_PLOT_DIRECTION = "flatter is more balanced: better"
+
+
 def size_plot(level: int, pool_sizes: np.ndarray, subsets: dict[str, np.ndarray]) -> str:
     """Rank-size plot of one level (clusters largest first, log scale): the pool and every
-    subset. Returns a PNG data URI."""
+    subset; a subset's flatter curve is the balance curation aims at. PNG data URI."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3.2), layout="constrained")
@@ -96,33 +124,83 @@ def size_plot(level: int, pool_sizes: np.ndarray, subsets: dict[str, np.ndarray]
     ax.set_yscale("log")
     ax.set_xlabel("cluster rank (largest first)")
     ax.set_ylabel("items")
-    ax.set_title(f"level {level}: cluster sizes")
+    ax.set_title(f"level {level}: cluster sizes ({SIZE_PLOT_DIRECTION})")
     ax.legend()
     return _figure_uri(fig)
 
 
-def balance_plot(name: str, evaluation: dict) -> str:
-    """Entropy and top-1 share per level: curated, random and the pool. PNG data URI."""
+def evaluation_panels(evaluation: dict) -> list[str]:
+    """Titles of evaluation_png's panels, each with the direction that is better."""
+    shares = "leaf clusters hit" + (", k-NN balanced accuracy" if "knn" in evaluation["curated"]
+                                    else "")
+    return [f"coverage: distance to nearest selected item ({better('p99')})",
+            f"entropy per level, nats ({better('entropy')})",
+            f"top-1 share per level ({better('top1_share')})",
+            f"{shares} ({better('leaf_share')})"]
+
+
+def evaluation_caption(evaluation: dict) -> str:
+    """One sentence per panel of evaluation_png: what it shows and which direction is better."""
+    titles = evaluation_panels(evaluation)
+    return ("Curated (the subset) against a uniform random subset of the same size; the pool's "
+            "own balance for reference. " + ". ".join(t[0].upper() + t[1:] for t in titles) + ".")
+
+
+def _curated_and_random_bars(ax, evaluation: dict, figures: list[tuple[str, str, str]]):
+    """Side-by-side bars of curated and random for (tick label, section, figure) triples."""
+    at = np.arange(len(figures))
+    width = 0.38
+    for offset, side in ((-width / 2, "curated"), (width / 2, "random")):
+        values = [evaluation[side][section][key] for _, section, key in figures]
+        ax.bar(at + offset, values, width, label=side)
+    ax.set_xticks(at, [label for label, _, _ in figures])
+
+
+def evaluation_png(name: str, evaluation: dict, dpi: int = 90,
+                   colors: int | None = None) -> bytes:
+    """The evaluation of one subset in four panels (coverage distances, entropy and top-1 share
+    per level, leaf share and k-NN balanced accuracy), curated against random, the pool's
+    balance for reference: PNG bytes. Panel titles say which direction is better."""
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(12, 3), layout="constrained")
+    cover, entropy, top1, shares = fig.subplots(1, 4)
+    _curated_and_random_bars(cover, evaluation,
+                             [(key, "coverage", key) for key in ("median", "p90", "p99")])
+    cover.set_ylabel("distance")
     levels = list(evaluation["curated"]["balance"])
-    fig = Figure(figsize=(6, 3), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    sides = {"curated": evaluation["curated"], "random": evaluation["random"],
-             "pool": evaluation["pool"]}
     ticks = np.arange(1, len(levels) + 1)
-    for side, data in sides.items():
-        left.plot(ticks, [data["balance"][lv]["entropy"] for lv in levels], marker="o",
-                  label=side)
-        right.plot(ticks, [data["balance"][lv]["top1_share"] for lv in levels], marker="o",
-                   label=side)
-    for ax, title in ((left, "entropy (nats)"), (right, "top-1 share")):
+    for side in ("curated", "random", "pool"):
+        style = {"linestyle": "--", "color": "grey"} if side == "pool" else {}
+        for ax, key in ((entropy, "entropy"), (top1, "top1_share")):
+            ax.plot(ticks, [evaluation[side]["balance"][lv][key] for lv in levels], marker="o",
+                    label=side, **style)
+    for ax in (entropy, top1):
         ax.set_xticks(ticks)
         ax.set_xlabel("level")
-        ax.set_title(title)
-    left.legend()
-    fig.suptitle(f"{name}: balance per level")
-    return _figure_uri(fig)
+    share_figures = [("leaf clusters hit", "coverage", "leaf_share")]
+    if "knn" in evaluation["curated"]:
+        share_figures.append(("k-NN bal. accuracy", "knn", "balanced_accuracy"))
+    _curated_and_random_bars(shares, evaluation, share_figures)
+    shares.set_ylim(0, 1)
+    for ax, title in zip((cover, entropy, top1, shares), evaluation_panels(evaluation),
+                         strict=True):
+        ax.set_title(title.replace(" (", "\n("), fontsize=9)
+    entropy.legend(fontsize=8)
+    fig.suptitle(f"{name} against a uniform random subset of the same size")
+    return _figure_png(fig, dpi, colors)
+
+
+FIGURE_DPI_UI = 75  # the Dagster UI's copy: 900x225 px, about 12 KB
+FIGURE_COLORS_UI = 48
+
+
+def evaluation_figure_markdown(name: str, evaluation: dict) -> str:
+    """Markdown of the evaluation figure for Dagster metadata: a small PNG as a data URI
+    (Dagster's Markdown keeps `data:` image sources) and the caption with the directions."""
+    png = evaluation_png(name, evaluation, FIGURE_DPI_UI, FIGURE_COLORS_UI)
+    return (f"![{name} against random]({_png_data_uri(png)})\n\n"
+            f"{evaluation_caption(evaluation)}")
 
 
 # ---- members ------------------------------------------------------------------------------------
@@ -242,7 +320,8 @@ def render_report(
     ]
     for level, sizes in enumerate(pool_sizes, start=1):
         per_subset = {name: s[level - 1] for name, s in subset_sizes.items()}
-        parts.append(f'<img class="plot" alt="level {level} cluster sizes" '
+        parts.append(f'<img class="plot" alt="level {level} cluster sizes '
+                     f'({SIZE_PLOT_DIRECTION})" '
                      f'src="{size_plot(level, sizes, per_subset)}">')
     parts.append("<h2>Subsets against a uniform random subset of the same size</h2>")
     if not evaluations:
@@ -253,8 +332,10 @@ def render_report(
             "at least as good as random on coverage and balance"
         parts += [
             f"<h3>{e(name)}</h3><p>{e(verdict)}</p>",
-            f'<img class="plot" alt="{e(name)} balance" src="{balance_plot(name, evaluation)}">',
-            _html_table(["figure", "curated", "random"], evaluation_rows(evaluation)),
+            f'<img class="plot" alt="{e(name)} against random" '
+            f'src="{_png_data_uri(evaluation_png(name, evaluation))}">',
+            f'<p class="caption">{e(evaluation_caption(evaluation))}</p>',
+            _html_table(EVALUATION_HEADERS, evaluation_rows(evaluation)),
         ]
     if examples:
         parts.append("<h2>Members of the largest, median and smallest top-level clusters</h2>")
@@ -272,3 +353,17 @@ def render_report(
                                for k, v in drift.items() if k != "permutation"])]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def report_file(pool: str) -> Path:
+    """Where the report of a pool lives: $CURATION_HOME/reports/<pool>.html."""
+    return settings.reports_dir().resolve() / f"{pool}.html"
+
+
+def write_page(path: Path, page: str) -> Path:
+    """Write the page through a temporary file: readers see the old page or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -20,18 +20,26 @@ tree's parent arrays, fed in batches: memory is O(#clusters + selected), never O
 - **Sticky** (`stability="sticky"`, opt-in): the caller passes tier 0 for the previous
   version's members of the leaf, 1 for the others; tier ranks before the score, so an old
   member leaves only when the leaf's quota shrinks (or it left the leaf / the pool).
+
+This is the one sampler: the platform's subsets stream it over the assignments table
+(`curation.subsets.select_subsets`), `curate sample` and Python callers run it in memory
+(`sample_rows`); the same tree, item ids, config and seed give the same subset either way.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import SampleConfig
 from .hashing import blake2b_u64, sorted_ids_sha256
-from .sampling import grouped_water_fill, water_fill
+from .sampling import group_starts, grouped_water_fill, water_fill
+
+if TYPE_CHECKING:  # hierarchy imports this module (tree_paths)
+    from .hierarchy import Hierarchy
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -78,12 +86,17 @@ def tree_paths(parents: list[np.ndarray], leaf: np.ndarray) -> np.ndarray:
     return paths
 
 
-def level_sizes(leaf_sizes: np.ndarray, parents: list[np.ndarray]) -> list[np.ndarray]:
-    """Items beneath every cluster of every level, from the leaf sizes (O(#clusters))."""
+def level_sizes(leaf_sizes: np.ndarray, parents: list[np.ndarray],
+                n_clusters: list[int] | None = None) -> list[np.ndarray]:
+    """Items (or copies) beneath every cluster of every level, from the leaf sizes
+    (O(#clusters)). Without `n_clusters` a level ends at its highest cluster with children;
+    with it (clusters per level, leaves first) every level has at least that many entries."""
     sizes = [np.asarray(leaf_sizes, np.int64)]
-    for parent in parents:
+    for level, parent in enumerate(parents, start=1):
         parent = np.asarray(parent, np.int64)
         n_up = int(parent.max(initial=-1)) + 1
+        if n_clusters is not None:
+            n_up = max(n_up, int(n_clusters[level]))
         sizes.append(np.bincount(parent, weights=sizes[-1], minlength=n_up).astype(np.int64))
     return sizes
 
@@ -199,10 +212,7 @@ class LeafSelector:
         order = np.lexsort(keys)
         leaf, primary, h, key, payload, tier = (a[order] for a in (leaf, primary, h, key,
                                                                     payload, tier))
-        is_start = np.ones(leaf.size, bool)
-        is_start[1:] = leaf[1:] != leaf[:-1]
-        starts = np.maximum.accumulate(np.where(is_start, np.arange(leaf.size), 0))
-        rank = np.arange(leaf.size) - starts
+        rank = np.arange(leaf.size) - group_starts(leaf)
         keep = rank < self.k[leaf]
         leaf, primary, h, key, payload, tier = (a[keep] for a in (leaf, primary, h, key,
                                                                    payload, tier))
@@ -217,10 +227,7 @@ class LeafSelector:
     def result(self) -> SubsetSelection:
         leaf, _, _, key, payload, _ = self._compact()
         n_leaves = self.k.size
-        is_start = np.ones(leaf.size, bool)
-        is_start[1:] = leaf[1:] != leaf[:-1]
-        rank = np.arange(leaf.size) - np.maximum.accumulate(
-            np.where(is_start, np.arange(leaf.size), 0))
+        rank = np.arange(leaf.size) - group_starts(leaf)
         taken = np.bincount(leaf, minlength=n_leaves).astype(np.int64)
         if np.any(taken != self.k):
             bad = int(np.flatnonzero(taken != self.k)[0])
@@ -253,6 +260,44 @@ def select(
         payload = np.arange(leaf.size, dtype=np.uint64)
     selector.add(leaf, key, payload, distance, tier)
     return selector.result()
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """An in-memory selection by row: the rows taken and how many copies of each a training
+    loader should draw."""
+
+    indices: np.ndarray  # unique int64 row indices, sorted
+    weights: np.ndarray  # int64 copies per index, >= 1
+
+    @property
+    def size(self) -> int:
+        return int(self.weights.sum())
+
+
+def row_ids(n: int) -> list[str]:
+    """Ids of items known only by their row (no item_id): the row numbers "0", "1", ..."""
+    return [str(row) for row in range(n)]
+
+
+def sample_rows(hierarchy: Hierarchy, leaf: np.ndarray, config: SampleConfig, item_ids=None,
+                distance: np.ndarray | None = None) -> RowSelection:
+    """The platform's subset of items placed in `hierarchy` (their `leaf` ids), in memory:
+    the same tree, item ids, config and seed give the rows of the items the pool's subset
+    holds. `item_ids` (list of str or pyarrow strings, one per row) key the items; without
+    them the row numbers do (`row_ids`). `distance` to the leaf centroid: for "closest"."""
+    leaf = np.asarray(leaf, np.int64)
+    n_leaves = int(hierarchy.centroids[0].shape[0])
+    if leaf.size and (leaf.min() < 0 or leaf.max() >= n_leaves):
+        raise ValueError(f"leaf ids must lie in 0..{n_leaves - 1} (the tree's leaves), got "
+                         f"{leaf.min()}..{leaf.max()}")
+    keys = item_keys(row_ids(leaf.size) if item_ids is None else item_ids)
+    if keys.size != leaf.size:
+        raise ValueError(f"{keys.size} item ids for {leaf.size} items: give one id per row")
+    chosen = select(leaf, keys, hierarchy.parents, n_leaves, config, distance=distance)
+    order = np.argsort(chosen.payload)
+    return RowSelection(indices=chosen.payload[order].astype(np.int64),
+                        weights=chosen.weight[order])
 
 
 # --- churn ----------------------------------------------------------------------------

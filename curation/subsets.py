@@ -19,16 +19,16 @@ Tables (names from `naming.table(pool, kind)` = `<pool>__<kind>`):
   of the leaf), item_key (uint64, `selection.item_keys`), fit_version. Rows sorted by
   (leaf, rank). Every materialisation is one new LanceDB version: pin it to reproduce.
 - `<pool>__takedowns`: the audit table of takedowns (`curation.takedowns`).
+
+The tables are opened, and their schemas declared, by the pool's `curation.store.PoolStore`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import naming
 from .config import SampleConfig
 from .selection import (
     Churn,
@@ -41,83 +41,10 @@ from .selection import (
     manifest,
     tree_paths,
 )
-from .settings import lancedb_uri
+from .store import PoolStore, fetch_rows
+from .store import rows as table_rows
 
 BATCH_ROWS = 1 << 18
-
-
-
-
-def connect(uri: str | None = None):
-    import lancedb
-
-    endpoint = os.environ.get("CURATION_S3_ENDPOINT_URL")
-    options = {"aws_endpoint": endpoint, "allow_http": "true"} if endpoint else None
-    return lancedb.connect(lancedb_uri(uri), storage_options=options)
-
-
-def stored_tables(db) -> list[str]:
-    """Names of every table of the database (all pages of the listing)."""
-    names, token = [], None
-    while True:
-        page = db.list_tables(page_token=token, limit=1000)
-        names += list(page.tables)
-        token = page.page_token
-        if not token:
-            return names
-
-
-def open_table(db, name: str, version: int | None = None):
-    """The table (pinned at `version` when given), or None when it does not exist."""
-    try:
-        table = db.open_table(name)
-    except (ValueError, FileNotFoundError):
-        return None
-    if version is not None:
-        known = [v["version"] for v in table.list_versions()]
-        if int(version) not in known:
-            raise ValueError(f"table {name} has no version {version} (versions: {known}; a "
-                             "takedown removes every older version of the tables it touched, "
-                             "docs/SUBSETS.md)")
-        table.checkout(int(version))
-    return table
-
-
-@dataclass(frozen=True)
-class SubsetVersion:
-    version: int
-    rows: object  # pyarrow Table sorted by item_id, taken-down items left out
-    taken_down_excluded: int
-
-
-def subset_version(db, pool: str, subset: str, version: int | None = None,
-                   columns=("item_id", "uri", "weight", "path")) -> SubsetVersion:
-    """One subset table version (the latest when `version` is None), rows sorted by item_id,
-    without the items taken down since (the audit table `<pool>__takedowns`): whatever
-    version a reader opens, exports and the training loader never serve a taken-down item."""
-    import pyarrow.compute as pc
-
-    from .takedowns import taken_down_ids
-
-    name = naming.subset_table(pool, subset)
-    table = open_table(db, name, version)
-    if table is None:
-        raise ValueError(f"no subset table {name} (materialise the subset first)")
-    rows = table.to_arrow().select(list(dict.fromkeys([*columns, "item_id"])))
-    down = taken_down_ids(db, pool)
-    n = rows.num_rows
-    if len(down):
-        rows = rows.filter(pc.invert(pc.is_in(rows["item_id"], value_set=down)))
-    rows = rows.select(list(columns))
-    rows = rows.take(pc.sort_indices(rows, sort_keys=[("item_id", "ascending")]))
-    return SubsetVersion(table.version, rows, n - rows.num_rows)
-
-
-def read_subset_version(db, pool: str, subset: str, version: int | None = None,
-                        columns=("item_id", "uri", "weight", "path")):
-    """(version, pyarrow Table of `columns` sorted by item_id): `subset_version`'s."""
-    got = subset_version(db, pool, subset, version, columns)
-    return got.version, got.rows
 
 
 # --- selection over the assignments table ------------------------------------------------
@@ -134,8 +61,8 @@ class Previous:
     fit_version: int
 
 
-def read_previous(db, pool: str, subset: str, n_leaves: int) -> Previous | None:
-    table = open_table(db, naming.subset_table(pool, subset))
+def read_previous(store: PoolStore, subset: str, n_leaves: int) -> Previous | None:
+    table = store.subset_table(subset)
     if table is None:
         return None
     names = table.schema.names
@@ -199,26 +126,6 @@ def _eligible(batch, fit_version: int, takedowns) -> tuple[np.ndarray, int, int]
         down = int(np.count_nonzero(gone & fresh))
         mask = fresh & ~gone
     return mask, int(fresh.size - np.count_nonzero(fresh)), down
-
-
-def fetch_rows(table, row_ids: np.ndarray, columns=("item_id", "uri"), chunk: int = 1 << 18):
-    """`columns` of the rows with these LanceDB row ids, in the given order (pyarrow Table)."""
-    import pyarrow as pa
-
-    row_ids = np.asarray(row_ids, np.uint64)
-    parts = []
-    for start in range(0, row_ids.size, chunk):
-        want = row_ids[start:start + chunk]
-        got = table.take_row_ids(want.tolist()).with_row_id().select(list(columns)).to_arrow()
-        have = got["_rowid"].to_numpy()
-        order = np.argsort(have)
-        pos = order[np.searchsorted(have, want, sorter=order)]
-        if not np.array_equal(have[pos], want):
-            raise ValueError("rows vanished from the pinned assignments table")
-        parts.append(got.select(list(columns)).take(pa.array(pos)))
-    if not parts:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pa.concat_tables(parts)
 
 
 def select_subsets(
@@ -336,19 +243,19 @@ def subset_rows(sel: SubsetSelection, fetched, parents: list[np.ndarray], fit_ve
     import pyarrow as pa
 
     paths = tree_paths(parents, sel.leaf)
-    return pa.table({
-        "item_id": fetched["item_id"].cast(pa.string()),
-        "uri": fetched["uri"].cast(pa.string()),
-        "weight": pa.array(sel.weight, pa.int64()),
-        "path": pa.FixedSizeListArray.from_arrays(pa.array(paths.reshape(-1)),
+    return table_rows("subset", {
+        "item_id": fetched["item_id"],
+        "uri": fetched["uri"],
+        "weight": sel.weight,
+        "path": pa.FixedSizeListArray.from_arrays(pa.array(paths.reshape(-1), pa.int64()),
                                                   paths.shape[1]),
-        "leaf": pa.array(sel.leaf, pa.int64()),
-        "quota": pa.array(sel.quota, pa.int64()),
-        "rank": pa.array(sel.rank, pa.int64()),
-        "leaf_size": pa.array(sel.leaf_size[sel.leaf], pa.int64()),
-        "item_key": pa.array(sel.key, pa.uint64()),
-        "fit_version": pa.array(np.full(len(sel), fit_version, np.int64)),
-    }).replace_schema_metadata({MANIFEST_KEY: manifest_json.encode()})
+        "leaf": sel.leaf,
+        "quota": sel.quota,
+        "rank": sel.rank,
+        "leaf_size": sel.leaf_size[sel.leaf],
+        "item_key": sel.key,
+        "fit_version": np.full(len(sel), fit_version, np.int64),
+    }, n_levels=paths.shape[1]).replace_schema_metadata({MANIFEST_KEY: manifest_json.encode()})
 
 
 def table_manifest(table) -> dict:

@@ -6,8 +6,9 @@ Dagster run that removed the item from the pool's tables; "" while pending). Row
 ever added, except that `mark_applied` fills `run` in once.
 
 `record_takedowns` is the one function that records takedowns (the CLI and the platform's
-`[pool, "takedowns"]` asset both call it). `purge_taken_down` deletes taken-down items from
-raw, embeddings and assignments; only that asset calls it.
+`[pool, "takedowns"]` asset both call it). The audit table itself, the lookups and the purge
+(deleting taken-down items from raw, embeddings and assignments; only that asset does) live in
+the pool's storage home (`curation.store.PoolStore`).
 
 Takedown file (landed under the pool's landing prefix, `<prefix>/_takedowns/<name>`). Ids are
 matched byte for byte: nothing is trimmed from an id, and lines end at `\n` only (a `\r`
@@ -25,52 +26,19 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
-from . import naming
-from .sql import in_list, sql_str
-from .subsets import open_table
+from .store import PoolStore
 
 MAX_FILE_BYTES = 64 << 20
 PURGED_KINDS = ("raw", "embeddings", "assignments")
-CHUNK = 2000
 
 
-def read_takedowns(db, pool: str):
-    """pyarrow Table of the pool's takedowns (item_id, reason, at, by[, run]), or None."""
-    table = open_table(db, naming.table(pool, "takedowns"))
-    return None if table is None else table.to_arrow()
-
-
-def taken_down_ids(db, pool: str):
-    """pyarrow string array of the distinct taken-down item ids (empty when none)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = open_table(db, naming.table(pool, "takedowns"))
-    if table is None:
-        return pa.array([], pa.string())
-    rows = table.search().select(["item_id"]).limit(None).to_arrow()
-    if rows.num_rows == 0:
-        return pa.array([], pa.string())
-    return pc.unique(rows["item_id"].combine_chunks())
-
-
-def _audit_table(db, pool: str):
-    """The audit table, with the `run` column added to one written before it existed."""
-    table = open_table(db, naming.table(pool, "takedowns"))
-    if table is not None and "run" not in table.schema.names:
-        table.add_columns({"run": "CAST('' AS STRING)"})
-    return table
-
-
-def record_takedowns(db, pool: str, items, by: str, run: str = "") -> dict:
+def record_takedowns(store: PoolStore, items, by: str, run: str = "") -> dict:
     """Record takedowns: `items` is [(item_id, reason)]. One audit row per distinct pair;
     a pair already recorded by the same `by` is not added again (re-running a file is a
     no-op). `run` = "" leaves the rows pending until the takedowns asset applies them.
     Returns {"recorded": new rows, "items": distinct ids given, "version": table version}."""
-    import pyarrow as pa
-
     pairs: dict[tuple[str, str], None] = {}
     for item_id, reason in items:
         item_id, reason = str(item_id), str(reason or "").strip()  # ids byte for byte
@@ -84,70 +52,32 @@ def record_takedowns(db, pool: str, items, by: str, run: str = "") -> dict:
     if not by.strip():
         raise ValueError("a takedown needs a requester (by)")
     n_ids = len({i for i, _ in pairs})
-    table = _audit_table(db, pool)
-    if table is not None:
-        ids = sorted({i for i, _ in pairs})
-        for start in range(0, len(ids), CHUNK):
-            where = (in_list("item_id", ids[start:start + CHUNK]) + " AND by = " + sql_str(by))
-            done = table.search().where(where).select(["item_id", "reason"]).limit(
-                None).to_arrow().to_pylist()
-            for row in done:
-                pairs.pop((row["item_id"], row["reason"]), None)
+    for pair in store.recorded_pairs({i for i, _ in pairs}, by):
+        pairs.pop(pair, None)
     if not pairs:
-        return {"recorded": 0, "items": n_ids, "version": table.version}
-    now = datetime.now(UTC).isoformat()
-    rows = pa.table({
-        "item_id": pa.array([i for i, _ in pairs], pa.string()),
-        "reason": pa.array([r for _, r in pairs], pa.string()),
-        "at": pa.array([now] * len(pairs), pa.string()),
-        "by": pa.array([by] * len(pairs), pa.string()),
-        "run": pa.array([run] * len(pairs), pa.string()),
-    })
-    if table is None:
-        table = db.create_table(naming.table(pool, "takedowns"), rows)
-    else:
-        table.add(rows)
-    return {"recorded": len(pairs), "items": n_ids, "version": table.version}
-
-
-def takedown_reasons(db, pool: str, ids) -> dict[str, str]:
-    """{item_id: reason(s)} of those of `ids` that were taken down (recorded, applied or not)."""
-    table = open_table(db, naming.table(pool, "takedowns"))
-    ids = sorted(set(ids))
-    out: dict[str, str] = {}
-    for start in range(0, len(ids) if table is not None else 0, CHUNK):
-        found = table.search().where(in_list("item_id", ids[start:start + CHUNK]))
-        for row in found.select(["item_id", "reason"]).limit(None).to_arrow().to_pylist():
-            have = out.get(row["item_id"])
-            out[row["item_id"]] = row["reason"] if have is None else f"{have}; {row['reason']}"
-    return out
-
-
-def drop_taken_down_rows(db, pool: str, kind: str, scope: str, ids) -> list[str]:
-    """After a write to `<pool>__<kind>` of the rows `scope` selects (a drop, or the drops of a
-    run): delete those of `ids` taken down meanwhile (a takedown recorded, or even purged,
-    while the drop was being ingested), so a takedown never loses the race with an ingest.
-    One read of the audit's id column. Returns the ids deleted."""
-    down = set(taken_down_ids(db, pool).to_pylist())
-    late = sorted(i for i in set(ids) if i in down) if down else []
-    table = open_table(db, naming.table(pool, kind)) if late else None
-    for start in range(0, len(late) if table is not None else 0, CHUNK):
-        table.delete(f"({scope}) AND " + in_list("item_id", late[start:start + CHUNK]))
-    return late
+        return {"recorded": 0, "items": n_ids, "version": store.audit_version()}
+    version = store.append_takedowns(list(pairs), by, run)
+    return {"recorded": len(pairs), "items": n_ids, "version": version}
 
 
 def text_content_keys(raw_rows, read_bytes, modality: str) -> dict[str, str]:
-    """{item_id: content_key} of text items, from their raw rows (item_id, uri, source): each
-    source file read once and parsed by the ingestion's parser (curation.items)."""
+    """{item_id: content_key} of text items, from their raw rows (item_id, uri, source and,
+    when raw kept it, text): the text raw stored, else each source file read once and parsed
+    by the ingestion's parser (curation.items)."""
     from .items import content_key, modality_of, parse_file
 
     if modality_of(modality) != "texts":
         return {}
-    wanted: dict[str, dict[str, str]] = {}
-    for item, uri, source in zip(raw_rows["item_id"].to_pylist(), raw_rows["uri"].to_pylist(),
-                                 raw_rows["source"].to_pylist(), strict=True):
-        wanted.setdefault(source, {})[uri] = item
-    out = {}
+    texts = (raw_rows["text"].to_pylist() if "text" in raw_rows.column_names
+             else [None] * raw_rows.num_rows)
+    out, wanted = {}, {}
+    for item, uri, source, text in zip(raw_rows["item_id"].to_pylist(),
+                                       raw_rows["uri"].to_pylist(),
+                                       raw_rows["source"].to_pylist(), texts, strict=True):
+        if text is not None:
+            out[item] = content_key(text)
+        else:  # a row ingested before raw kept the text
+            wanted.setdefault(source, {})[uri] = item
     for source, refs in wanted.items():
         try:
             parsed = parse_file(modality, source, read_bytes(source))
@@ -159,37 +89,32 @@ def text_content_keys(raw_rows, read_bytes, modality: str) -> dict[str, str]:
     return out
 
 
-def record_content_keys(db, pool: str, keys: dict[str, str]) -> int:
-    """Add (item_id, content_key) rows to `<pool>__takedown_content` for taken-down text items
-    (kept beside the audit: a re-delivery of the same text under another id is refused)."""
-    import pyarrow as pa
-
-    if not keys:
-        return 0
-    table = open_table(db, naming.table(pool, "takedown_content"))
-    known = set()
-    if table is not None:
-        known = set(table.search().select(["content_key"]).limit(None).to_arrow()[
-            "content_key"].to_pylist())
-    new = {i: k for i, k in keys.items() if k not in known}
-    if not new:
-        return 0
-    rows = pa.table({"item_id": pa.array(list(new), pa.string()),
-                     "content_key": pa.array(list(new.values()), pa.string())})
-    if table is None:
-        db.create_table(naming.table(pool, "takedown_content"), rows)
-    else:
-        table.add(rows)
-    return len(new)
+@dataclass
+class PurgeOutcome:
+    taken_down_items: int
+    content_keys_recorded: int
+    retired: list[str]  # table kinds of subsets no longer configured, purged directly
+    purged: dict  # {kind: {"deleted", "version", "versions_removed"}} (PoolStore.purge)
+    applied: int  # pending audit rows stamped with the run
+    audit_version: int | None
 
 
-def taken_down_contents(db, pool: str) -> dict[str, str]:
-    """{content_key: item_id} of taken-down text items."""
-    table = open_table(db, naming.table(pool, "takedown_content"))
-    if table is None:
-        return {}
-    rows = table.search().select(["item_id", "content_key"]).limit(None).to_arrow()
-    return dict(zip(rows["content_key"].to_pylist(), rows["item_id"].to_pylist(), strict=True))
+def purge_and_apply(store: PoolStore, run: str, configured_subsets: list[str], read_bytes,
+                    modality: str) -> PurgeOutcome:
+    """Remove every taken-down item from raw, embeddings, assignments and the tables of
+    subsets no longer configured (their older versions too), then stamp the pending audit
+    rows with `run`: a run killed before the end leaves them pending, and the next one
+    deletes again (idempotent) and stamps them."""
+    ids = store.taken_down_ids().to_pylist()
+    # the texts' content keys, read before their rows go: a re-delivery of the same text
+    # in another container (another id) is refused by raw too
+    raw_rows = store.lookup("raw", "item_id", ids, ["item_id", "uri", "source", "text"])
+    contents = store.record_content_keys(text_content_keys(
+        raw_rows, read_bytes, modality)) if raw_rows is not None else 0
+    retired = store.retired_subset_kinds(configured_subsets)
+    purged = store.purge(ids, kinds=(*PURGED_KINDS, *retired))
+    applied = store.mark_applied(run)  # after the purge only
+    return PurgeOutcome(len(ids), contents, retired, purged, applied, store.audit_version())
 
 
 def takedown_csv(rows: list[tuple[str, str]]) -> bytes:
@@ -226,52 +151,6 @@ def land_takedown_file(landing_url: str, prefix: str, name: str, data: bytes,
     return str(folder / name)
 
 
-def pending_takedowns(db, pool: str) -> int:
-    """Audit rows not applied yet (recorded by the CLI, no run removed the item yet)."""
-    table = open_table(db, naming.table(pool, "takedowns"))
-    if table is None:
-        return 0
-    if "run" not in table.schema.names:
-        return table.count_rows()
-    return table.count_rows("run = ''")
-
-
-def mark_applied(db, pool: str, run: str) -> int:
-    """Stamp the pending audit rows with the run that applied them; returns how many."""
-    table = _audit_table(db, pool)
-    if table is None:
-        return 0
-    n = table.count_rows("run = ''")
-    if n:
-        table.update(where="run = ''", values={"run": run})
-    return n
-
-
-def purge_taken_down(db, pool: str, ids: list[str], kinds=PURGED_KINDS) -> dict:
-    """Delete the rows of these items from the pool's tables (the takedowns asset only), then
-    forget the tables' older versions (forget_old_versions). Returns {kind: {"deleted": rows,
-    "version": table version or None, "versions_removed": n}}. A table with none of them is
-    left alone (no empty version)."""
-    out = {}
-    ids = sorted(set(ids))
-    for kind in kinds:
-        table = open_table(db, naming.table(pool, kind))
-        if table is None:
-            out[kind] = {"deleted": 0, "version": None, "versions_removed": 0}
-            continue
-        deleted = 0
-        for start in range(0, len(ids), CHUNK):
-            where = in_list("item_id", ids[start:start + CHUNK])
-            n = table.count_rows(where)
-            if n:
-                table.delete(where)
-                deleted += n
-        # the deleted rows must not stay readable in older versions
-        removed = forget_old_versions(table) if deleted else 0
-        out[kind] = {"deleted": deleted, "version": table.version, "versions_removed": removed}
-    return out
-
-
 def split_lines(text: str) -> list[str]:
     """Lines of a text of ids: split at `\n` only, one `\r` before it dropped. Not
     str.splitlines, which also splits at U+2028, U+0085 and others that ids may hold."""
@@ -293,35 +172,6 @@ def read_id_list(path) -> list[str]:
         reader.fieldnames = fields
         return [row["item_id"] for row in reader if row.get("item_id")]
     return [line for line in split_lines(text) if line]
-
-
-def unmatched_ids(db, pool: str, ids) -> list[str]:
-    """The ids that are in none of the pool's item tables (raw, embeddings): a takedown of
-    them is recorded (a later delivery is refused) but removes nothing now."""
-    ids = sorted(set(ids))
-    found: set[str] = set()
-    for kind in ("raw", "embeddings"):
-        table = open_table(db, naming.table(pool, kind))
-        if table is None:
-            continue
-        for start in range(0, len(ids), CHUNK):
-            where = in_list("item_id", ids[start:start + CHUNK])
-            rows = table.search().where(where).select(["item_id"]).limit(None).to_arrow()
-            found.update(rows["item_id"].to_pylist())
-    return [i for i in ids if i not in found]
-
-
-def forget_old_versions(table) -> int:
-    """Compact `table` and remove every version but the latest, so rows a takedown deleted
-    live in no version anyone can open (a Lance delete only hides rows from later versions).
-    Compaction rewrites the fragments that held them (small fragments always, large ones
-    once enough of their rows are deleted); the removed versions' files are deleted. Returns
-    how many versions were removed."""
-    from datetime import timedelta
-
-    before = len(table.list_versions())
-    table.optimize(cleanup_older_than=timedelta(0))
-    return max(before - len(table.list_versions()), 0)
 
 
 def parse_takedown_file(name: str, data: bytes) -> list[tuple[str, str]]:

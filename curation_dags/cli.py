@@ -6,10 +6,12 @@ import sys
 
 from curation import cli
 
+# `curate demo` lives with the demo driver and data in curation_demo, outside the product
+# packages: named here, imported only when the parser is built (never by the code location).
 COMMAND_MODULES = (
     *cli.COMMAND_MODULES,
     "curation_dags.commands.backfill",
-    "curation_dags.commands.demo",
+    "curation_demo.command",
 )
 
 

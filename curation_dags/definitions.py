@@ -1,4 +1,10 @@
-"""The code location: every pool's assets, resources, sensors and schedules.
+"""The code location: one `Definitions` per pool, merged.
+
+Each pool's Definitions holds everything of that pool: its assets and asset checks, its drop,
+refit, takedowns and stall sensors, its refit schedule, its automation sensor and its embedder
+resource. `Definitions.merge` joins them with the location's own (the shared resources, the
+executor, the run failure sensor); merge refuses two pools that bring different resources under
+one key, so pools cannot shadow each other.
 
 Pools come from $CURATION_POOLS (default: the demo pools, curation/pools.yaml); storage from
 $CURATION_HOME, $CURATION_LANDING, $CURATION_LANCEDB_URI (see curation.settings); tick
@@ -10,7 +16,6 @@ from __future__ import annotations
 import warnings
 
 from dagster import (
-    AssetChecksDefinition,
     AssetSelection,
     AutomationConditionSensorDefinition,
     BetaWarning,
@@ -48,21 +53,19 @@ class UnavailableEmbedder(ConfigurableResource):
         raise RuntimeError(f"no embedder available: {self.reason}")
 
 
-def embedder_resources(pools: list[PoolConfig]) -> dict:
-    out = {}
-    for pool in pools:
-        if pool.modality == "vectors":
-            continue
-        try:
-            out[naming.embedder_resource(pool.name)] = EmbedderResource(**pool.embedder_fields())
-        except ValueError as exc:  # config rejected (pydantic): fail the asset, not the load
-            out[naming.embedder_resource(pool.name)] = UnavailableEmbedder(
-                reason=f"{type(exc).__name__}: {exc}"
-            )
-    return out
+def pool_resources(pool: PoolConfig) -> dict:
+    """The pool's own resources: its embedder (none for precomputed vectors)."""
+    if pool.modality == "vectors":
+        return {}
+    try:
+        embedder = EmbedderResource(**pool.embedder_fields())
+    except ValueError as exc:  # config rejected (pydantic): fail the asset, not the load
+        embedder = UnavailableEmbedder(reason=f"{type(exc).__name__}: {exc}")
+    return {naming.embedder_resource(pool.name): embedder}
 
 
-def default_resources(pools: list[PoolConfig]) -> dict:
+def shared_resources() -> dict:
+    """Resources every pool uses, from the environment (curation.settings)."""
     return {
         "landing": LandingStorage(
             url=settings.landing_url(), endpoint_url=settings.s3_endpoint_url()
@@ -71,58 +74,63 @@ def default_resources(pools: list[PoolConfig]) -> dict:
             uri=settings.lancedb_uri(), endpoint_url=settings.s3_endpoint_url()
         ),
         "clustering": ClusteringResource(),
-        **embedder_resources(pools),
     }
 
 
-def build_sensors(pools: list[PoolConfig]) -> list:
-    """Per pool: the drop, refit, takedowns and stall sensors; and the run failure sensor."""
-    interval = sensor_interval_s()
+def automation_sensor(pool: PoolConfig) -> AutomationConditionSensorDefinition:
+    """The pool's own automation sensor: its runs carry the pool's tag, so the instance's
+    per-pool concurrency limit (deploy/dagster.yaml) covers them too. It is evaluated in the
+    code server: the fan-in condition is Python (assets.automation)."""
+    with warnings.catch_warnings():  # use_user_code_server: beta in Dagster 1.13
+        warnings.simplefilter("ignore", BetaWarning)
+        return AutomationConditionSensorDefinition(
+            naming.automation_sensor(pool.name),
+            target=AssetSelection.groups(pool.name),
+            run_tags={POOL_TAG: pool.name},
+            default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=automation_interval_s(),
+            use_user_code_server=True,
+        )
+
+
+def pool_sensors(pool: PoolConfig) -> list:
+    """The drop, refit, takedowns and stall sensors and the automation sensor of one pool."""
     return [
-        *(build_drop_sensor(p) for p in pools),
-        *(build_refit_sensor(p, interval) for p in pools),
-        *(build_takedowns_sensor(p) for p in pools),
-        *(build_stall_sensor(p, automation_interval_s()) for p in pools),
-        curation_run_failure_sensor,
+        automation_sensor(pool),
+        build_drop_sensor(pool),
+        build_refit_sensor(pool, sensor_interval_s()),
+        build_takedowns_sensor(pool),
+        build_stall_sensor(pool, automation_interval_s()),
     ]
 
 
-def build_schedules(pools: list[PoolConfig]) -> list:
-    """Per pool with a refit cron: the periodic refit."""
-    return [s for s in (build_refit_schedule(p) for p in pools) if s is not None]
+def pool_definitions(pool: PoolConfig, with_sensors: bool = True) -> Definitions:
+    """Everything of one pool (`with_sensors` false: its assets, checks and resources only,
+    for tests that run steps in process)."""
+    built = build_pool_assets(pool, automation_interval_s())
+    schedule = build_refit_schedule(pool) if with_sensors else None
+    return Definitions(
+        assets=built.assets,
+        asset_checks=built.checks,
+        sensors=pool_sensors(pool) if with_sensors else [],
+        schedules=[schedule] if schedule is not None else [],
+        resources=pool_resources(pool),
+    )
 
 
 def build_definitions(
     pools: list[PoolConfig] | None = None, resources: dict | None = None, with_sensors: bool = True
 ) -> Definitions:
+    """The code location: the pools' Definitions merged with the location's own. `resources`:
+    the shared ones (landing, lancedb, clustering; default: from the environment); each pool
+    brings its embedder."""
     pools = pools if pools is not None else load_pools()
-    defs = [d for pool in pools for d in build_pool_assets(pool, automation_interval_s())]
-    sensors = build_sensors(pools) if with_sensors else []
-    schedules = build_schedules(pools) if with_sensors else []
-    # One automation sensor per pool: its runs carry the pool's tag, so the instance's
-    # per-pool concurrency limit (deploy/dagster.yaml) covers them too. It is evaluated in the
-    # code server: the fan-in condition is Python (assets.automation).
-    with warnings.catch_warnings():  # use_user_code_server: beta in Dagster 1.13
-        warnings.simplefilter("ignore", BetaWarning)
-        automation = [
-            AutomationConditionSensorDefinition(
-                naming.automation_sensor(pool.name),
-                target=AssetSelection.groups(pool.name),
-                run_tags={POOL_TAG: pool.name},
-                default_status=DefaultSensorStatus.RUNNING,
-                minimum_interval_seconds=automation_interval_s(),
-                use_user_code_server=True,
-            )
-            for pool in pools
-        ]
-    return Definitions(
+    location = Definitions(
         executor=executor(),
-        assets=[d for d in defs if not isinstance(d, AssetChecksDefinition)],
-        asset_checks=[d for d in defs if isinstance(d, AssetChecksDefinition)],
-        resources=resources if resources is not None else default_resources(pools),
-        sensors=[*automation, *sensors],
-        schedules=schedules,
+        resources=resources if resources is not None else shared_resources(),
+        sensors=[curation_run_failure_sensor] if with_sensors else [],
     )
+    return Definitions.merge(location, *(pool_definitions(p, with_sensors) for p in pools))
 
 
 defs = build_definitions()

@@ -14,11 +14,18 @@ which have health checks of their own.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
 from dagster import DagsterEventType, DefaultRunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+
+# Dagster exports neither the result of a worker health check nor its status enum; both are
+# read from the public launcher's own signature, the contract an override has to meet (no
+# import from dagster._core). Should Dagster rename them, this fails at import, not silently.
+CheckRunHealthResult = inspect.signature(
+    DefaultRunLauncher.check_run_worker_health).return_annotation
+WorkerStatus = CheckRunHealthResult.__annotations__["status"]
 
 
 def _alive(pid: int) -> bool:

@@ -21,21 +21,27 @@
   with the refit forced.
 - ``curation_run_failure_sensor``: logs pool, drop partition, failed steps and their errors.
 
-Everything is RUNNING by default, so ``dagster dev`` starts it.
+Every sensor is a decision plus a thin shell: ``decide_drops``, ``decide_takedowns`` and
+``decide_stall_reports`` are plain functions of plain inputs (the listing, the registered drops,
+the cursor, ...) returning what to request, log and keep; the sensor body gathers those inputs
+from its resources (declared as parameters) and the instance, and turns the decision into
+RunRequests or a skip reason. Everything is RUNNING by default, so ``dagster dev`` starts it.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import dagster as dg
 
 from assets.keys import (
     drop_run_keys,
-    hierarchy_keys,
     ingest_keys,
+    level_keys,
     subset_key,
     subset_keys,
     takedowns_key,
@@ -46,18 +52,26 @@ from curation.landing import TAKEDOWNS_FOLDER, content_fingerprint, drop_id_prob
 from curation.naming import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG, REFIT_TAG
 from curation.pools import PoolConfig
 from curation_dags.settings import sensor_interval_s
+from resources.lancedb import LanceDBResource
+from resources.storage import LandingStorage
 
-LANDING_RESOURCE_KEY = "landing"
-DEFAULT_REFIT_CRON = "0 3 * * 0"  # Sundays 03:00
 # A tick must finish well inside Dagster's sensor timeout (60 s): local drops are hashed for the
 # duplicate-content check, so stop hashing after this long and carry on at the next tick.
 FINGERPRINT_BUDGET_S = 20.0
 MAX_NEW_DROPS_PER_TICK = 200
 EMPTY_FINGERPRINT = content_fingerprint([])
 
+Log = tuple[str, str]  # (level: "info", "warning" or "error", message) for the sensor's log
 
+
+def _log_all(context: dg.SensorEvaluationContext, logs: Iterable[Log]) -> None:
+    for level, message in logs:
+        getattr(context.log, level)(message)
+
+
+# ---- instance state the sensors decide from ----------------------------------------------------
 def has_tree(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
-    return instance.get_latest_materialization_event(hierarchy_keys(pool)[-1]) is not None
+    return instance.get_latest_materialization_event(level_keys(pool)[-1]) is not None
 
 
 def embedded(instance: dg.DagsterInstance, pool: PoolConfig, drop: str) -> bool:
@@ -74,7 +88,7 @@ def tree_settled(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
     are excluded and a refresh would publish a subset of the re-assigned drops alone."""
     from curation_dags.refit import in_flight
 
-    top, assignments = hierarchy_keys(pool)[-1], drop_run_keys(pool)[2]
+    top, assignments = level_keys(pool)[-1], drop_run_keys(pool)[2]
     ids = {r.asset_entry.asset_key: r.asset_entry.last_materialization_storage_id or 0
            for r in instance.get_asset_records([top, assignments])}
     if not ids.get(top) or ids.get(assignments, 0) < ids[top]:
@@ -82,10 +96,18 @@ def tree_settled(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
     return not in_flight(instance, pool.name)[0]
 
 
-# ---- drop sensor -------------------------------------------------------------------------------
+# ---- drop sensor: the decision -----------------------------------------------------------------
+class LandedDrop(NamedTuple):
+    """One folder under a pool's landing prefix, as listed at a tick."""
+
+    drop_id: str
+    problem: str | None = None  # why it can never be a drop (invalid id, symlink out)
+    marker: str | None = None  # stamp of its _SUCCESS marker; None: no marker (incomplete)
+
+
 class _Cursor:
-    """Sensor state kept between ticks (JSON): content fingerprints of registered drops, and the
-    names already reported (invalid, duplicate, incomplete) so each is logged once."""
+    """Drop sensor state kept between ticks (JSON): content fingerprints of registered drops,
+    and the names already reported (invalid, duplicate, incomplete) so each is logged once."""
 
     def __init__(self, text: str | None):
         data = json.loads(text) if text else {}
@@ -113,119 +135,102 @@ CHANGED_CONTENT = (
 )
 
 
-def evaluate_drops(
-    context: dg.SensorEvaluationContext,
-    pool: PoolConfig,
-    storage: Any,
+@dataclass(frozen=True)
+class DropDecision:
+    """One tick of a drop sensor: the drops to register (one run each), what to log, the
+    cursor to keep."""
+
+    new: list[str]
+    logs: list[Log]
+    cursor: str
+
+
+def decide_drops(
+    pool_name: str,
+    cursor: str | None,
+    landed: list[LandedDrop],
+    registered: set[str],
     *,
+    fingerprint: Callable[[str], str],
+    ingested: Callable[[str], bool],
     dedupe_content: bool = True,
     fingerprint_budget_s: float = FINGERPRINT_BUDGET_S,
     max_new: int = MAX_NEW_DROPS_PER_TICK,
-) -> dg.SensorResult:
-    """One tick of a pool's drop sensor (separate from the decorator for tests)."""
-    name = pool.name
-    partitions_def = drops_partitions(pool.name)
-    pool_storage = storage.child(pool.prefix)
-    cursor = _Cursor(context.cursor)
-    registered = set(context.instance.get_dynamic_partitions(partitions_def.name))
-
-    present = pool_storage.list_drop_ids()
+    clock: Callable[[], float] = time.monotonic,
+) -> DropDecision:
+    """Which landed drops to register at this tick. Plain inputs: the listing, the registered
+    drop ids, `fingerprint(drop)` (content hash, read only when needed: it costs a pass over
+    the files) and `ingested(drop)` (its embeddings materialised). A drop is registered once
+    it has its marker, unless its content is that of a drop already ingested; names that
+    cannot be drops are reported once; a registered drop whose marker was written again with
+    other files is reported as an error, never re-ingested."""
+    state = _Cursor(cursor)
+    logs: list[Log] = []
+    present = {d.drop_id for d in landed}
     # forget reports about folders that went away, so a re-created folder is reported again
-    cursor.reported = {d: r for d, r in cursor.reported.items() if d in present}
+    state.reported = {d: r for d, r in state.reported.items() if d in present}
+    started = clock()
 
     def report_once(drop_id: str, reason: str, level: str = "warning") -> None:
-        if cursor.reported.get(drop_id) != reason:
-            getattr(context.log, level)(f"pool {name}: drop {drop_id!r} skipped: {reason}")
-            cursor.reported[drop_id] = reason
+        if state.reported.get(drop_id) != reason:
+            logs.append((level, f"pool {pool_name}: drop {drop_id!r} skipped: {reason}"))
+            state.reported[drop_id] = reason
 
-    def check_redelivery(drop_id: str) -> None:
-        """A registered drop whose marker was written again: same files, or a report."""
-        known = cursor.delivered.get(drop_id)
-        stamp = pool_storage.marker_stamp(drop_id)
+    def check_redelivery(drop_id: str, stamp: str | None) -> None:
+        known = state.delivered.get(drop_id)
         if known is None:  # registered before this cursor kept stamps: the baseline is now
-            cursor.delivered[drop_id] = [None, stamp]
+            state.delivered[drop_id] = [None, stamp]
             return
         if stamp is None or stamp == known[1]:
             return
-        if time.monotonic() - started > fingerprint_budget_s:
+        if clock() - started > fingerprint_budget_s:
             return  # hash it at a later tick
-        fp = pool_storage.fingerprint(drop_id)
-        if known[0] is not None and fp != known[0]:
-            if cursor.reported.get(drop_id) != CHANGED_CONTENT:
-                context.log.error(f"pool {name}: drop {drop_id!r} {CHANGED_CONTENT}")
-                cursor.reported[drop_id] = CHANGED_CONTENT
-        cursor.delivered[drop_id] = [known[0] or fp, stamp]
+        fp = fingerprint(drop_id)
+        if known[0] is not None and fp != known[0] and state.reported.get(drop_id) != (
+                CHANGED_CONTENT):
+            logs.append(("error", f"pool {pool_name}: drop {drop_id!r} {CHANGED_CONTENT}"))
+            state.reported[drop_id] = CHANGED_CONTENT
+        state.delivered[drop_id] = [known[0] or fp, stamp]
 
     new: list[str] = []
-    started = time.monotonic()
-    for drop_id in present:
-        if drop_id == TAKEDOWNS_FOLDER:  # takedown files: the takedowns sensor's
-            continue
+    for drop_id, problem, stamp in landed:
         if drop_id in registered:
-            check_redelivery(drop_id)
+            check_redelivery(drop_id, stamp)
             continue
-        problem = drop_id_problem(drop_id)
-        if problem is not None:
-            report_once(drop_id, f"invalid drop id: {problem}")
-            continue
-        problem = pool_storage.drop_problem(drop_id)
         if problem is not None:
             report_once(drop_id, problem)
             continue
-        if drop_id in cursor.reported and cursor.reported[drop_id].startswith("same content"):
+        if state.reported.get(drop_id, "").startswith("same content"):
             continue  # decided at an earlier tick
-        if not pool_storage.is_complete(drop_id):
-            report_once(
-                drop_id,
-                "incomplete (no _SUCCESS yet); will register it once complete",
-                level="info",
-            )
+        if stamp is None:
+            report_once(drop_id, "incomplete (no _SUCCESS yet); will register it once complete",
+                        level="info")
             continue
         if len(new) >= max_new or (
-            dedupe_content and new and time.monotonic() - started > fingerprint_budget_s
-        ):
-            context.log.info(f"pool {name}: more new drops than one tick handles; next tick")
+                dedupe_content and new and clock() - started > fingerprint_budget_s):
+            logs.append(("info", f"pool {pool_name}: more new drops than one tick handles; "
+                                 "next tick"))
             break
+        content = None
         if dedupe_content:
-            fp = pool_storage.fingerprint(drop_id)
-            if fp == EMPTY_FINGERPRINT:  # no data files: nothing to compare (raw reports it)
-                fp = f"empty:{drop_id}"
-            original = cursor.fingerprints.get(fp)
+            content = fingerprint(drop_id)
+            # no data files: nothing to compare (raw reports it)
+            key = f"empty:{drop_id}" if content == EMPTY_FINGERPRINT else content
+            original = state.fingerprints.get(key)
             # content counts as seen only once it was ingested (its drop's embeddings
             # materialised): a drop deleted before that, then delivered again under another
             # id, is registered again, so nothing delivered is lost
-            if (original not in (None, drop_id) and original in registered
-                    and embedded(context.instance, pool, original)):
+            if original not in (None, drop_id) and original in registered and ingested(original):
                 report_once(drop_id, f"same content as drop {original!r} (re-delivery)")
                 continue
-            cursor.fingerprints[fp] = drop_id
-        content = None
-        if dedupe_content:
-            content = EMPTY_FINGERPRINT if fp.startswith("empty:") else fp
-        cursor.delivered[drop_id] = [content, pool_storage.marker_stamp(drop_id)]
-        cursor.reported.pop(drop_id, None)
+            state.fingerprints[key] = drop_id
+        state.delivered[drop_id] = [content, stamp]
+        state.reported.pop(drop_id, None)
         new.append(drop_id)
-
-    if not new:
-        return dg.SensorResult(
-            skip_reason=f"no new complete drops for pool {name}", cursor=cursor.dump()
-        )
-    context.log.info(f"pool {name}: registering {len(new)} new drop(s): {', '.join(new)}")
-    return dg.SensorResult(
-        dynamic_partitions_requests=[partitions_def.build_add_request(new)],
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"{name}:{drop_id}",
-                partition_key=drop_id,
-                asset_selection=selection,
-                tags={POOL_TAG: name, DROP_TAG: drop_id},
-            )
-            for drop_id, selection in zip(new, drop_run_selections(
-                pool, len(new), has_tree(context.instance, pool),
-                refresh_subsets=tree_settled(context.instance, pool)), strict=True)
-        ],
-        cursor=cursor.dump(),
-    )
+    if new:
+        logs.append(("info", f"pool {pool_name}: registering {len(new)} new drop(s): "
+                             f"{', '.join(new)}"))
+    return DropDecision(new=new, logs=logs, cursor=state.dump())
 
 
 def drop_run_selections(pool: PoolConfig, n_drops: int, tree: bool,
@@ -246,16 +251,66 @@ def drop_run_selections(pool: PoolConfig, n_drops: int, tree: bool,
     return [without_subsets] * (n_drops - 1) + [drop_run_keys(pool)] * min(n_drops, 1)
 
 
-def build_drop_sensor(
+# ---- drop sensor: the shell --------------------------------------------------------------------
+def landed_drops(storage: LandingStorage, registered: set[str]) -> list[LandedDrop]:
+    """The folders under a pool's landing prefix (the takedowns folder left out), with what the
+    decision needs of each: one stat or HEAD of the marker per drop, never the files."""
+    out = []
+    for drop_id in storage.list_drop_ids():
+        if drop_id == TAKEDOWNS_FOLDER:  # takedown files: the takedowns sensor's
+            continue
+        if drop_id in registered:
+            out.append(LandedDrop(drop_id, marker=storage.marker_stamp(drop_id)))
+            continue
+        problem = drop_id_problem(drop_id)
+        problem = (f"invalid drop id: {problem}" if problem is not None
+                   else storage.drop_problem(drop_id))
+        out.append(LandedDrop(drop_id, problem,
+                              None if problem is not None else storage.marker_stamp(drop_id)))
+    return out
+
+
+def evaluate_drops(
+    context: dg.SensorEvaluationContext,
     pool: PoolConfig,
+    storage: LandingStorage,
     *,
-    landing_key: str = LANDING_RESOURCE_KEY,
-    minimum_interval_seconds: int | None = None,
     dedupe_content: bool = True,
-) -> dg.SensorDefinition:
+    fingerprint_budget_s: float = FINGERPRINT_BUDGET_S,
+    max_new: int = MAX_NEW_DROPS_PER_TICK,
+) -> dg.SensorResult:
+    """One tick of a pool's drop sensor: gathers the listing and the instance's state, asks
+    `decide_drops`, and turns the answer into partitions and run requests."""
     name = pool.name
-    if minimum_interval_seconds is None:
-        minimum_interval_seconds = sensor_interval_s()
+    partitions_def = drops_partitions(name)
+    pool_storage = storage.child(pool.prefix)
+    registered = set(context.instance.get_dynamic_partitions(partitions_def.name))
+    decision = decide_drops(
+        name, context.cursor, landed_drops(pool_storage, registered), registered,
+        fingerprint=pool_storage.fingerprint,
+        ingested=lambda drop: embedded(context.instance, pool, drop),
+        dedupe_content=dedupe_content, fingerprint_budget_s=fingerprint_budget_s,
+        max_new=max_new)
+    _log_all(context, decision.logs)
+    if not decision.new:
+        return dg.SensorResult(skip_reason=f"no new complete drops for pool {name}",
+                               cursor=decision.cursor)
+    selections = drop_run_selections(pool, len(decision.new), has_tree(context.instance, pool),
+                                     refresh_subsets=tree_settled(context.instance, pool))
+    return dg.SensorResult(
+        dynamic_partitions_requests=[partitions_def.build_add_request(decision.new)],
+        run_requests=[
+            dg.RunRequest(run_key=f"{name}:{drop_id}", partition_key=drop_id,
+                          asset_selection=selection, tags={POOL_TAG: name, DROP_TAG: drop_id})
+            for drop_id, selection in zip(decision.new, selections, strict=True)
+        ],
+        cursor=decision.cursor,
+    )
+
+
+def build_drop_sensor(pool: PoolConfig, *, minimum_interval_seconds: int | None = None,
+                      dedupe_content: bool = True) -> dg.SensorDefinition:
+    name = pool.name
 
     @dg.sensor(
         name=naming.drops_sensor(name),
@@ -264,43 +319,62 @@ def build_drop_sensor(
         f"{name}/embeddings for them "
         "(and their assignments once a tree exists).",
         target=drop_run_keys(pool),
-        minimum_interval_seconds=minimum_interval_seconds,
+        minimum_interval_seconds=minimum_interval_seconds or sensor_interval_s(),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        required_resource_keys={landing_key},
     )
-    def _drop_sensor(context: dg.SensorEvaluationContext, **resources) -> dg.SensorResult:
-        storage = resources.get(landing_key) or getattr(context.resources, landing_key)
-        return evaluate_drops(context, pool, storage, dedupe_content=dedupe_content)
+    def _drop_sensor(context: dg.SensorEvaluationContext,
+                     landing: LandingStorage) -> dg.SensorResult:
+        return evaluate_drops(context, pool, landing, dedupe_content=dedupe_content)
 
     return _drop_sensor
 
 
 # ---- stall sensor ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StallDecision:
+    """Which subsets' `includes_every_drop` outcomes to report (those that changed)."""
+
+    reports: list[dict]
+    logs: list[Log]
+    cursor: str
+
+
+def decide_stall_reports(pool_name: str, cursor: str | None,
+                         outcomes: dict[str, dict]) -> StallDecision:
+    """`outcomes`: {subset: the check's outcome (assets.freshness.stall_outcome)} for the
+    subsets materialised at least once. An outcome is reported when it differs from the last
+    one reported for its subset (passed, the drops named); a red one is logged as an error."""
+    reported: dict[str, str] = json.loads(cursor) if cursor else {}
+    reports, logs = [], []
+    for subset, outcome in outcomes.items():
+        state = json.dumps([outcome["passed"], outcome["metadata"]["stalled"]])
+        if reported.get(subset) == state:
+            continue
+        reported[subset] = state
+        if not outcome["passed"]:
+            logs.append(("error", f"pool {pool_name}: {outcome['description']}"))
+        reports.append(outcome)
+    return StallDecision(reports, logs, json.dumps(reported, sort_keys=True))
+
+
 def evaluate_stalls(context: dg.SensorEvaluationContext, pool: PoolConfig,
                     tick_s: int) -> dg.SensorResult:
-    """One tick of a pool's stall sensor (separate from the decorator for tests): reports each
-    subset's `includes_every_drop` check without a run, whenever its outcome (passed, drops
-    named) changed. A subset never materialised yet is not judged (the first fit is under
-    way)."""
+    """One tick of a pool's stall sensor: reports each subset's `includes_every_drop` check
+    without a run, whenever its outcome changed. A subset never materialised yet is not judged
+    (the first fit is under way)."""
     from assets.freshness import stall_outcome
 
-    reported: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    events = []
-    for spec in pool.subsets:
-        if context.instance.get_latest_materialization_event(subset_key(pool, spec.name)) is None:
-            continue
-        outcome = stall_outcome(context.instance, pool, spec.name, tick_s)
-        state = json.dumps([outcome["passed"], outcome["metadata"]["stalled"]])
-        if reported.get(spec.name) == state:
-            continue
-        reported[spec.name] = state
-        if not outcome["passed"]:
-            context.log.error(f"pool {pool.name}: {outcome['description']}")
-        events.append(dg.AssetCheckEvaluation(**outcome))
-    cursor = json.dumps(reported, sort_keys=True)
-    if not events:
-        return dg.SensorResult(skip_reason=f"pool {pool.name}: no change", cursor=cursor)
-    return dg.SensorResult(asset_events=events, cursor=cursor)
+    outcomes = {
+        spec.name: stall_outcome(context.instance, pool, spec.name, tick_s)
+        for spec in pool.subsets
+        if context.instance.get_latest_materialization_event(subset_key(pool, spec.name))
+    }
+    decision = decide_stall_reports(pool.name, context.cursor, outcomes)
+    _log_all(context, decision.logs)
+    if not decision.reports:
+        return dg.SensorResult(skip_reason=f"pool {pool.name}: no change", cursor=decision.cursor)
+    return dg.SensorResult(asset_events=[dg.AssetCheckEvaluation(**o) for o in decision.reports],
+                           cursor=decision.cursor)
 
 
 def build_stall_sensor(pool: PoolConfig, tick_s: int,
@@ -320,99 +394,136 @@ def build_stall_sensor(pool: PoolConfig, tick_s: int,
 
 
 # ---- takedowns sensor ---------------------------------------------------------------------------
-def evaluate_takedowns(
-    context: dg.SensorEvaluationContext, pool: PoolConfig, storage: Any, lancedb: Any
-) -> dg.SensorResult:
-    """One tick of a pool's takedowns sensor (separate from the decorator for tests).
+class TakedownFile(NamedTuple):
+    """A file under `<prefix>/_takedowns/`, as listed (LandingStorage.takedown_files)."""
 
-    Each file under `<prefix>/_takedowns/` is handled once per (name, content fingerprint):
-    a good one gets a run of [pool, "takedowns"] that records and applies it; a bad one is
-    logged with its reason and left alone until its content changes. Rows recorded by the CLI
-    (pending) get one run per audit-table version. Errors are logged, never raised."""
-    from curation.takedowns import parse_takedown_file, pending_takedowns
+    name: str
+    uri: str
+    size: int
+    tag: str  # content tag (ETag, sha256), or why it is refused
 
-    name = pool.name
-    data = json.loads(context.cursor) if context.cursor else {}
+
+@dataclass(frozen=True)
+class TakedownDecision:
+    """One tick of a takedowns sensor: the files to apply (one run each, keyed by content),
+    the audit version whose pending rows get a run, what to log, the cursor."""
+
+    files: list[tuple[str, str]]  # (file name, content fingerprint)
+    pending_run: int | None
+    logs: list[Log] = field(default_factory=list)
+    cursor: str = ""
+
+
+def decide_takedowns(
+    pool_name: str,
+    cursor: str | None,
+    listed: list[TakedownFile] | None,
+    hidden: list[str],
+    *,
+    parse: Callable[[TakedownFile], list],
+    pending_audit: int | None,
+) -> TakedownDecision:
+    """Plain inputs: the listing (None: it failed, try again next tick), the hidden names found
+    there, `parse(file)` (its rows; raises on a bad file) and the audit-table version when
+    rows recorded by `curate takedown` wait (None: none do). Each file is handled once per
+    (name, content): a good one gets a run, a bad one is logged and left alone until its
+    content changes. Pending rows get one run per audit version, unless a file's run (which
+    applies them too) is asked for anyway."""
+    data = json.loads(cursor) if cursor else {}
     done: dict[str, str] = dict(data.get("done", {}))
     pending_seen = data.get("pending_version")
-    requests, files, hidden_now = [], [], []
+    logs: list[Log] = []
+    files = []
+    for file in listed or []:
+        fp = content_fingerprint([(file.name, file.size, file.tag)])
+        if done.get(file.name) == fp:
+            continue
+        done[file.name] = fp  # handled once per content, good or bad
+        try:
+            if file.tag.startswith("refused"):
+                raise ValueError(file.tag)
+            rows = parse(file)
+        except Exception as exc:
+            logs.append(("warning", f"pool {pool_name}: takedown file {file.name!r} skipped: "
+                                    f"{exc}"))
+            continue
+        logs.append(("info", f"pool {pool_name}: takedown file {file.name!r}: {len(rows)} rows"))
+        files.append((file.name, fp))
+    if listed is not None:  # forget files that went away
+        names = {f.name for f in listed}
+        done = {f: fp for f, fp in done.items() if f in names}
+    hidden_seen = set(data.get("hidden", []))
+    hidden_now = set(hidden) if listed is not None else hidden_seen
+    logs += [("warning", f"pool {pool_name}: takedown file {name!r} not applied: a name "
+                         "starting with '.' is a hidden or temporary file (an upload in "
+                         "progress); rename it without the dot")
+             for name in sorted(hidden_now - hidden_seen)]
+    pending_run = None
+    if pending_audit is not None:
+        if pending_audit != pending_seen and not files:
+            pending_run = pending_audit
+        pending_seen = pending_audit
+    cursor = json.dumps({"done": done, "pending_version": pending_seen,
+                         "hidden": sorted(hidden_now)}, sort_keys=True, ensure_ascii=True)
+    return TakedownDecision(files, pending_run, logs, cursor)
+
+
+def evaluate_takedowns(context: dg.SensorEvaluationContext, pool: PoolConfig,
+                       storage: LandingStorage, lancedb: LanceDBResource) -> dg.SensorResult:
+    """One tick of a pool's takedowns sensor: lists the takedown files and reads whether
+    recorded takedowns wait, asks `decide_takedowns`, turns the answer into run requests.
+    Errors are logged, never raised."""
+    from curation.takedowns import parse_takedown_file
+
+    name = pool.name
+    hidden: list[str] = []
     try:
-        present = storage.child(pool.prefix).takedown_files(hidden_now)
+        listed = [TakedownFile(*f) for f in storage.child(pool.prefix).takedown_files(hidden)]
     except Exception as exc:  # storage unreachable: try again next tick
         context.log.error(f"pool {name}: cannot list takedown files: {exc}")
-        present = None
-    for file, uri, size, tag in present or []:
-        fp = content_fingerprint([(file, size, tag)])
-        if done.get(file) == fp:
-            continue
-        done[file] = fp  # handled once per content, good or bad
-        try:
-            if tag.startswith("refused"):
-                raise ValueError(tag)
-            rows = parse_takedown_file(file, storage.read_bytes(uri))
-        except Exception as exc:
-            context.log.warning(f"pool {name}: takedown file {file!r} skipped: {exc}")
-            continue
-        context.log.info(f"pool {name}: takedown file {file!r}: {len(rows)} rows")
-        files.append(file)
-        requests.append(dg.RunRequest(
-            run_key=f"{name}:takedown:{file}:{fp}",
-            asset_selection=[takedowns_key(pool)],
-            run_config={"ops": {naming.op_name(naming.asset_path(name, "takedowns")):
-                                {"config": {"files": [file]}}}},
-            tags={POOL_TAG: name},
-        ))
-    done = {f: fp for f, fp in done.items() if present is None or f in {p[0] for p in present}}
-    hidden_seen = set(data.get("hidden", []))
-    hidden = set(hidden_now) if present is not None else hidden_seen
-    for file in sorted(hidden - hidden_seen):
-        context.log.warning(
-            f"pool {name}: takedown file {file!r} not applied: a name starting with '.' is a "
-            "hidden or temporary file (an upload in progress); rename it without the dot")
+        listed = None
     try:
-        db = lancedb.connect()
-        audit = None
-        if pending_takedowns(db, name):
-            audit = db.open_table(naming.table(name, "takedowns")).version
-        if audit is not None and audit != pending_seen and not requests:
-            requests.append(dg.RunRequest(
-                run_key=f"{name}:takedowns-pending:{audit}",
-                asset_selection=[takedowns_key(pool)],
-                tags={POOL_TAG: name},
-            ))
-        pending_seen = audit if audit is not None else pending_seen
+        store = lancedb.store(name)
+        pending_audit = store.audit_version() if store.pending_takedowns() else None
     except Exception as exc:
         context.log.error(f"pool {name}: cannot read pending takedowns: {exc}")
-    cursor = json.dumps({"done": done, "pending_version": pending_seen,
-                         "hidden": sorted(hidden)}, sort_keys=True, ensure_ascii=True)
+        pending_audit = None
+    decision = decide_takedowns(
+        name, context.cursor, listed, hidden, pending_audit=pending_audit,
+        parse=lambda file: parse_takedown_file(file.name, storage.read_bytes(file.uri)))
+    _log_all(context, decision.logs)
+    op = naming.op_name(naming.asset_path(name, "takedowns"))
+    requests = [
+        dg.RunRequest(run_key=f"{name}:takedown:{file}:{fp}", asset_selection=[takedowns_key(pool)],
+                      run_config={"ops": {op: {"config": {"files": [file]}}}},
+                      tags={POOL_TAG: name})
+        for file, fp in decision.files
+    ]
+    if decision.pending_run is not None:
+        requests.append(dg.RunRequest(run_key=f"{name}:takedowns-pending:{decision.pending_run}",
+                                      asset_selection=[takedowns_key(pool)],
+                                      tags={POOL_TAG: name}))
     if not requests:
-        return dg.SensorResult(skip_reason=f"no new takedowns for pool {name}", cursor=cursor)
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
+        return dg.SensorResult(skip_reason=f"no new takedowns for pool {name}",
+                               cursor=decision.cursor)
+    return dg.SensorResult(run_requests=requests, cursor=decision.cursor)
 
 
-def build_takedowns_sensor(
-    pool: PoolConfig,
-    *,
-    landing_key: str = LANDING_RESOURCE_KEY,
-    minimum_interval_seconds: int | None = None,
-) -> dg.SensorDefinition:
+def build_takedowns_sensor(pool: PoolConfig, *,
+                           minimum_interval_seconds: int | None = None) -> dg.SensorDefinition:
     name = pool.name
-    if minimum_interval_seconds is None:
-        minimum_interval_seconds = sensor_interval_s()
 
     @dg.sensor(
         name=naming.takedowns_sensor(name),
         description=f"Picks up takedown files under <landing prefix of {name!r}>/_takedowns/ "
         f"and takedowns recorded by `curate takedown`, and materialises {name}/takedowns.",
         target=[takedowns_key(pool)],
-        minimum_interval_seconds=minimum_interval_seconds,
+        minimum_interval_seconds=minimum_interval_seconds or sensor_interval_s(),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        required_resource_keys={landing_key, "lancedb"},
     )
-    def _takedowns_sensor(context: dg.SensorEvaluationContext, **resources) -> dg.SensorResult:
-        storage = resources.get(landing_key) or getattr(context.resources, landing_key)
-        lancedb = resources.get("lancedb") or context.resources.lancedb
-        return evaluate_takedowns(context, pool, storage, lancedb)
+    def _takedowns_sensor(context: dg.SensorEvaluationContext, landing: LandingStorage,
+                          lancedb: LanceDBResource) -> dg.SensorResult:
+        return evaluate_takedowns(context, pool, landing, lancedb)
 
     return _takedowns_sensor
 
@@ -467,27 +578,30 @@ def refit_run_config(pool: PoolConfig) -> dict:
 
 
 def build_refit_schedule(pool: PoolConfig) -> dg.ScheduleDefinition | None:
-    refit = getattr(pool, "refit", None)
-    cron = getattr(refit, "cron", DEFAULT_REFIT_CRON) if refit is not None else DEFAULT_REFIT_CRON
+    """The pool's periodic refit (None when refit.cron is null).
+
+    refit.cron has one validator: Dagster's, here, where the expression is read. Dagster does
+    not export it, so building the schedule is the check; a cron it rejects fails this pool's
+    schedule only. A second grammar in the core (which cannot import Dagster) drifted from it:
+    it accepted "0 3 31 2 *", which Dagster rejects, and refused "@yearly"."""
+    cron = pool.refit.cron
     if not cron:
-        return None  # refit.cron: null disables the periodic refit
+        return None
     name = pool.name
-    error = getattr(refit, "cron_error", None)
-    if error is None:
-        try:
-            return dg.ScheduleDefinition(
-                name=naming.refit_schedule(name),
-                cron_schedule=cron,
-                target=hierarchy_keys(pool),
-                run_config=refit_run_config(pool),
-                tags={REFIT_TAG: "force", POOL_TAG: name, FIT_TAG: name,
-                      REASON_TAG: "refit schedule"},
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
-            )
-        except dg.DagsterInvalidDefinitionError as exc:  # a cron Dagster reads differently
-            error = f"refit.cron {cron!r} is not a valid cron expression: {exc}"
-    return _failing_refit_schedule(pool, error)
+    try:
+        return dg.ScheduleDefinition(
+            name=naming.refit_schedule(name),
+            cron_schedule=cron,
+            target=level_keys(pool),
+            run_config=refit_run_config(pool),
+            tags={REFIT_TAG: "force", POOL_TAG: name, FIT_TAG: name,
+                  REASON_TAG: "refit schedule"},
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
+        )
+    except dg.DagsterInvalidDefinitionError as exc:
+        return _failing_refit_schedule(
+            pool, f"refit.cron {cron!r} is not a valid cron expression: {exc}")
 
 
 def _failing_refit_schedule(pool: PoolConfig, error: str) -> dg.ScheduleDefinition:
@@ -500,7 +614,7 @@ def _failing_refit_schedule(pool: PoolConfig, error: str) -> dg.ScheduleDefiniti
     @dg.schedule(
         name=naming.refit_schedule(name),
         cron_schedule="0 * * * *",
-        target=hierarchy_keys(pool),
+        target=level_keys(pool),
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"INVALID: {message}",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from curation.config import HierarchyConfig
 from curation.pools import PoolConfig, SubsetSpec
-from curation.synthetic import fixed_mixture_draw, write_vector_drop
+from curation_demo.synthetic import fixed_mixture_draw, write_vector_drop
 
 DIM = 8
 
@@ -33,7 +33,7 @@ class Platform:
                  lancedb=None):
         """`landing_storage` / `lancedb` replace the local folders under tmp_path (e.g. S3);
         `land` still writes drops under tmp_path/landing (upload them from `folder(drop)`)."""
-        from curation_dags.definitions import build_definitions, embedder_resources
+        from curation_dags.definitions import build_definitions
         from resources.clustering import ClusteringResource
         from resources.lancedb import LanceDBResource
         from resources.storage import LandingStorage
@@ -47,19 +47,15 @@ class Platform:
             "clustering": ClusteringResource(device="cpu"),
         }
         self.resources = resources
-        self.defs = build_definitions(
-            [pool], {**resources, **embedder_resources([pool])}, with_sensors=False
-        )
+        self.defs = build_definitions([pool], resources, with_sensors=False)
         self.next_seed = 100
 
     def reconfigure(self, pool: PoolConfig) -> None:
         """Serve a changed config of the same pool (same storage and instance)."""
-        from curation_dags.definitions import build_definitions, embedder_resources
+        from curation_dags.definitions import build_definitions
 
         self.pool = pool
-        self.defs = build_definitions(
-            [pool], {**self.resources, **embedder_resources([pool])}, with_sensors=False
-        )
+        self.defs = build_definitions([pool], self.resources, with_sensors=False)
 
     def folder(self, drop: str):
         return self.landing / self.pool.prefix / drop

@@ -305,7 +305,7 @@ def graphql(url: str, query: str, variables: dict | None = None, timeout: float 
 def postgres() -> Iterator[dict[str, str]]:
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1 with an empty database `dagster`;
     yields the DAGSTER_PG_* environment of deploy/dagster.yaml."""
-    from curation_dags.live import PG_BIN, postgres_cluster
+    from curation_demo.live import PG_BIN, postgres_cluster
 
     if not (PG_BIN / "initdb").exists():
         pytest.fail("PostgreSQL 15 is not installed (apt-get install postgresql-15): .ci/run "

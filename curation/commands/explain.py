@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explain import explain_item
-    from ..subsets import connect
+    from .subset import pool_store
 
-    print(json.dumps(explain_item(connect(args.lancedb), args.pool, args.item), default=str))
+    print(json.dumps(explain_item(pool_store(args), args.item), default=str))
     return 0

@@ -21,6 +21,14 @@ def add_lancedb_option(parser) -> None:
                         "$CURATION_HOME/lancedb)")
 
 
+def pool_store(args: argparse.Namespace):
+    """The `--pool`'s storage home in the `--lancedb` database (the CLI's edge: the settings
+    are read here, once)."""
+    from ..store import PoolStore
+
+    return PoolStore.from_settings(args.pool, args.lancedb)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("subset", help="export or diff versions of a pool's subset",
                               description=__doc__)
@@ -48,12 +56,10 @@ def register(subparsers) -> None:
     d.set_defaults(func=run_diff)
 
 
-def read_version(lancedb: str | None, pool: str, subset: str, version: int | None,
-                 columns=EXPORT_COLUMNS):
+def read_version(store, subset: str, version: int | None, columns=EXPORT_COLUMNS):
     """(version, pyarrow Table sorted by item_id) of one subset table version."""
-    from ..subsets import connect, read_subset_version
-
-    return read_subset_version(connect(lancedb), pool, subset, version, columns)
+    got = store.subset_version(subset, version, columns)
+    return got.version, got.rows
 
 
 def export_bytes(rows, fmt: str) -> bytes:
@@ -82,10 +88,8 @@ def export_bytes(rows, fmt: str) -> bytes:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..hashing import sha256_hex
-    from ..subsets import connect, subset_version
 
-    got = subset_version(connect(args.lancedb), args.pool, args.subset, args.version,
-                         EXPORT_COLUMNS)
+    got = pool_store(args).subset_version(args.subset, args.version, EXPORT_COLUMNS)
     version, rows = got.version, got.rows
     data = export_bytes(rows, args.format)
     out = Path(args.out)
@@ -119,8 +123,9 @@ def diff_versions(old, new) -> dict:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    v1, old = read_version(args.lancedb, args.pool, args.subset, args.from_version)
-    v2, new = read_version(args.lancedb, args.pool, args.subset, args.to_version)
+    store = pool_store(args)
+    v1, old = read_version(store, args.subset, args.from_version)
+    v2, new = read_version(store, args.subset, args.to_version)
     result = diff_versions(old, new)
     if not args.ids:
         for slot in result["per_top_cluster"].values():

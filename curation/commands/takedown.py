@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .subset import add_lancedb_option
+from .subset import add_lancedb_option, pool_store
 
 
 def register(subparsers) -> None:
@@ -42,22 +42,14 @@ def run(args: argparse.Namespace) -> int:
     from ..hashing import sha256_hex
     from ..landing import TAKEDOWNS_FOLDER
     from ..pools import load_pools
-    from ..settings import landing_url, s3_endpoint_url
-    from ..subsets import connect, lancedb_uri, stored_tables
-    from ..takedowns import (
-        land_takedown_file,
-        pending_takedowns,
-        read_id_list,
-        record_takedowns,
-        takedown_csv,
-        unmatched_ids,
-    )
+    from ..settings import lancedb_uri, landing_url, s3_endpoint_url
+    from ..takedowns import land_takedown_file, read_id_list, record_takedowns, takedown_csv
 
-    db = connect(args.lancedb)
+    store = pool_store(args)
     # a pool exists when it is configured or has ingested items in this LanceDB: a typo must
     # not record takedowns (and create a table) for a pool nobody reads
     configured = {p.name for p in load_pools()}
-    stored = {name[: -len("__raw")] for name in stored_tables(db) if name.endswith("__raw")}
+    stored = {name[: -len("__raw")] for name in store.names() if name.endswith("__raw")}
     if args.pool not in configured | stored:
         raise ValueError(f"--pool {args.pool!r} is no known pool (pools config: "
                          f"{', '.join(sorted(configured)) or 'none'}; with items in "
@@ -86,15 +78,15 @@ def run(args: argparse.Namespace) -> int:
         by = args.by or f"cli:{requester}"
         print(f"curate takedown: pool {args.pool!r} is not in the pools config: the request "
               "is recorded in the LanceDB only, not landed as a takedown file", file=sys.stderr)
-    done = record_takedowns(db, args.pool, rows, by)
-    unmatched = unmatched_ids(db, args.pool, ids)
+    done = record_takedowns(store, rows, by)
+    unmatched = store.unmatched_ids(ids)
     print(json.dumps({"pool": args.pool, "taken_down": done["items"] - len(unmatched),
                       "requested": done["items"], "unmatched": len(unmatched),
                       "unmatched_ids": unmatched[:MAX_LISTED],
                       "recorded": done["recorded"], "reason": args.reason, "by": by,
                       "table": f"{args.pool}__takedowns", "version": done["version"],
                       "takedown_file": landed,
-                      "pending": pending_takedowns(db, args.pool)}))
+                      "pending": store.pending_takedowns()}))
     if unmatched:
         print(f"curate takedown: {len(unmatched)} of {done['items']} ids match no item of pool "
               f"{args.pool!r} (recorded: a later delivery of them is refused): "

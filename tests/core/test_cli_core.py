@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -8,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.cli import main
-from curation.synthetic import long_tailed_mixture
+from curation_demo.synthetic import long_tailed_mixture
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,10 @@ def test_cluster_then_sample_end_to_end(embeddings, capsys):
     weights = np.load(root / "sel_weights.npy")
     assert selection.dtype == np.int64 and selection.size == 500 and (weights == 1).all()
     assert np.unique(selection).size == 500 and selection.max() < 3000
-    assert summary["labels_hit"] == 30
+    # 29 or 30 of the 30 labels, about half the seeds each (measured over 30 seeds), and the
+    # largest label keeps less than half its share of the pool
+    assert summary["labels_hit"] >= 29
+    assert summary["top1_share"] < 0.5 * np.bincount(labels).max() / labels.size
 
 
 def test_same_seed_same_files_other_seed_differs(embeddings):
@@ -250,3 +254,49 @@ def test_flags_are_generated_from_the_core_models():
     assert spec.normalize is False and spec.mean == (0.5, 0.4, 0.3)
     assert spec.model_dump(exclude={"normalize", "mean"}) == EmbedderSpec().model_dump(
         exclude={"normalize", "mean"})
+
+
+@pytest.mark.parametrize(("strategy", "target", "multiplier"),
+                         [("random", 500, 1), ("closest", 4000, 2)])
+def test_curate_sample_gives_the_platforms_subset(embeddings, tmp_path, strategy, target,
+                                                  multiplier):
+    """One sampler: `curate sample` (the console script, with the pool's item ids) and the
+    subsets asset's selection over a LanceDB assignments table (rows in another order) take
+    the same items with the same copies for the same tree, ids and seed."""
+    import lancedb
+
+    from curation.config import SampleConfig
+    from curation.io import load_clustering
+    from curation.subsets import select_subsets
+
+    root, x, _ = embeddings
+    if not (root / "tree").exists():
+        main(cluster_args(root / "x.npy", root / "tree"))
+    ids = [f"img-{i:05d}" for i in np.random.default_rng(3).permutation(len(x))]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    curate = [str(Path(sys.executable).with_name("curate")), "sample"]
+    subprocess.run([*curate, "--clustering", str(root / "tree"), "--ids",
+                    str(tmp_path / "ids.txt"), "--target-size", str(target), "--strategy",
+                    strategy, "--multiplier", str(multiplier), "--seed", "11", "--out",
+                    str(tmp_path / "sel.npy")], check=True, capture_output=True)
+    rows, copies = np.load(tmp_path / "sel.npy"), np.load(tmp_path / "sel_weights.npy")
+    from_cli = dict(zip((ids[r] for r in rows), copies.tolist(), strict=True))
+
+    hierarchy, assignment = load_clustering(root / "tree")
+    stored = np.random.default_rng(4).permutation(len(x))  # the platform's storage order
+    table = lancedb.connect(str(tmp_path / "db")).create_table("p__assignments", pa.table({
+        "item_id": [ids[r] for r in stored],
+        "uri": [f"file:///{ids[r]}.jpg" for r in stored],
+        "level_1": assignment.leaf[stored],
+        "distance": assignment.distance[stored],
+        "fit_version": np.ones(len(x), np.int64),
+    }))
+    config = SampleConfig(target_size=target, strategy=strategy, multiplier=multiplier,
+                          seed=11)
+    scan = select_subsets(table, hierarchy.parents, hierarchy.centroids[0].shape[0], 1,
+                          {"s": config}, batch_rows=700)
+    subset = scan.subsets["s"].rows
+    from_platform = dict(zip(subset["item_id"].to_pylist(), subset["weight"].to_pylist(),
+                             strict=True))
+    assert sum(from_cli.values()) == target and len(from_cli) == len(rows)
+    assert from_cli == from_platform

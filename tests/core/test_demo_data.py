@@ -10,14 +10,14 @@ import json
 import numpy as np
 from PIL import Image
 
-from curation.demo_data import (
+from curation.landing import SUCCESS_MARKER, validate_drop_id
+from curation_demo.data import (
     build_fashion_mnist_drops,
     build_text_drops,
     load_fashion_mnist,
     read_idx,
     zipf_sizes,
 )
-from curation.landing import SUCCESS_MARKER, validate_drop_id
 
 
 def rows(path):

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.cli import main
-from curation.demo_data import build_fashion_mnist_drops
-from curation.embedding import identity_version
+from curation.embedding import EmbedderSpec, identity_version
 from curation.embedding.vectors import VectorReader
+from curation_demo.data import build_fashion_mnist_drops
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_precomputed_vectors_with_bad_rows(tmp_path, capsys):
         pa.table({"item_id": ids, "vector": pa.array(rows, pa.list_(pa.float32()))}),
         tmp_path / "part.parquet",
     )
-    reader = VectorReader(dim=8, batch_size=3)
+    reader = VectorReader(EmbedderSpec(kind="vectors", dim=8, batch_size=3, normalize=False))
     result = reader.embed([tmp_path / "part.parquet"])
     assert result.item_ids == ids[:5]
     np.testing.assert_array_equal(result.vectors, good)
@@ -171,3 +171,16 @@ def test_resource_fields_are_the_specs():
         EmbedderResource(kind="text", image_size=64).spec()
     with pytest.raises(ValidationError, match="image_size"):
         EmbedderResource(image_size=4)
+
+
+def test_embedders_take_the_validated_spec():
+    """Options are checked and defaulted once, by EmbedderSpec: an embedder keeps the spec it
+    is given (no defaults of its own) and refuses a spec of another kind."""
+    from curation.embedding.images import ImageEmbedder
+
+    spec = EmbedderSpec(kind="vectors", dim=8)
+    reader = VectorReader(spec)
+    assert reader.spec is spec and reader.dim == 8
+    assert reader.identity()["normalize"] is EmbedderSpec.model_fields["normalize"].default
+    with pytest.raises(ValueError, match="ImageEmbedder embeds kind 'image'"):
+        ImageEmbedder(spec)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.demo_data import load_fashion_mnist
 from curation.embedding import EmbedderSpec, Item, folder_items, identity_version, make_embedder
 from curation.embedding.images import ImageEmbedder
+from curation_demo.data import load_fashion_mnist
 
 pytestmark = pytest.mark.slow
 SIZE = 64
@@ -31,7 +31,7 @@ def fmnist():
 
 @pytest.fixture(scope="module")
 def embedder() -> ImageEmbedder:
-    return ImageEmbedder(image_size=SIZE, batch_size=16, device="cpu", num_threads=2)
+    return ImageEmbedder(EmbedderSpec(image_size=SIZE, batch_size=16, device="cpu", num_threads=2))
 
 
 def write_images(folder: Path, images: np.ndarray, prefix: str = "img") -> list[Path]:
@@ -101,7 +101,8 @@ def test_bad_inputs_are_quarantined_and_the_drop_goes_on(tmp_path, fmnist):
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "_SUCCESS").touch()
 
-    embedder = ImageEmbedder(image_size=32, batch_size=4, device="cpu", max_pixels=1_000_000)
+    embedder = ImageEmbedder(EmbedderSpec(image_size=32, batch_size=4, device="cpu",
+                                          max_pixels=1_000_000))
     result = embedder.embed(folder_items(tmp_path, "image"))
     reasons = {Path(ref).name: reason for ref, reason in result.quarantined}
     assert sorted(Path(r).name for r in result.refs) == [p.name for p in good]
@@ -122,7 +123,7 @@ def test_pil_decompression_bomb_error_is_quarantined(tmp_path, fmnist):
     images, _ = fmnist
     buf = io.BytesIO()
     Image.new("1", (13000, 14000)).save(buf, format="PNG")  # > 2x PIL's limit: PIL raises
-    embedder = ImageEmbedder(image_size=32, device="cpu", max_pixels=10**12)
+    embedder = ImageEmbedder(EmbedderSpec(image_size=32, device="cpu", max_pixels=10**12))
     result = embedder.embed([Item("bomb", data=buf.getvalue()), Item("ok", data=png(images[0]))])
     assert result.refs == ["ok"]
     assert result.quarantined[0][0] == "bomb"
@@ -138,7 +139,8 @@ def test_streaming_batches_progress_and_parallel_workers(tmp_path, fmnist, embed
     assert [p.done for p in seen] == [16, 32, 40]
     assert all(p.items_per_s > 0 for p in seen)
     inline = np.concatenate([b.vectors for b in batches])
-    parallel = ImageEmbedder(image_size=SIZE, batch_size=16, device="cpu", num_workers=2)
+    parallel = ImageEmbedder(EmbedderSpec(image_size=SIZE, batch_size=16, device="cpu",
+                                          num_workers=2))
     result = parallel.embed(paths)
     assert result.refs == [str(p) for p in paths]  # order kept across workers
     np.testing.assert_allclose(result.vectors, inline, atol=1e-5)
@@ -155,14 +157,14 @@ def test_torchscript_file_gives_the_same_vectors(tmp_path, fmnist, embedder):
         traced = torch.jit.trace(embedder.module, x)
     script = tmp_path / "lite0.pt"
     traced.save(str(script))
-    ts = ImageEmbedder(
+    ts = ImageEmbedder(EmbedderSpec(
         model="torchscript",
-        weights_path=script,
+        weights_path=str(script),
         image_size=SIZE,
         device="cpu",
         mean=embedder.mean,
         std=embedder.std,
-    )
+    ))
     np.testing.assert_allclose(ts.embed(paths).vectors, embedder.embed(paths).vectors, atol=1e-4)
     assert ts.identity()["dim"] == 1280
     assert identity_version(ts.identity()) != identity_version(embedder.identity())
@@ -172,7 +174,7 @@ def test_model_change_changes_the_identity_version(tmp_path, embedder):
     import torch
 
     base = identity_version(embedder.identity())
-    same = ImageEmbedder(image_size=SIZE, batch_size=99, num_workers=1, device="cpu")
+    same = ImageEmbedder(EmbedderSpec(image_size=SIZE, batch_size=99, num_workers=1, device="cpu"))
     assert identity_version(same.identity()) == base  # batching does not change vectors
     assert len(base) == 16 and int(base, 16) >= 0
     # other weights for the same architecture: a fine-tuned checkpoint
@@ -180,12 +182,12 @@ def test_model_change_changes_the_identity_version(tmp_path, embedder):
     state["_conv_head.weight"] = state["_conv_head.weight"] * 1.01
     tuned = tmp_path / "lite0-tuned.pth"
     torch.save(state, tuned)
-    other = ImageEmbedder(weights_path=tuned, image_size=SIZE, device="cpu")
+    other = ImageEmbedder(EmbedderSpec(weights_path=str(tuned), image_size=SIZE, device="cpu"))
     assert other.identity()["weights_sha256"] != embedder.identity()["weights_sha256"]
     assert identity_version(other.identity()) != base
     for changed in (
-        ImageEmbedder(image_size=SIZE + 32, device="cpu"),
-        ImageEmbedder(image_size=SIZE, device="cpu", normalize=False),
+        ImageEmbedder(EmbedderSpec(image_size=SIZE + 32, device="cpu")),
+        ImageEmbedder(EmbedderSpec(image_size=SIZE, device="cpu", normalize=False)),
     ):
         assert identity_version(changed.identity()) != base
 
@@ -200,8 +202,9 @@ def test_missing_frameworks_and_weights_give_clear_errors(tmp_path):
             make_embedder(EmbedderSpec(model="timm/resnet18", weights_path=str(weights))).identity()
     if importlib.util.find_spec("torchvision") is None:
         with pytest.raises(ValueError, match="needs torchvision, which is not installed"):
-            ImageEmbedder(model="torchvision/resnet18", weights_path=weights).identity()
+            ImageEmbedder(EmbedderSpec(model="torchvision/resnet18",
+                                       weights_path=str(weights))).identity()
     with pytest.raises(ValueError, match="needs weights_path"):
-        ImageEmbedder(model="torchscript")
+        ImageEmbedder(EmbedderSpec(model="torchscript"))
     with pytest.raises(FileNotFoundError):
-        ImageEmbedder(model="torchscript", weights_path=tmp_path / "missing.pt")
+        ImageEmbedder(EmbedderSpec(model="torchscript", weights_path=str(tmp_path / "missing.pt")))

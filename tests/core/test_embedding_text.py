@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from curation.demo_data import build_text_drops, read_labels
-from curation.embedding import Item, folder_items, identity_version
+from curation.embedding import EmbedderSpec, Item, folder_items, identity_version
 from curation.embedding.text import TextEmbedder
+from curation_demo.data import build_text_drops, read_labels
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def embedder() -> TextEmbedder:
-    return TextEmbedder(batch_size=8, device="cpu", num_threads=2)
+    return TextEmbedder(EmbedderSpec(kind="text", batch_size=8, device="cpu", num_threads=2))
 
 
 def test_paraphrases_are_closer_than_unrelated_sentences(embedder):
@@ -80,9 +80,13 @@ def test_identical_text_identical_vectors_and_ids(embedder):
 
 def test_identity_changes_with_the_model_settings(embedder):
     base = identity_version(embedder.identity())
-    assert identity_version(TextEmbedder(batch_size=3, device="cpu").identity()) == base
-    assert identity_version(TextEmbedder(device="cpu", max_seq_length=64).identity()) != base
-    assert identity_version(TextEmbedder(device="cpu", normalize=False).identity()) != base
+
+    def version(**options) -> str:
+        return identity_version(TextEmbedder(EmbedderSpec(kind="text", **options)).identity())
+
+    assert version(batch_size=3, device="cpu") == base
+    assert version(device="cpu", max_seq_length=64) != base
+    assert version(device="cpu", normalize=False) != base
 
 
 def test_demo_corpus_topics_are_neighbours(tmp_path, embedder):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation.config import HierarchyConfig
+from curation.config import HierarchyConfig, SampleConfig
 from curation.drift import relabel_top_level, stable_refit, stable_relabel
 from curation.evaluation import (
     balanced_test_split,
@@ -16,7 +16,7 @@ from curation.evaluation import (
     random_selection,
 )
 from curation.hierarchy import Hierarchy, fit_hierarchy
-from curation.sampling import sample_balanced
+from curation.selection import sample_rows
 
 
 def long_tailed(n=3000, dim=8, k=12, seed=0):
@@ -32,7 +32,7 @@ def fitted():
     x, labels = long_tailed()
     fit = fit_hierarchy(x, HierarchyConfig(n_clusters=[60, 12], resampling_steps=[3],
                                            seed=0, device="cpu"))
-    sel = sample_balanced(fit.assignment.paths, 300, "random", seed=0)
+    sel = sample_rows(fit.hierarchy, fit.assignment.leaf, SampleConfig(target_size=300))
     return x, labels, fit, sel
 
 
@@ -206,7 +206,8 @@ def test_bounded_evaluation_reads_a_bounded_sample_and_is_deterministic(fitted):
 
     x, labels, fit, _ = fitted
     paths = fit.assignment.paths
-    sel = sample_balanced(paths, 1200, "random", seed=0)  # larger than eval_sample below
+    # larger than eval_sample below
+    sel = sample_rows(fit.hierarchy, fit.assignment.leaf, SampleConfig(target_size=1200))
     keys = splitmix64(np.arange(x.shape[0], dtype=np.uint64) + np.uint64(77))
     asked = []
 
@@ -242,3 +243,102 @@ def test_bounded_evaluation_reads_a_bounded_sample_and_is_deterministic(fitted):
     assert plan.baseline.size == sel.indices.size
     assert np.intersect1d(plan.probe, plan.baseline).size < plan.probe.size // 2
     assert keyed_scores(keys, 4, 1).tobytes() != keyed_scores(keys, 4, 2).tobytes()
+
+
+# ---- a pool's subset, and which direction is better ---------------------------------------------
+
+def _pool_index(fitted, stale_rows=()):
+    """An index over the fitted pool whose stored assignments are of fit 3, except
+    `stale_rows` (of fit 2), with a reader that records what it is asked for."""
+    import pyarrow as pa
+
+    from curation.evaluation import index_items
+    from curation.selection import item_keys
+
+    x, _, fit, _ = fitted
+    ids = [f"item-{i:05d}" for i in range(x.shape[0])]
+    paths = fit.assignment.paths.copy()
+    fit_version = np.full(len(ids), 3)
+    fit_version[list(stale_rows)] = 2
+    paths[list(stale_rows)] = -7  # a stale path must not be used
+    assigned = pa.table({"item_id": ids[::-1], "fit_version": fit_version[::-1],
+                         **{f"level_{lv + 1}": paths[::-1, lv] for lv in range(2)},
+                         "item_key": item_keys(ids)[::-1]})
+    asked = []
+
+    def reader(rows):
+        asked.append(np.asarray(rows).copy())
+        return x[rows]
+
+    return index_items(ids, [f"u/{i}" for i in ids], assigned, fit.hierarchy, 3, reader), asked
+
+
+def test_index_items_uses_current_assignments_and_assigns_only_the_stale(fitted):
+    from curation.selection import item_keys
+
+    x, _, fit, _ = fitted
+    index, asked = _pool_index(fitted, stale_rows=[5, 17])
+    assert np.array_equal(index.keys, item_keys(index.ids))
+    assert np.array_equal(index.paths, fit.hierarchy.assign(x).paths)
+    (rows,) = asked  # only the two stale items' vectors were read
+    assert rows.tolist() == [5, 17]
+
+
+def test_evaluate_subset_matches_ids_and_labels(fitted):
+    from curation.evaluation import evaluate_subset
+
+    x, labels, fit, sel = fitted
+    index, _ = _pool_index(fitted)
+    chosen = [index.ids[r] for r in sel.indices[::-1]] + ["gone-item"]  # re-embedded away
+    weights = np.append(sel.weights[::-1], 9)
+    found = {i: str(lab) for i, lab in zip(index.ids, labels, strict=True)}
+    outcome = evaluate_subset(index, chosen, weights, found, seed=0, eval_sample=1000)
+    direct = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights,
+                                np.asarray([str(v) for v in labels]), seed=0,
+                                keys=index.keys, eval_sample=1000)
+    assert outcome.report == direct
+    assert outcome.selected_items == sel.indices.size and outcome.pool_size == x.shape[0]
+    assert outcome.labelled and outcome.unlabelled_items == 0
+    assert outcome.worse_than_random == direct["worse_than_random"]
+    assert "of 3000 items read" in outcome.sample_note()
+    # labels count only when every item has one
+    partial = dict(list(found.items())[:-2])
+    unlabelled = evaluate_subset(index, chosen, weights, partial, seed=0, eval_sample=1000)
+    assert not unlabelled.labelled and unlabelled.unlabelled_items == 2
+    assert "labels" not in unlabelled.report["curated"]
+
+
+def test_every_figure_says_which_direction_is_better(fitted):
+    """Each figure of a report has a declared direction; tables, panels, headline figures and
+    the UI's Markdown say it (coverage is a distance: lower is better)."""
+    import base64
+    import re
+
+    from curation.evaluation import BETTER, headline_directions, headline_figures
+    from curation.report import (
+        evaluation_caption,
+        evaluation_figure_markdown,
+        evaluation_panels,
+        evaluation_rows,
+    )
+
+    x, labels, fit, sel = fitted
+    report = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights, labels)
+    cur = report["curated"]
+    shown = {"items", *cur["coverage"], *cur["labels"], *cur["knn"],
+             *(key for level in cur["balance"].values() for key in level)}
+    assert shown - {"probe_items", "train_items", "test_items", "clusters"} <= set(BETTER)
+    assert BETTER["p99"] == BETTER["median"] == "lower" and BETTER["entropy"] == "higher"
+    rows = evaluation_rows(report)
+    assert rows[0][:2] == ["items", "equal by design"]
+    assert all(r[1] in ("lower is better", "higher is better") for r in rows[1:])
+    assert all(t.endswith(("(lower is better)", "(higher is better)"))
+               for t in evaluation_panels(report))
+    assert set(headline_directions(report)) == {
+        k.removesuffix("_curated") for k in headline_figures(report) if k.endswith("_curated")}
+    assert headline_directions(report)["coverage_p99"] == "lower is better"
+    md = evaluation_figure_markdown("even", report)
+    (data,) = re.findall(r"\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert len(base64.b64decode(data)) < 40_000  # small enough for the run's metadata
+    assert md.endswith(evaluation_caption(report))
+    assert "distance to nearest selected item (lower is better)" in md

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from curation.config import HierarchyConfig
+from curation.config import HierarchyConfig, SampleConfig
 from curation.hierarchy import Hierarchy, fit_hierarchy
 from curation.metrics import kl_to_uniform, selection_label_stats
-from curation.sampling import sample_balanced
-from curation.synthetic import long_tailed_grid, long_tailed_mixture
+from curation.selection import sample_rows
+from curation_demo.synthetic import long_tailed_grid, long_tailed_mixture
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +31,19 @@ def fitted(pool):
     return fit_hierarchy(pool[0], config())
 
 
+def draw(fit, target, seed):
+    """The balanced random selection of `target` items (copies) from a fitted pool."""
+    return sample_rows(fit.hierarchy, fit.assignment.leaf,
+                       SampleConfig(target_size=target, seed=seed))
+
+
 def mean_kl(x, labels, n_labels, cfg, target=2000, fit_seeds=range(3)):
     """KL to uniform of curated selections, averaged over fit and sampling seeds."""
     values = []
     for fit_seed in fit_seeds:
         fit = fit_hierarchy(x, cfg.model_copy(update={"seed": fit_seed}))
         for seed in range(2):
-            sel = sample_balanced(fit.assignment.paths, target, "random", seed)
+            sel = draw(fit, target, seed)
             values.append(kl_to_uniform(labels[sel.indices], n_labels))
     return float(np.mean(values))
 
@@ -73,7 +79,7 @@ def test_toy_2d_kl_to_uniform_is_far_below_random(toy):
 
 def test_curated_selection_beats_random_on_label_entropy(pool, fitted):
     x, labels = pool
-    sel = sample_balanced(fitted.assignment.paths, 2000, "random", seed=0)
+    sel = draw(fitted, 2000, seed=0)
     curated = selection_label_stats(labels[sel.indices])
     rng = np.random.default_rng(0)
     uniform = selection_label_stats(labels[rng.choice(len(x), 2000, replace=False)])
@@ -91,7 +97,7 @@ def test_centered_cosine_upper_levels_beat_l2_on_high_dimensional_concepts(pool)
         values = []
         for seed in range(2):
             fit = fit_hierarchy(x, config(seed=seed, upper_metric=upper_metric))
-            sel = sample_balanced(fit.assignment.paths, 2000, "random", seed)
+            sel = draw(fit, 2000, seed)
             values.append(selection_label_stats(labels[sel.indices])["label_entropy"])
         return np.mean(values)
 

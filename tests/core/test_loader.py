@@ -10,6 +10,7 @@ import pytest
 
 from curation import naming
 from curation.config import SampleConfig
+from curation.store import PoolStore
 from curation.subsets import read_previous, select_subsets
 
 PARENTS = [np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1])]
@@ -38,7 +39,7 @@ def _assignments(db, n=120, start=0, seed=0, fit_version=1, keys=None):
 
 
 def _materialise(db, configs, batch_rows=17):
-    previous = {name: read_previous(db, "p", name, 6) for name in configs}
+    previous = {name: read_previous(PoolStore(db, "p"), name, 6) for name in configs}
     scan = select_subsets(db.open_table("p__assignments"), PARENTS, 6, 1, configs,
                           previous=previous, batch_rows=batch_rows)
     for name, result in scan.subsets.items():

@@ -3,7 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curation.sampling import grouped_water_fill, sample_balanced, water_fill
+from curation.config import HierarchyConfig, SampleConfig
+from curation.hierarchy import Hierarchy
+from curation.sampling import grouped_water_fill, water_fill
+from curation.selection import sample_rows, tree_paths
 
 
 @st.composite
@@ -42,31 +45,44 @@ def test_water_fill_examples():
         water_fill([1, 2], 4, rng)
 
 
+def tree(parents: list, n_clusters: list[int]) -> Hierarchy:
+    """A fitted tree's shape (the sampler reads only parents and cluster counts)."""
+    centroids = [np.zeros((k, 1), np.float32) for k in n_clusters]
+    return Hierarchy(HierarchyConfig(n_clusters=n_clusters), centroids,
+                     [np.asarray(p, np.int64) for p in parents])
+
+
+def flat(n_leaves: int) -> Hierarchy:
+    return tree([], [n_leaves])
+
+
 @st.composite
 def random_trees(draw):
     n = draw(st.integers(1, 400))
-    k1 = draw(st.integers(1, 30))
-    k2 = draw(st.integers(1, k1))
+    k1 = draw(st.integers(2, 30))
+    k2 = draw(st.integers(1, k1 - 1))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     leaf = rng.integers(0, k1, n)
     parent = rng.integers(0, k2, k1)
     multiplier = draw(st.integers(1, 3))
     target = draw(st.integers(1, n * multiplier))
-    return np.stack([leaf, parent[leaf]], axis=1), target, multiplier, seed
+    return tree([parent], [k1, k2]), leaf, target, multiplier, seed
 
 
 @settings(max_examples=200, deadline=None)
 @given(random_trees(), st.sampled_from(["random", "closest"]))
-def test_sample_balanced_invariants(tree, strategy):
-    paths, target, multiplier, seed = tree
-    distances = np.random.default_rng(seed).random(paths.shape[0])
-    sel = sample_balanced(paths, target, strategy, seed, distances, multiplier)
+def test_sample_rows_invariants(case, strategy):
+    hierarchy, leaf, target, multiplier, seed = case
+    distances = np.random.default_rng(seed).random(leaf.size)
+    config = SampleConfig(target_size=target, strategy=strategy, seed=seed,
+                          multiplier=multiplier)
+    sel = sample_rows(hierarchy, leaf, config, distance=distances)
     assert sel.size == target
     assert np.array_equal(sel.indices, np.unique(sel.indices))
     assert (sel.weights >= 1).all() and (sel.weights <= multiplier).all()
     # Top level: equal shares, except clusters too small to fill theirs.
-    top = paths[:, -1]
+    top = tree_paths(hierarchy.parents, leaf)[:, -1]
     got = np.bincount(top[sel.indices], weights=sel.weights, minlength=top.max() + 1)
     capacity = np.bincount(top, minlength=top.max() + 1) * multiplier
     present = capacity > 0
@@ -77,53 +93,55 @@ def test_sample_balanced_invariants(tree, strategy):
 
 
 def test_closest_strategy_takes_the_items_nearest_the_centroid():
-    paths = np.zeros((10, 1), dtype=np.int64)
     distances = np.array([5, 1, 9, 0, 7, 3, 8, 2, 6, 4], dtype=float)
-    sel = sample_balanced(paths, 3, "closest", seed=0, distances=distances)
+    config = SampleConfig(target_size=3, strategy="closest")
+    sel = sample_rows(flat(1), np.zeros(10, np.int64), config, distance=distances)
     assert sel.indices.tolist() == [1, 3, 7]
 
 
 def test_multiplier_returns_weights_not_duplicate_rows():
-    paths = np.array([[0], [0], [1]])
-    sel = sample_balanced(paths, 6, seed=0, multiplier=3)
+    sel = sample_rows(flat(2), np.array([0, 0, 1]), SampleConfig(target_size=6, multiplier=3))
     assert sel.indices.tolist() == [0, 1, 2]
-    # Two top clusters share 6: cluster 1 (one item) takes 3 copies, cluster 0 the other 3.
+    # Two clusters share 6: cluster 1 (one item) takes 3 copies, cluster 0 the other 3.
     assert sel.weights[2] == 3 and sel.weights[:2].sum() == 3
 
 
 def test_seed_decides_the_selection_and_is_reproducible():
-    rng = np.random.default_rng(1)
-    paths = np.stack([rng.integers(0, 50, 5000)], axis=1)
-    paths = np.concatenate([paths, paths // 10], axis=1)
-    a = sample_balanced(paths, 500, seed=3)
-    b = sample_balanced(paths, 500, seed=3)
-    c = sample_balanced(paths, 500, seed=4)
+    leaf = np.random.default_rng(1).integers(0, 50, 5000)
+    hierarchy = tree([np.arange(50) // 10], [50, 5])
+    a, b, c = (sample_rows(hierarchy, leaf, SampleConfig(target_size=500, seed=seed))
+               for seed in (3, 3, 4))
     assert np.array_equal(a.indices, b.indices)
     assert not np.array_equal(a.indices, c.indices)
 
 
-def test_repeated_child_ids_under_different_parents_stay_apart():
-    # Children numbered per parent (0 under both parents) must not be merged.
-    paths = np.array([[0, 0]] * 8 + [[0, 1]] * 2)
-    sel = sample_balanced(paths, 4, seed=0)
-    assert np.bincount(paths[sel.indices, 1]).tolist() == [2, 2]
+def test_item_ids_key_the_draw_and_default_to_row_numbers():
+    leaf = np.random.default_rng(2).integers(0, 20, 2000)
+    hierarchy = tree([np.arange(20) // 5], [20, 4])
+    config = SampleConfig(target_size=300, seed=9)
+    default = sample_rows(hierarchy, leaf, config)
+    by_row = sample_rows(hierarchy, leaf, config, [str(i) for i in range(leaf.size)])
+    named = sample_rows(hierarchy, leaf, config, [f"item-{i}" for i in range(leaf.size)])
+    assert np.array_equal(default.indices, by_row.indices)
+    assert not np.array_equal(default.indices, named.indices)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"target_size": 11}, "exceeds what the pool can give"),
-        ({"target_size": 0}, "target_size"),
         ({"target_size": 5, "strategy": "closest"}, "needs the distances"),
-        ({"target_size": 5, "strategy": "farthest"}, "strategy"),
-        ({"target_size": 5, "multiplier": 0}, "multiplier"),
+        ({"target_size": 5, "item_ids": ["a", "b"]}, "2 item ids for 10 items"),
+        ({"target_size": 5, "leaf": np.full(10, 7)}, "leaf ids must lie in 0..1"),
     ],
 )
 def test_bad_sampling_requests_fail_clearly(kwargs, message):
+    leaf = kwargs.pop("leaf", np.zeros(10, np.int64))
+    item_ids = kwargs.pop("item_ids", None)
     with pytest.raises(ValueError, match=message):
-        sample_balanced(np.zeros((10, 2), dtype=np.int64), **kwargs)
+        sample_rows(flat(2), leaf, SampleConfig(**kwargs), item_ids)
 
 
 def test_empty_pool_is_refused():
-    with pytest.raises(ValueError, match="empty pool"):
-        sample_balanced(np.zeros((0, 2), dtype=np.int64), 1)
+    with pytest.raises(ValueError, match="exceeds what the pool can give: 0 items"):
+        sample_rows(flat(2), np.zeros(0, np.int64), SampleConfig(target_size=1))

@@ -12,6 +12,7 @@ import pytest
 from curation import naming
 from curation.config import SampleConfig
 from curation.selection import item_keys, select
+from curation.store import PoolStore
 from curation.subsets import read_previous, select_subsets
 
 N_LEAVES, N_TOP = 60, 6
@@ -35,7 +36,7 @@ def rows(start: int, n: int, seed: int) -> pa.Table:
 
 def refresh(db, configs: dict[str, SampleConfig]):
     table = db.open_table("p__assignments")
-    previous = {n: read_previous(db, "p", n, N_LEAVES) for n in configs}
+    previous = {n: read_previous(PoolStore(db, "p"), n, N_LEAVES) for n in configs}
     scan = select_subsets(table, PARENTS, N_LEAVES, 1, configs, previous=previous,
                           batch_rows=1000)
     for name, result in scan.subsets.items():

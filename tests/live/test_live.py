@@ -25,14 +25,14 @@ import pytest
 import yaml
 from servers import dagster_stack, graphql
 
-from curation.synthetic import fixed_mixture_draw, write_vector_drop
-from curation_dags.live import (
+from curation_demo.live import (
     REPO_ROOT,
     materialization_count,
     new_database,
     subsets_cover,
     wait_until,
 )
+from curation_demo.synthetic import fixed_mixture_draw, write_vector_drop
 
 pytestmark = pytest.mark.slow
 
@@ -98,9 +98,8 @@ class Live:
         return wait_until(covered, deadline, what, poll=1.0)
 
     def fit_version(self) -> int:
-        from assets.tables import latest_fit_summary
 
-        return latest_fit_summary(self.lancedb, self.pool).fit_version
+        return self.lancedb.store(self.pool.name).latest_fit_summary().fit_version
 
     def level_fits(self) -> int:
         return materialization_count(self.instance, [POOL, "level_1"])
@@ -295,8 +294,8 @@ def _kill_drop_worker(instance, drop: str) -> str | None:
 
 def test_changing_nothing_refits_nothing():
     """The fit signature changes with the drops, the model and the config, and only then."""
-    from assets.tables import fit_signature
     from curation.config import HierarchyConfig
+    from curation.store import fit_signature
 
     config = HierarchyConfig(n_clusters=[4, 2], resampling_steps=[1])
     base = fit_signature({"a": 3, "b": 2}, {"m": 5}, config)

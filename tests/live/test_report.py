@@ -81,6 +81,10 @@ def test_image_report_has_plots_thumbnails_and_tables(tmp_path):
     assert ex["largest"]["size"] >= ex["median"]["size"] >= ex["smallest"]["size"]
     assert "Drift at the last refit" in page and "permutation" not in page
     assert "k-NN balanced_accuracy" in page
+    # every plot says which direction is better: size plots in their titles (drawn), the
+    # evaluation plot in its panel titles and in the caption under it
+    assert "Coverage: distance to nearest selected item (lower is better)" in page
+    assert page.count("cluster sizes (flatter is more balanced: better)") == 2
     assert "src=\"http" not in page and "<script" not in page  # self-contained
 
 
@@ -113,8 +117,10 @@ def test_markdown_tables():
         "| a | b |", "|---|---|", "| 1 | 0.1235 |", "| x\\|y | 2 |"]
     x, paths, top = pool_with_paths()
     md = evaluation_markdown(evaluate_selection(x, paths, np.arange(0, 800, 8), labels=top))
-    assert md.splitlines()[0] == "| figure | curated | random |"
-    assert "| level_2 entropy |" in md and "| label entropy |" in md
+    assert md.splitlines()[0] == "| figure | better | curated | random |"
+    assert "| level_2 entropy | higher is better |" in md
+    assert "| label entropy | higher is better |" in md
+    assert "| coverage p99 distance | lower is better |" in md
 
 
 def _browser_available() -> bool:

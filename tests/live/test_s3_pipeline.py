@@ -21,6 +21,7 @@ def _ids(p: Platform, kind: str) -> list[str]:
 def test_pipeline_with_landing_and_lancedb_on_s3(tmp_path, s3_bucket, moto_s3, monkeypatch):
     from dagster import instance_for_test
 
+    from curation.store import connect, storage_options
     from resources.lancedb import LanceDBResource
     from resources.storage import LandingStorage
 
@@ -31,7 +32,8 @@ def test_pipeline_with_landing_and_lancedb_on_s3(tmp_path, s3_bucket, moto_s3, m
     bucket, client = s3_bucket
     landing = LandingStorage(url=f"s3://{bucket}/landing", endpoint_url=moto_s3)
     lancedb = LanceDBResource(uri=f"s3://{bucket}/lancedb", endpoint_url=moto_s3)
-    assert lancedb.storage_options()["allow_http"] == "true"  # http:// endpoint
+    options = storage_options(lancedb.endpoint_url, lancedb.region, lancedb.allow_http)
+    assert options["allow_http"] == "true"  # an http:// endpoint needs it, whatever was set
 
     with instance_for_test() as instance:
         p = Platform(tmp_path, instance, small_pool(), landing_storage=landing, lancedb=lancedb)
@@ -73,9 +75,7 @@ def test_pipeline_with_landing_and_lancedb_on_s3(tmp_path, s3_bucket, moto_s3, m
         assert sum(p.table("level_1").to_arrow()["size"].to_pylist()) == total
 
         # subsets are readable back from S3 through a fresh lancedb connection
-        import lancedb as lancedb_lib
-
-        db = lancedb_lib.connect(lancedb.uri, storage_options=lancedb.storage_options())
+        db = connect(lancedb.uri, options)
         for spec in p.pool.subsets:
             values = meta(materialized(first["results"][-1], ["tiny", "subsets", spec.name])[0])
             assert values["pool_size"] == total

@@ -104,8 +104,8 @@ def test_code_location_validates(tmp_path):
 
 
 def test_level_vectors_are_the_tree_centroids(grown):
-    from assets.tables import load_fit, vectors_of
+    from curation.store import vectors_of
 
-    fit = load_fit(grown.lancedb, grown.pool)
+    fit = grown.lancedb.store(grown.pool.name).load_fit()
     stored = vectors_of(grown.table("level_1").to_arrow()["vector"])
     np.testing.assert_array_equal(stored, fit.hierarchy.centroids[0])

@@ -19,8 +19,8 @@ from curation.config import HierarchyConfig
 from curation.embedding.sources import file_items
 from curation.items import parse_jsonl
 from curation.pools import PoolConfig, SubsetSpec, load_pools
-from curation.synthetic import write_vector_drop
 from curation_dags.sensors import build_drop_sensor
+from curation_demo.synthetic import write_vector_drop
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
@@ -345,11 +345,11 @@ def test_bad_refit_cron_fails_only_its_pool(tmp_path, monkeypatch):
     path.write_text(_pool_yaml() + _pool_yaml(name="b", prefix="b", cron="61 3 * * 0")
                     .replace("pools:\n", ""))
     pools = load_pools(path)  # the file loads: the cron fails its pool, not the location
-    assert pools[1].refit.cron_error.startswith("refit.cron '61 3 * * 0' is not a valid cron")
+    assert pools[1].refit.cron == "61 3 * * 0"  # read (and validated) by Dagster's schedule
     repo = build_definitions(pools).get_repository_def()
     assert repo.get_schedule_def("a_refit_schedule").cron_schedule == "0 3 * * 0"
     broken = repo.get_schedule_def("b_refit_schedule")
-    assert "minute field: 61 is out of range 0-59" in broken.description
+    assert "refit.cron '61 3 * * 0' is not a valid cron expression" in broken.description
     with dg.build_schedule_context() as context:
         (request,) = repo.get_schedule_def("a_refit_schedule").evaluate_tick(context).run_requests
         with pytest.raises(dg.DagsterError) as error:
@@ -386,10 +386,15 @@ def test_text_embeddings_come_from_raw_rows_with_the_same_ids_and_refs(tmp_path)
         (folder / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + body.encode() + b"\r\n")
         (folder / "c.txt").write_bytes(b"\xef\xbb\xbfA text file with a BOM.\n")
         (folder / "_SUCCESS").write_bytes(b"")
-        result = p.ingest("d1")
-        assert result.success
-        counts = meta(materialized(result, [pool.name, "raw"])[0])
+        p.instance.add_dynamic_partitions(f"{pool.name}_drops", ["d1"])
+        raw = p.run([[pool.name, "raw"]], partition_key="d1")
+        assert raw.success
+        counts = meta(materialized(raw, [pool.name, "raw"])[0])
         assert counts == {**counts, "delivered": 5, "ingested": 4, "duplicates": 1}
+        for name in ("b.jsonl", "c.txt"):  # parsed once, by raw: embeddings reads raw's rows
+            (folder / name).unlink()
+        result = p.run([[pool.name, "embeddings"]], partition_key="d1")
+        assert result.success
         emb = meta(materialized(result, [pool.name, "embeddings"])[0])
         assert emb["embedded"] == 4 and emb["quarantined"] == 0
 
@@ -400,3 +405,24 @@ def test_text_embeddings_come_from_raw_rows_with_the_same_ids_and_refs(tmp_path)
         assert pairs("embeddings") == pairs("raw")
         assert {u.rsplit("/", 1)[-1] for _, u in pairs("raw")} == {
             "b.jsonl#L2", "b.jsonl#L3", "b.jsonl#L4", "c.txt"}
+
+
+def test_a_vector_drop_is_read_once_by_raw(platform):
+    """raw keeps each row's values: embeddings stores the same vectors with the drop's files
+    gone (they are not read again), NaN rows still quarantined by embeddings."""
+    p = platform
+    x = np.random.default_rng(3).normal(size=(30, DIM)).astype(np.float32)
+    x[4] = np.nan
+    write_vector_drop(p.folder("once"), x, [f"once-{i}" for i in range(30)])
+    p.instance.add_dynamic_partitions(f"{p.pool.name}_drops", ["once"])
+    assert p.run([[p.pool.name, "raw"]], partition_key="once").success
+    for path in p.folder("once").glob("*.parquet"):
+        path.unlink()
+    result = p.run([[p.pool.name, "embeddings"]], partition_key="once")
+    assert result.success
+    emb = meta(materialized(result, [p.pool.name, "embeddings"])[0])
+    assert emb["embedded"] == 29 and emb["quarantine_reasons"] == {"vector holds NaN or Inf": 1}
+    stored = p.table("embeddings").search().where("drop = 'once'").select(
+        ["item_id", "vector"]).limit(None).to_arrow()
+    by_id = dict(zip(stored["item_id"].to_pylist(), stored["vector"].to_pylist(), strict=True))
+    np.testing.assert_array_equal(np.asarray(by_id["once-7"], np.float32), x[7])

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 from kit import DIM, materialized, meta
 
-from curation.synthetic import write_vector_drop
+from curation_demo.synthetic import write_vector_drop
 
 
 def _counts(result) -> dict:

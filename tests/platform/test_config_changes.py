@@ -10,9 +10,9 @@ import pytest
 from dagster import build_sensor_context
 from kit import DIM, Platform, small_pool
 
-from assets.raw import MAX_ITEM_ID_BYTES
-from curation.synthetic import fixed_mixture_draw, write_vector_drop
+from curation.drops import MAX_ITEM_ID_BYTES
 from curation_dags.refit import evaluate_refit
+from curation_demo.synthetic import fixed_mixture_draw, write_vector_drop
 
 
 @pytest.fixture
@@ -91,9 +91,8 @@ def test_a_changed_hierarchy_is_refitted(platform):
         update={"device": "auto"})}))
     result = p.refresh([], refit="auto")
     assert result["refit"] is True
-    from assets.tables import latest_fit_summary
 
-    fit = latest_fit_summary(p.lancedb, p.pool)
+    fit = p.lancedb.store(p.pool.name).latest_fit_summary()
     assert fit.fit_version == 2 and '"n_clusters":[6,2]' in fit.config.replace(" ", "")
     tick = evaluate_refit(build_sensor_context(instance=p.instance), p.pool, p.lancedb)
     assert not tick.run_requests  # fitted under the new options: settled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import re
@@ -41,7 +42,8 @@ def test_evaluation_per_subset_beats_random_with_labels(evaluated):
         if spec.strategy == "random":  # "closest" picks near centroids: few components
             assert values["label_entropy_curated"] > values["label_entropy_random"]
         assert 0.0 <= values["knn_balanced_accuracy_random"] <= 1.0
-        assert "| k-NN balanced_accuracy |" in values["summary"]
+        assert "| k-NN balanced_accuracy | higher is better |" in values["summary"]
+        assert "| coverage p99 distance | lower is better |" in values["summary"]
     checks = {e.asset_check_key.asset_key.path[-1]: e for e in
               p.evaluated.get_asset_check_evaluations()}
     assert set(checks) == {s.name for s in p.pool.subsets}
@@ -70,12 +72,43 @@ def test_report_written_under_home_and_linked(evaluated):
     path = p.home.resolve() / "reports" / "tiny.html"
     assert values["path"] == str(path) and values["url"] == path.as_uri()
     assert values["evaluated_subsets"] == ["core", "even"]
-    assert "| label entropy |" in values["evaluation_even"]
+    assert "| label entropy | higher is better |" in values["evaluation_even"]
     page = path.read_text()
     # two size plots, two balance plots, all inline PNGs; item ids of the vectors pool
     assert len(re.findall(r'<img class="plot"[^>]*src="data:image/png;base64,', page)) == 4
     assert page.count('<code class="item">') > 0
     assert "largest: cluster" in page and "smallest: cluster" in page
+
+
+def test_evaluation_shows_its_figure_in_the_ui_with_directions(evaluated):
+    """The plot sits in the metadata as Markdown with a small embedded PNG (Dagster's UI
+    renders `data:` image sources), and every figure says which direction is better."""
+    p = evaluated
+    for spec in p.pool.subsets:
+        values = meta(materialized(p.evaluated, ["tiny", "evaluation", spec.name])[0])
+        figure = values["figure"]
+        (uri,) = re.findall(r"!\[[^\]]*\]\((data:image/png;base64,[A-Za-z0-9+/=]+)\)", figure)
+        png = base64.b64decode(uri.split(",", 1)[1])
+        assert png.startswith(b"\x89PNG") and 2_000 < len(png) < 40_000
+        caption = figure.lower()
+        assert "distance to nearest selected item (lower is better)" in caption
+        assert "entropy per level, nats (higher is better)" in caption
+        assert "top-1 share per level (lower is better)" in caption
+        assert "k-nn balanced accuracy (higher is better)" in caption  # labelled pool
+        headline = {k.removesuffix("_curated") for k in values if k.endswith("_curated")}
+        assert values["directions"] == {
+            "coverage_p99": "lower is better", "leaf_share": "higher is better",
+            "top_entropy": "higher is better", "label_entropy": "higher is better",
+            "knn_balanced_accuracy": "higher is better"}
+        assert set(values["directions"]) == headline
+        # every row of the table but the (equal) sizes has a direction
+        rows = [r.split(" | ") for r in values["summary"].splitlines()[2:]]
+        assert all(r[1] in ("lower is better", "higher is better") for r in rows[1:])
+    assets_def = p.defs.resolve_assets_def(AssetKey(["tiny", "evaluation", "even"]))
+    (check,) = assets_def.check_specs
+    assert check.name == "not_worse_than_random"
+    assert "p99 distance to the nearest selected item: lower is better" in check.description
+    assert "top-level entropy (higher is better)" in check.description
 
 
 def test_labels_file_named_in_the_pool_config(tmp_path):
@@ -110,7 +143,7 @@ def test_labels_file_named_in_the_pool_config(tmp_path):
 
 def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
     from assets.evaluation import pool_index
-    from assets.tables import load_fit, vectors_of
+    from curation.store import vectors_of
 
     p = evaluated
     for spec in p.pool.subsets:
@@ -120,7 +153,7 @@ def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
         assert values["vectors_read"] == sample["vectors_read"] <= values["pool_size"]
         assert "seeded sample" in values["sample_note"]
     # the row-id reader returns each asked-for row's own vector, in the order asked
-    index = pool_index(p.lancedb, p.pool, load_fit(p.lancedb, p.pool))
+    index = pool_index(p.lancedb, p.pool, p.lancedb.store(p.pool.name).load_fit())
     full = p.table("embeddings").to_arrow()
     by_id = dict(zip(full["item_id"].to_pylist(), vectors_of(full["vector"]), strict=True))
     rows = np.random.default_rng(0).permutation(len(index.ids))[:123]

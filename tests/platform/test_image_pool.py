@@ -11,11 +11,10 @@ import pytest
 from dagster import AssetKey, instance_for_test
 from kit import Platform, materialized, meta
 
-from assets.tables import load_fit
 from curation.config import HierarchyConfig
-from curation.demo_data import build_fashion_mnist_drops
 from curation.metrics import selection_label_stats
 from curation.pools import PoolConfig, SubsetSpec
+from curation_demo.data import build_fashion_mnist_drops
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -84,7 +83,7 @@ def test_image_drops_are_embedded_and_counted(fashion):
     assert emb[bad]["model_identity"]["preprocessing"]["image_size"] == 32
     node = p.defs.resolve_asset_graph().get(AssetKey(["fash", "embeddings"]))
     assert node.code_version == resource.config_version() == emb[bad]["code_version"]
-    assert load_fit(p.lancedb, p.pool).model_hash == resource.identity_version()
+    assert p.lancedb.store(p.pool.name).load_fit().model_hash == resource.identity_version()
 
 
 def test_subset_is_more_class_balanced_than_random(fashion):
@@ -127,7 +126,7 @@ def test_model_change_marks_embeddings_stale_and_refits(tmp_path):
         for d in drops:
             assert p.ingest(d).success
         first = p.refresh(drops)
-        old_hash = load_fit(p.lancedb, p.pool).model_hash
+        old_hash = p.lancedb.store(p.pool.name).load_fit().model_hash
         old_version = p.defs.resolve_asset_graph().get(key).code_version
         assert first["refit"] and status(p, drops[0])[0] == StaleStatus.FRESH
 
@@ -154,6 +153,6 @@ def test_model_change_marks_embeddings_stale_and_refits(tmp_path):
         assert level_1["reused_saved_fit"] is False
         new_hash = p.defs.resources["fash_embedder"].identity_version()
         assert new_hash != old_hash
-        fit = load_fit(p.lancedb, p.pool)
+        fit = p.lancedb.store(p.pool.name).load_fit()
         assert fit.model_hash == new_hash and fit.fit_version == 2
         assert {status(p, d)[0] for d in drops} == {StaleStatus.FRESH}

@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 from dagster import DagsterRunStatus, SensorResult, build_sensor_context
 from kit import Platform, materialized, meta, small_pool
 
-from assets.tables import load_fit
 from curation_dags.refit import evaluate_refit
 
 
@@ -39,7 +38,7 @@ def test_new_drop_is_assigned_to_the_tree_without_a_fit(platform):
     tick = second["tick"]
     assert not tick.run_requests and "within refit policy" in tick.skip_reason.skip_message
     assert [p.table(f"level_{lv}").version for lv in (1, 2)] == level_versions
-    assert load_fit(p.lancedb, p.pool).fit_version == 1
+    assert p.lancedb.store(p.pool.name).load_fit().fit_version == 1
 
     assigned = meta(materialized(second["assignments"][0], ["tiny", "assignments"])[0])
     assert assigned["items"] == 200 and assigned["new_since_fit"] == 200
@@ -75,7 +74,7 @@ def test_refit_sensor_asks_for_a_fit_when_new_data_lies_far(platform):
     (request,) = result["tick"].run_requests
     assert "distance ratio" in request.tags["curation/refit_reason"]
     assert {k.path[-1] for k in request.asset_selection} == {"level_1", "level_2"}
-    fit = load_fit(p.lancedb, p.pool)
+    fit = p.lancedb.store(p.pool.name).load_fit()
     assert fit.fit_version == 2 and fit.drops["far"] == 150
     assert "distance ratio" in fit.reason
     versions = set(p.table("assignments").to_arrow()["fit_version"].to_pylist())
@@ -127,19 +126,20 @@ def test_forced_refit_fits_anew_and_reassigns_everything(platform):
 def test_a_fit_saved_before_a_crash_is_reused_not_refitted(platform):
     """The level run died after saving its fit (simulated: the fit is saved, nothing else):
     the retry sees the same drops and config, publishes that fit and fits nothing."""
-    from assets.levels import _fit
-    from assets.tables import drop_counts, fit_signature, model_hash_counts, save_fit
+    from curation.store import fit_signature
+    from curation.tree import fit_record
     from resources.clustering import ClusteringResource
 
     p = platform
     drops = [p.land(f"d{i}") for i in range(2)]
     for d in drops:
         p.ingest(d)
-    embeddings = p.table("embeddings")
-    counts, hashes = drop_counts(embeddings), model_hash_counts(embeddings)
-    saved = _fit(p.pool, embeddings, ClusteringResource(device="cpu"), None, hashes, counts,
-                 fit_signature(counts, hashes, p.pool.hierarchy), "first fit")
-    save_fit(p.lancedb, p.pool, saved)
+    store = p.lancedb.store(p.pool.name)
+    counts, hashes = store.drop_counts("embeddings"), store.model_hash_counts()
+    saved = fit_record(store, p.pool.hierarchy, ClusteringResource(device="cpu").fit, None,
+                       next(iter(hashes)), counts,
+                       fit_signature(counts, hashes, p.pool.hierarchy), "first fit")
+    store.save_fit(saved)
     assert p.table("level_1") is None
     retry = p.run([["tiny", "level_1"], ["tiny", "level_2"]])
     level_meta = meta(materialized(retry, ["tiny", "level_1"])[0])
@@ -164,6 +164,6 @@ def test_same_items_give_the_same_tree_and_subsets_whatever_the_order(tmp_path):
             p.ingest(order[0])  # a re-run rewrites that drop's rows at the end of the table
             result = p.refresh(order)
             manifests.append(_subset_meta(result)["manifest_sha256"])
-            centroids.append(load_fit(p.lancedb, p.pool).hierarchy.centroids[0])
+            centroids.append(p.lancedb.store(p.pool.name).load_fit().hierarchy.centroids[0])
     assert manifests[0] == manifests[1]
     assert np.array_equal(centroids[0], centroids[1])

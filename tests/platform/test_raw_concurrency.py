@@ -15,7 +15,8 @@ import pyarrow as pa
 from kit import DIM, materialized, meta, small_pool
 
 from assets.raw import build_raw_asset
-from curation.synthetic import write_vector_drop
+from curation.store import Database, PoolStore, connect
+from curation_demo.synthetic import write_vector_drop
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
@@ -30,7 +31,7 @@ def _rows(drop: str, ids: list[str]) -> pa.Table:
 def test_claim_rows_resolves_a_race_that_slipped_past_the_merge(tmp_path):
     """LanceDB commits two concurrent inserts of one key side by side; the reader that finds
     its row behind another's gives it up, whatever order the runs read back in."""
-    db = LanceDBResource(uri=str(tmp_path / "db"))
+    db = Database(connect(str(tmp_path / "db")))
     ids_a, ids_b = ["x", "y", "a-only"], ["x", "y", "b-only"]
     table, holders = db.claim_rows("t", _rows("A", ids_a), "item_id", "drop", ("uri",))
     assert holders == {"x": "A", "y": "A", "a-only": "A"}  # A read back before B committed
@@ -49,20 +50,32 @@ def test_claim_rows_resolves_a_race_that_slipped_past_the_merge(tmp_path):
     assert stored["x"]["uri"] == "A/x" and stored["b-only"]["uri"] == "new"
 
 
+class RendezvousStore(PoolStore):
+    """The real storage home, except that each run waits for the other at the write, so that
+    the two merge_inserts are issued together (a file per run in `rendezvous`)."""
+
+    rendezvous = Path()
+    parties = 1
+
+    def claim_rows(self, name, data, *args, **kwargs):
+        (self.rendezvous / str(os.getpid())).touch()
+        deadline = time.monotonic() + 300
+        while (len(list(self.rendezvous.iterdir())) < self.parties
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
+        return super().claim_rows(name, data, *args, **kwargs)
+
+
 class RendezvousLanceDB(LanceDBResource):
-    """The real resource, except that each run waits for the other at the write, so that the
-    two merge_inserts are issued together (a file per run in `rendezvous`)."""
+    """The real resource, building a RendezvousStore."""
 
     rendezvous: str = ""
     parties: int = 1
 
-    def claim_rows(self, name, data, *args, **kwargs):
-        folder = Path(self.rendezvous)
-        (folder / str(os.getpid())).touch()
-        deadline = time.monotonic() + 300
-        while len(list(folder.iterdir())) < self.parties and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return super().claim_rows(name, data, *args, **kwargs)
+    def store(self, pool: str) -> PoolStore:
+        store = RendezvousStore(self.connect(), pool)
+        store.rendezvous, store.parties = Path(self.rendezvous), self.parties
+        return store
 
 
 def _resources(tmp: str, parties: int = 1) -> dict:

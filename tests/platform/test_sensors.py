@@ -9,7 +9,7 @@ import pytest
 from assets.partitions import drops_partitions
 from curation.config import HierarchyConfig
 from curation.pools import PoolConfig, RefitPolicy, SubsetSpec
-from curation_dags.definitions import build_schedules, build_sensors
+from curation_dags.definitions import build_definitions, pool_definitions
 from curation_dags.sensors import (
     build_drop_sensor,
     curation_run_failure_sensor,
@@ -213,28 +213,32 @@ def test_sensor_tick_through_definitions(local_landing, instance):
     assert [list(r.partition_keys) for r in data.dynamic_partitions_requests] == [["d2"]]
 
 
-def test_sensors_and_schedules_run_by_default():
-    other = POOL.model_copy(update={"name": "other", "refit": RefitPolicy(cron=None)})
-    sensors = build_sensors([POOL, other])
-    assert {s.name for s in sensors} == {
-        "tiny_drops_sensor",
-        "other_drops_sensor",
-        "tiny_refit_sensor",
-        "other_refit_sensor",
-        "tiny_takedowns_sensor",
-        "other_takedowns_sensor",
-        "tiny_stall_sensor",
-        "other_stall_sensor",
-        "curation_run_failure_sensor",
-    }
-    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
+def test_each_pool_brings_its_sensors_and_schedule_all_running_by_default(tmp_path):
+    from resources.clustering import ClusteringResource
+    from resources.lancedb import LanceDBResource
+    from resources.storage import LandingStorage
 
-    schedules = build_schedules([POOL, other])  # cron None: no periodic refit for `other`
-    (schedule,) = schedules
+    other = POOL.model_copy(update={"name": "other", "refit": RefitPolicy(cron=None)})
+    kinds = {"drops_sensor", "refit_sensor", "takedowns_sensor", "stall_sensor", "automation"}
+    per_pool = {p.name: pool_definitions(p) for p in (POOL, other)}
+    for name, defs in per_pool.items():
+        assert {s.name for s in defs.sensors} == {f"{name}_{k}" for k in kinds}
+        assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
+        assert {k.path[0] for a in defs.assets for k in a.keys} == {name}  # its own assets
+    (schedule,) = per_pool["tiny"].schedules
+    assert not per_pool["other"].schedules  # cron None: no periodic refit
     assert schedule.name == "tiny_refit_schedule"
     assert schedule.cron_schedule == POOL.refit.cron
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.tags["curation/refit"] == "force"
+
+    shared = {"landing": LandingStorage(url=str(tmp_path / "landing")),
+              "lancedb": LanceDBResource(uri=str(tmp_path / "lancedb")),
+              "clustering": ClusteringResource(device="cpu")}
+    repo = build_definitions([POOL, other], shared).get_repository_def()  # merged, validated
+    assert {s.name for s in repo.sensor_defs} == {
+        *(f"{p}_{k}" for p in per_pool for k in kinds), "curation_run_failure_sensor"}
+    assert [s.name for s in repo.schedule_defs] == ["tiny_refit_schedule"]
 
 
 def test_run_failure_sensor_names_pool_drop_step_and_error(instance):
@@ -327,3 +331,54 @@ def test_empty_drops_are_not_duplicates_of_each_other(local_landing, instance):
     deliver(local_landing, "e1", {})
     deliver(local_landing, "e2", {})
     assert ticker.tick() == ["e1", "e2"]  # raw reports them empty; no false "same content"
+
+
+def test_run_launcher_health_check_speaks_the_monitoring_daemons_types(instance):
+    """The launcher reads its result types from Dagster's public launcher; the run monitoring
+    daemon compares with its own: a worker gone must read FAILED there, a live one RUNNING."""
+    import subprocess
+    import sys
+
+    from dagster._core.events import EngineEventData
+    from dagster._core.launcher import WorkerStatus  # what the daemon compares with
+
+    from curation_dags.launcher import LocalRunLauncher
+
+    instance.add_dynamic_partitions(PARTITIONS.name, ["d1"])
+    run = instance.get_run_by_id(
+        dg.materialize([tiny_raw], instance=instance, partition_key="d1").run_id)
+    launcher = LocalRunLauncher()
+    launcher.register_instance(instance)
+    assert launcher.check_run_worker_health(run).status is WorkerStatus.RUNNING  # no pid yet
+
+    def started(pid: int) -> None:
+        instance.report_engine_event("Started process for run", run,
+                                     EngineEventData(metadata={"pid": dg.MetadataValue.int(pid)}))
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    started(gone.pid)
+    health = launcher.check_run_worker_health(run)
+    assert health.status is WorkerStatus.FAILED and str(gone.pid) in health.msg
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dagster"])
+    try:
+        started(alive.pid)
+        assert launcher.check_run_worker_health(run).status is WorkerStatus.RUNNING
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+@pytest.mark.parametrize("cron, valid", [("@yearly", True), ("0 3 * * 7", True),
+                                         ("0 3 31 2 *", False), ("*/0 * * * *", False)])
+def test_refit_cron_is_judged_by_the_schedule_that_reads_it(cron, valid):
+    """One validator, Dagster's: what it accepts is scheduled, what it rejects fails this
+    pool's schedule at every tick with the reason (the location still loads)."""
+    from curation_dags.sensors import build_refit_schedule
+
+    schedule = build_refit_schedule(POOL.model_copy(update={"refit": RefitPolicy(cron=cron)}))
+    assert schedule.name == "tiny_refit_schedule"
+    assert (schedule.cron_schedule == cron) is valid
+    assert ("INVALID" in schedule.description) is not valid
+    if not valid:
+        assert f"refit.cron {cron!r} is not a valid cron expression" in schedule.description

@@ -217,9 +217,10 @@ def test_export_of_a_missing_version_or_subset_is_a_clean_error(pf, capsys, tmp_
 
 def test_explain_ranks_match_the_selection_for_both_strategies(pf):
     from curation.explain import leaf_rank
-    from curation.subsets import connect, table_manifest
+    from curation.store import PoolStore
+    from curation.subsets import table_manifest
 
-    db = connect(str(pf.tmp / "lancedb"))
+    store = PoolStore.open_uri(str(pf.tmp / "lancedb"), "tiny")
     down = set()
     takedowns = pf.table("takedowns")
     if takedowns is not None:
@@ -229,6 +230,6 @@ def test_explain_ranks_match_the_selection_for_both_strategies(pf):
         manifest = table_manifest(table)
         rows = table.to_arrow().to_pylist()
         for r in rows[:: max(1, len(rows) // 15)]:
-            rank, members = leaf_rank(db, "tiny", r["item_id"], r["leaf"], r["fit_version"],
+            rank, members = leaf_rank(store, r["item_id"], r["leaf"], r["fit_version"],
                                       manifest["config"], down)
             assert (rank, members) == (r["rank"], r["leaf_size"])

@@ -103,9 +103,9 @@ def test_cli_refuses_an_unknown_pool_and_names_the_known_ones(pf, tmp_path, caps
     err = capsys.readouterr().err
     assert "'tinny' is no known pool" in err and "tiny" in err.split("known pool", 1)[1]
     assert pf.table("takedowns") is None  # nothing recorded, no table for the typo
-    from curation.subsets import connect, stored_tables
+    from curation.store import Database, connect
 
-    assert not [n for n in stored_tables(connect(pf.db)) if n.startswith("tinny")]
+    assert not [n for n in Database(connect(pf.db)).names() if n.startswith("tinny")]
 
 
 def test_hidden_takedown_file_is_reported_once(pf, capfd):
@@ -158,20 +158,20 @@ def test_a_purge_killed_midway_is_finished_by_the_next_run_which_the_audit_names
         fitted, monkeypatch):
     """The crash is simulated (a raise between two tables' deletes: a kill -9 cannot be timed
     between them); everything else is the real asset, sensor and tables."""
-    import assets.takedowns as asset_module
+    from curation.store import PoolStore
 
     p = fitted
     victims = sorted(p.table("subset_even").to_arrow()["item_id"].to_pylist())[:3]
     folder = p.landing / p.pool.prefix / "_takedowns"
     folder.mkdir(parents=True)
     (folder / "t.txt").write_text("# reason: privacy\n" + "\n".join(victims) + "\n")
-    real = asset_module.purge_taken_down
+    real = PoolStore.purge
 
-    def crash_after_raw(db, pool, ids, kinds):
-        real(db, pool, ids, kinds=("raw",))
+    def crash_after_raw(store, ids, kinds):
+        real(store, ids, kinds=("raw",))
         raise RuntimeError("simulated crash after the raw deletes")
 
-    monkeypatch.setattr(asset_module, "purge_taken_down", crash_after_raw)
+    monkeypatch.setattr(PoolStore, "purge", crash_after_raw)
     (request,) = tick(p)
     failed = p.run([list(k.path) for k in request.asset_selection],
                    run_config=request.run_config, tags=request.tags)
@@ -181,7 +181,7 @@ def test_a_purge_killed_midway_is_finished_by_the_next_run_which_the_audit_names
     assert not set(victims) & set(p.table("raw").to_arrow()["item_id"].to_pylist())
     assert set(victims) <= set(p.table("embeddings").to_arrow()["item_id"].to_pylist())
 
-    monkeypatch.setattr(asset_module, "purge_taken_down", real)
+    monkeypatch.setattr(PoolStore, "purge", real)
     (again,) = tick(p)  # pending rows: the sensor asks again
     finished = p.run([list(k.path) for k in again.asset_selection],
                      run_config=again.run_config or {}, tags=again.tags)
@@ -214,7 +214,7 @@ def test_a_subset_removed_from_the_config_is_purged_too(fitted):
 def test_a_takedown_recorded_while_a_drop_is_ingested_still_removes_the_items(fitted):
     """The takedown lands between a drop's steps (raw written, embeddings not yet): the
     embeddings step drops the item again after its write, the assignments never hold it."""
-    from curation.subsets import connect
+    from curation.store import PoolStore
     from curation.takedowns import record_takedowns
 
     p = fitted
@@ -223,8 +223,8 @@ def test_a_takedown_recorded_while_a_drop_is_ingested_still_removes_the_items(fi
     assert p.run([["tiny", "raw"]], partition_key="late").success
     victim = sorted(r for r in p.table("raw").to_arrow()["item_id"].to_pylist()
                     if r.startswith("late-"))[0]
-    record_takedowns(connect(str(p.landing.parent / "lancedb")), "tiny", [(victim, "privacy")],
-                     by="cli:test")  # pending: no purge run yet
+    record_takedowns(PoolStore.open_uri(str(p.landing.parent / "lancedb"), "tiny"),
+                     [(victim, "privacy")], by="cli:test")  # pending: no purge run yet
     result = p.run([["tiny", "embeddings"], ["tiny", "assignments"]], partition_key="late")
     assert result.success
     assert victim not in p.table("embeddings").to_arrow()["item_id"].to_pylist()
@@ -239,22 +239,21 @@ def test_a_takedown_recorded_while_raw_reads_the_drop_is_caught_after_its_write(
         fitted, monkeypatch):
     """raw's first look at the audit table is made to miss the takedown (simulating one
     recorded between that look and raw's write); its look after the write catches it."""
-    import assets.raw as raw_module
-    from curation.subsets import connect
+    from curation.store import PoolStore
     from curation.takedowns import record_takedowns
 
     p = fitted
     p.instance.add_dynamic_partitions("tiny_drops", ["late"])
     p.land("late", 40)
-    record_takedowns(connect(str(p.landing.parent / "lancedb")), "tiny",
+    record_takedowns(PoolStore.open_uri(str(p.landing.parent / "lancedb"), "tiny"),
                      [("late-3", "court order")], by="cli:test")
-    real, calls = raw_module.takedown_reasons, []
+    real, calls = PoolStore.takedown_reasons, []
 
-    def first_look_misses(db, pool, ids):
+    def first_look_misses(store, ids):
         calls.append(1)
-        return {} if len(calls) == 1 else real(db, pool, ids)
+        return {} if len(calls) == 1 else real(store, ids)
 
-    monkeypatch.setattr(raw_module, "takedown_reasons", first_look_misses)
+    monkeypatch.setattr(PoolStore, "takedown_reasons", first_look_misses)
     result = p.run([["tiny", "raw"]], partition_key="late")
     assert result.success
     assert "late-3" not in p.table("raw").to_arrow()["item_id"].to_pylist()
@@ -271,7 +270,7 @@ def test_a_takedown_reaches_every_version_a_user_can_read(fitted, tmp_path, caps
     versions of raw, embeddings and assignments, and the subsets refresh those of the
     subsets."""
     from curation.loader import SubsetDataset
-    from curation.subsets import connect, open_table
+    from curation.store import PoolStore
 
     p = fitted
     db = str(tmp_path / "lancedb")
@@ -302,7 +301,7 @@ def test_a_takedown_reaches_every_version_a_user_can_read(fitted, tmp_path, caps
         assert [v["version"] for v in table.list_versions()] == [table.version], kind
         assert victim not in table.to_arrow()["item_id"].to_pylist(), kind
     with pytest.raises(ValueError, match="takedown removes every older version"):
-        open_table(connect(db), "tiny__raw", old_raw)
+        PoolStore.open_uri(db, "tiny").table("raw", old_raw)
 
     # the subsets' refresh after it: their older versions go too
     result = p.run([["tiny", "subsets", "even"], ["tiny", "subsets", "core"]])

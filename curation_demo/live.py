@@ -1,11 +1,12 @@
 """Drive the real platform from outside: start the Dagster daemon over workspace.yaml, land
 drops, wait until the subsets reflect them, and read back what happened.
 
-Used by `curate demo`, the platform benchmark and the end-to-end tests. Nothing here moves a
-drop through the graph: the drop sensor, the refit sensor and the automation sensors of the
-code location do, under a real `dagster-daemon`, exactly as under `dagster dev`. This module
-only starts and stops processes, writes files into the landing folder and watches the
-instance and the LanceDB tables.
+Used by `curate demo`, the platform benchmark and the end-to-end tests; it sits outside the
+product packages (the code location never imports it). Nothing here moves a drop through the
+graph: the drop sensor, the refit sensor and the automation sensors of the code location do,
+under a real `dagster-daemon`, exactly as under `dagster dev`. This module only starts and
+stops processes, writes files into the landing folder and watches the instance and the
+LanceDB tables.
 """
 
 from __future__ import annotations
@@ -126,10 +127,9 @@ def materialization_count(instance, key_path: list[str], partition: str | None =
 def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
     """Metadata of every subset of `pool` when each was materialised after `after` over the
     whole pool: every embedded item assigned to the latest fit and eligible. Else None."""
-    from assets.tables import latest_fit_summary
-
-    embeddings = lancedb.open(pool.table("embeddings"))
-    fit = latest_fit_summary(lancedb, pool)
+    store = lancedb.store(pool.name)
+    embeddings = store.table("embeddings")
+    fit = store.latest_fit_summary()
     if embeddings is None or fit is None:
         return None
     n_items = embeddings.count_rows()
@@ -148,14 +148,13 @@ def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
 def reports_caught_up(instance, pool) -> bool:
     """Every evaluation consumed its subset's latest materialisation and the report consumed
     the latest evaluations (assets.automation's record), with no run of them in flight."""
-    from dagster import AssetKey
-
     from assets.automation import refresh_state
+    from assets.keys import asset_key, evaluation_key, subset_key
 
-    evaluations = [AssetKey(naming.evaluation_path(pool.name, s.name)) for s in pool.subsets]
-    pairs = [(e, [AssetKey(naming.subset_path(pool.name, s.name))])
+    evaluations = [evaluation_key(pool, s.name) for s in pool.subsets]
+    pairs = [(e, [subset_key(pool, s.name)])
              for e, s in zip(evaluations, pool.subsets, strict=True)]
-    pairs.append((AssetKey(naming.asset_path(pool.name, "report")), evaluations))
+    pairs.append((asset_key(pool, "report"), evaluations))
     for key, upstream in pairs:
         state = refresh_state(instance, key, upstream)
         if state.in_flight or state.due or not state.consumed:

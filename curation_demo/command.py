@@ -10,10 +10,12 @@ instance under $CURATION_HOME/dagster (deploy/dagster.local.yaml; `make dev` sho
 afterwards) and waits while the code location's sensors and automation move them through the
 graph: raw, embeddings, the first fit, assignments, subsets, their evaluation against a
 same-size random subset and the pool's HTML report ($CURATION_HOME/reports/<pool>.html). Then
-lands one more drop and times it until every subset includes it (no refit). Prints one JSON
-line: subset tables, report paths (JSON summary and HTML), pool size, items selected,
-curated-vs-random figures and, for the labelled pools, the class balance of pool, subsets and
-a uniform random subset of equal size.
+lands one more drop and times it until every subset includes it (no refit). Says on stderr
+what happens as it happens (drops landed, runs started and finished with their assets, items
+embedded per second, the fit, each subset, evaluation and report refreshed; a bar counts the
+drops embedded). Prints one JSON line on stdout: subset tables, report paths (JSON summary and
+HTML), pool size, items selected, curated-vs-random figures and, for the labelled pools, the
+class balance of pool, subsets and a uniform random subset of equal size.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def land_labelled_drops(prefix_dir: Path, kind: str, n_drops: int, n_items: int,
                         seed: int) -> list[str]:
     """Build drops in a scratch folder, then move them in under the next free drop numbers
     and append their labels to prefix_dir/labels.csv (so a second demo run adds new drops)."""
-    from curation.demo_data import LABELS_FILE, build_fashion_mnist_drops, build_text_drops
+    from .data import LABELS_FILE, build_fashion_mnist_drops, build_text_drops
 
     build, stem = {"fashion": (build_fashion_mnist_drops, "fmnist"),
                    "texts": (build_text_drops, "text")}[kind]
@@ -139,9 +141,11 @@ def run(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     from curation.pools import load_pools
-    from curation.synthetic import build_synthetic_drops
-    from curation_dags import live
     from resources.lancedb import LanceDBResource
+
+    from . import live
+    from .progress import DemoProgress
+    from .synthetic import build_synthetic_drops
 
     pools = load_pools()
     matching = [p for p in pools if p.name == args.pool]
@@ -154,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     lancedb = LanceDBResource(uri=settings.lancedb_uri(), endpoint_url=settings.s3_endpoint_url())
     live.write_instance_yaml(dagster_home)
     started = time.perf_counter()
+    progress = DemoProgress(pool)
+    progress.say(f"pool {pool.name}: building {args.drops} drops under {prefix_dir}")
 
     extra = max(n_items // args.drops, 1)  # items of the drop added for the incremental path
     if pool.modality == "vectors":
@@ -170,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         held.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(prefix_dir / drops[-1]), str(held))
         drops = drops[:-1]
+    first_items = n_items // args.drops * args.drops if pool.modality == "vectors" else n_items
 
     def land_extra() -> list[str]:
         if pool.modality == "vectors":
@@ -178,30 +185,47 @@ def run(args: argparse.Namespace) -> int:
         shutil.move(str(held), str(prefix_dir / held.name))
         return [held.name]
 
+    def reporting(check):
+        """`check`, after saying what the daemon did since the last poll."""
+        def predicate():
+            progress.poll(instance)
+            return check()
+        return predicate
+
     timings = {"landing_s": round(time.perf_counter() - started, 2)}
     # The drops move through the code location's own sensors and automation under a real
     # dagster-daemon; the demo only shortens the tick intervals (configuration, no other path).
     env = {"CURATION_SENSOR_INTERVAL_S": str(args.tick), "CURATION_AUTOMATION_INTERVAL_S":
            str(args.tick), "CURATION_HOME": str(home)}
     instance = DagsterInstance.get()  # creates the instance's storage before the daemon does
-    with live.daemon(dagster_home, env) as proc:
+    with progress, live.daemon(dagster_home, env) as proc:
+        progress.landed(drops, first_items, str(prefix_dir))
+        progress.say(f"dagster-daemon started (ticks every {args.tick} s, log "
+                     f"{proc.log_path}); waiting for the subsets over these drops")
         since = time.time() - 1
-        live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, since),
+        live.wait_until(reporting(lambda: live.subsets_cover(instance, lancedb, pool, since)),
                         args.timeout, f"subsets of pool {pool.name} over the first drops", proc)
         timings["full_s"] = round(time.perf_counter() - started, 2)
         fits_before = live.materialization_count(instance, [pool.name, "level_1"])
 
         t, landed_at = time.perf_counter(), time.time()
         new = land_extra()
-        subsets = live.wait_until(lambda: live.subsets_cover(instance, lancedb, pool, landed_at),
-                                  args.timeout, f"subsets after drop {new[0]}", proc)
+        progress.landed(new, extra, str(prefix_dir))
+        progress.say("waiting until every subset includes it")
+        subsets = live.wait_until(
+            reporting(lambda: live.subsets_cover(instance, lancedb, pool, landed_at)),
+            args.timeout, f"subsets after drop {new[0]}", proc)
         refreshed_at = time.time()
         timings["incremental_s"] = round(time.perf_counter() - t, 2)
+        progress.say(f"every subset includes drop {new[0]}, {timings['incremental_s']} s "
+                     "after it landed; waiting for the evaluations and the report")
         timeline = live.drop_timeline(instance, pool.name, new[0], landed_at, refreshed_at)
         report_key = [pool.name, "report"]
         # the evaluations over the refreshed subsets, then the report over them
-        live.wait_until(lambda: live.reports_caught_up(instance, pool), args.timeout,
+        live.wait_until(reporting(lambda: live.reports_caught_up(instance, pool)),
+                        args.timeout,
                         "the evaluations and the report over the refreshed subsets", proc)
+        progress.poll(instance)
         evaluation = {s.name: evaluation_figures(live.latest_metadata(
             instance, [pool.name, "evaluation", s.name])[1]) for s in pool.subsets}
         html_report = live.latest_metadata(instance, report_key)[1].get("path")
@@ -230,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     }
     report_path = home / "demo_report.json"
     report_path.write_text(json.dumps(report, indent=2))
+    progress.say(f"done in {timings['total_s']} s; full report {report_path}")
     any_subset = next(iter(subsets.values()), {})
     line = {
         "pool": pool.name,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .landing import SUCCESS_MARKER
+from curation.landing import SUCCESS_MARKER
 
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = (
@@ -104,7 +104,7 @@ def build_fashion_mnist_drops(
     shuffled across the drops. Labels go to `labels_path` (default <landing_dir>/labels.csv, a
     file, not a drop): drop_id, file, item_id (sha256 of the PNG), label, class_name.
     Returns the drop ids, in order."""
-    from .hashing import sha256_hex
+    from curation.hashing import sha256_hex
 
     landing_dir = Path(landing_dir)
     landing_dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,7 @@ def build_text_drops(
     """Write a long-tailed corpus of templated sentences (topics with Zipf sizes, seeded) as
     `n_drops` drops of `texts.jsonl` (lines {"id", "text"}) with _SUCCESS. Labels (topic index per
     id) go to `labels_path` (default <landing_dir>/labels.csv). Returns the drop ids."""
-    from .hashing import sha256_hex
+    from curation.hashing import sha256_hex
 
     landing_dir = Path(landing_dir)
     landing_dir.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ def fixed_mixture_draw(n: int, dim: int, seed: int, n_components: int = 200, zip
             n_super: int = 20):
     """Points of one fixed long-tailed mixture (means from seed 0), drawn with `seed`.
 
-    Component sizes follow a Zipf law (like curation.synthetic); component means are grouped
+    Component sizes follow a Zipf law (like long_tailed_mixture); component means are grouped
     around `n_super` super-concepts, as concepts are in real data, so the upper levels of the
     tree have structure to find (with independent means they merge arbitrarily).
     """

@@ -1,0 +1,146 @@
+"""curation.store: one storage home per pool (real LanceDB folders, no Dagster)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curation import store as store_module
+from curation.config import HierarchyConfig
+from curation.hierarchy import fit_hierarchy
+from curation.store import IN_CHUNK, FitRecord, PoolStore, find_in, fit_signature, rows, schema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def store(tmp_path) -> PoolStore:
+    return PoolStore.open_uri(str(tmp_path / "db"), "p")
+
+
+def test_table_schemas_are_declared_in_the_store_alone():
+    """No other module of the core, the resources or the assets builds a table by hand."""
+    hand_built = re.compile(r"pa\.(table|schema)\(")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in ("curation", "resources", "assets")
+        for path in (ROOT / package).rglob("*.py")
+        if path.name != "store.py" and "embedding" not in path.parts
+        and hand_built.search(path.read_text())
+    ]
+    assert offenders == []
+    raw = schema("raw")
+    assert {"item_id", "drop", "uri", "text", "values"} <= set(raw.names)
+    assert schema("assignments", n_levels=3).names[4:7] == ["level_1", "level_2", "level_3"]
+    assert schema("subset_balanced", n_levels=2) == schema("subset", n_levels=2)
+    assert schema("embeddings", dim=8).field("vector").type.list_size == 8
+
+
+def test_rows_follow_the_declared_schema():
+    got = rows("duplicates", {"key": ["a|0|u"], "item_id": ["i"], "drop": ["a"], "uri": ["u"],
+                              "first_drop": ["b"]})
+    assert got.schema == schema("duplicates")
+    with pytest.raises(KeyError):  # a column the schema declares cannot be forgotten
+        rows("duplicates", {"key": ["k"]})
+
+
+def test_chunked_lookup_over_more_ids_than_one_filter_holds(store):
+    n = 2 * IN_CHUNK + 123
+    ids = [f"item-{i}" for i in range(n)]
+    table = store.append(store.name("raw"), rows("raw", {
+        "item_id": ids, "drop": ["d"] * n, "uri": ids, "size": [1] * n, "source": ids,
+        "row": [-1] * n, "meta": [""] * n, "ingested_at": [""] * n, "text": [None] * n,
+        "values": [None] * n}))
+    wanted = ids[::2] + ["not-there"]
+    found = find_in(table, "item_id", wanted, ["item_id"])
+    assert sorted(found["item_id"].to_pylist()) == sorted(ids[::2])
+    assert store.unmatched_ids(wanted) == ["not-there"]
+    assert store.raw_holders(ids, "other") == dict.fromkeys(ids, "d")
+    # row ids go unquoted: a delete by _rowid beyond one chunk
+    all_rows = find_in(table, "item_id", ids, ["item_id"], row_id=True)
+    assert all_rows.num_rows == n
+    assert store_module.delete_in(table, "_rowid", all_rows["_rowid"].to_pylist()[:IN_CHUNK + 5]) \
+        == IN_CHUNK + 5
+    assert table.count_rows() == n - IN_CHUNK - 5
+
+
+def _fit_record(version: int) -> FitRecord:
+    config = HierarchyConfig(n_clusters=[6, 2], resampling_steps=[1], seed=0)
+    x = np.random.default_rng(version).normal(size=(60, 4)).astype(np.float32)
+    result = fit_hierarchy(x, config)
+    return FitRecord(fit_version=version, hierarchy=result.hierarchy, n_items=60,
+                     mean_distance=0.5, drops={"a": 60}, sizes=[[10] * 6, [30, 30]],
+                     report=[{"objective": [1.0]}], model_hash="m",
+                     signature=fit_signature({"a": 60}, {"m": 60}, config), reason="first fit",
+                     drift={"matched": 2})
+
+
+def test_fit_record_round_trip(store):
+    assert store.load_fit() is None and store.latest_fit_summary() is None
+    store.save_fit(_fit_record(1))
+    saved = _fit_record(2)
+    store.save_fit(saved)
+    loaded = store.load_fit()
+    assert loaded.fit_version == 2
+    for a, b in zip(loaded.hierarchy.centroids, saved.hierarchy.centroids, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(loaded.hierarchy.parents, saved.hierarchy.parents, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (loaded.drops, loaded.sizes, loaded.model_hash, loaded.signature, loaded.reason,
+            loaded.drift) == (saved.drops, saved.sizes, "m", saved.signature, "first fit",
+                              {"matched": 2})
+    summary = store.latest_fit_summary()
+    assert (summary.fit_version, summary.n_items, summary.model_hash) == (2, 60, "m")
+
+
+def test_a_fits_table_of_an_older_version_gains_the_new_columns(store, tmp_path):
+    """A fits table written before model_hash, signature, reason and drift existed: its row
+    reads as '' (no drift), and the next fit is appended with every column."""
+    elsewhere = PoolStore.open_uri(str(tmp_path / "old"), "p")
+    elsewhere.save_fit(_fit_record(1))
+    old = elsewhere.table("fits").to_arrow().drop_columns(
+        ["model_hash", "signature", "reason", "drift"])
+    store.db.create_table(store.name("fits"), old)
+    assert (store.load_fit().signature, store.load_fit().drift) == ("", {})
+
+    record = _fit_record(2)
+    store.save_fit(record)
+    table = store.table("fits").to_arrow()
+    assert table.num_rows == 2
+    assert table.filter(pa.compute.equal(table["fit_version"], 1))["model_hash"].to_pylist() \
+        == [""]
+    assert store.load_fit().signature == record.signature
+
+
+def test_takedown_audit_pending_then_applied(store):
+    from curation.takedowns import record_takedowns
+
+    done = record_takedowns(store, [("a", "privacy"), ("b", "dmca"), ("a", "privacy")], "cli:x")
+    assert done["recorded"] == 2 and store.pending_takedowns() == 2
+    assert record_takedowns(store, [("a", "privacy")], "cli:x")["recorded"] == 0
+    assert store.takedown_reasons(["a", "b", "c"]) == {"a": "privacy", "b": "dmca"}
+    assert store.mark_applied("run-1") == 2 and store.pending_takedowns() == 0
+    assert sorted(store.taken_down_ids().to_pylist()) == ["a", "b"]
+    assert pa.types.is_string(store.takedown_audit().schema.field("run").type)
+
+
+def test_raw_rows_of_an_older_version_keep_working_after_the_payload_columns(store):
+    """A raw table written before raw kept the embedder's payload (text, values): a claim adds
+    the columns (null on the old rows) and the old rows still read back."""
+    old = rows("raw", {c: [] for c in schema("raw").names}).drop_columns(["text", "values"])
+    store.db.create_table(store.name("raw"), pa.table(
+        {"item_id": ["old-1"], "drop": ["d0"], "uri": ["f#L1"], "size": [3], "source": ["f"],
+         "row": [0], "meta": [""], "ingested_at": [""]}, schema=old.schema))
+    new = rows("raw", {"item_id": ["new-1"], "drop": ["d1"], "uri": ["g#L1"], "size": [4],
+                       "source": ["g"], "row": [0], "meta": [""], "ingested_at": [""],
+                       "text": ["word"], "values": [None]})
+    _, holders = store.claim_raw("d1", new)
+    assert holders == {"new-1": "d1"}
+    got = {r["item_id"]: r for r in store.table("raw").to_arrow().to_pylist()}
+    assert got["old-1"]["text"] is None and got["new-1"]["text"] == "word"
+    assert store.raw_rows("d0", ["item_id", "text"]).to_pylist() == [
+        {"item_id": "old-1", "text": None}]
