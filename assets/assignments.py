@@ -78,8 +78,9 @@ def _build(pool: PoolConfig, keys):
             "distance_ratio_to_fit": out.distance_ratio_to_fit,
             "per_drop": MetadataValue.json(out.per_drop) if len(drops) <= 50 else
             MetadataValue.text(f"{len(drops)} drops"),
-            **memory_metadata(assign_memory_bound(out.fit.hierarchy.centroids[0].shape[0],
-                                                  out.fit.hierarchy.dim)),
+            **memory_metadata(assign_memory_bound(
+                out.fit.hierarchy.centroids[0].shape[0], out.fit.hierarchy.dim,
+                max((d["items"] for d in out.per_drop.values()), default=0))),
             "lancedb_table": pool.table("assignments"),
             "lancedb_version": out.table_version,
         })

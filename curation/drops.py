@@ -28,16 +28,22 @@ import numpy as np
 
 from .items import content_key, parse_file
 from .sql import sql_str
-from .store import BATCH_ROWS, FitRecord, PoolStore, count_in, rows, table_dim, vectors_of
+from .store import READER_RESERVE, FitRecord, PoolStore, count_in, rows, table_dim, vectors_of
 
 MAX_ITEM_ID_BYTES = 1024  # longer ids are quarantined (docs/LANDING.md)
 # Largest vector norm ingested: squared distances between two such vectors stay below
 # (2e15)^2 = 4e30, far inside float32 (3.4e38), in faiss's and the k-means' arithmetic.
 MAX_VECTOR_NORM = 1e15
 PROGRESS_EVERY_S = 5.0
+# Rows of vectors an assignment reads at a time. Small on purpose: the LanceDB reader's
+# allocator keeps freed batches for a while, so a run over many drops retains a multiple of
+# one batch (measured, 1M x 384, 10 drops: peak 1,207 MiB at 65,536 rows, 451 MiB at 8,192,
+# 333 MiB at 4,096, no slower).
+ASSIGN_BATCH_ROWS = 4096
 # Copies of one batch of vectors an assignment holds at its peak: the arrow batch, its numpy
 # view's copy, the usable rows' copy and faiss' contiguous chunk (measured: docs/SCALE.md).
 ASSIGN_COPIES = 4
+ROW_BYTES = 200  # one assignment row without vectors (ids, uri, levels, key) in arrow
 
 
 class DropRefused(ValueError):
@@ -422,9 +428,9 @@ class AssignOutcome:
 
 
 def assign_drops(store: PoolStore, drops: list[str], assign,
-                 batch_rows: int = BATCH_ROWS) -> AssignOutcome:
+                 batch_rows: int = ASSIGN_BATCH_ROWS) -> AssignOutcome:
     """Place the drops' vectors in the pool's current tree (`assign(hierarchy, x)` ->
-    Assignment) and replace their assignment rows (one commit per drop) and log rows (one
+    Assignment) and rewrite their assignment rows (drop by drop) and log rows (one
     commit). Each drop is streamed `batch_rows` vectors at a time, so a run over every drop
     (the re-assignment after a refit) holds one batch of vectors, never a drop's or the
     pool's: memory `assign_memory_bound`."""
@@ -457,8 +463,8 @@ class _DropTally:
 
 def _assign_drop(store: PoolStore, drop: str, fit: FitRecord, assign,
                  batch_rows: int) -> _DropTally:
-    """One drop's vectors, batch by batch, placed in the tree; its assignment rows replaced in
-    one commit (readers see the drop's old rows or its new ones, never a mix)."""
+    """One drop's vectors, batch by batch, placed in the tree; then its assignment rows
+    rewritten (`PoolStore.rewrite_drop`: memory of this drop's rows, not of the table)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -485,7 +491,8 @@ def _assign_drop(store: PoolStore, drop: str, fit: FitRecord, assign,
                                      assignment, fit.fit_version))
     if parts:
         data = pa.concat_tables(parts)
-        store.replace_drops("assignments", [drop], data)
+        # a delete and an append: a merge_insert's join would hold the whole table's keys
+        store.rewrite_drop("assignments", drop, data)
         # taken down while this drop was assigned: their rows go again
         tally.late = len(store.drop_taken_down_rows("assignments", scope,
                                                     data["item_id"].to_pylist()))
@@ -494,14 +501,19 @@ def _assign_drop(store: PoolStore, drop: str, fit: FitRecord, assign,
     return tally
 
 
-def assign_memory_bound(k: int, dim: int, batch_rows: int = BATCH_ROWS) -> dict:
+def assign_memory_bound(k: int, dim: int, drop_items: int = 0,
+                        batch_rows: int = ASSIGN_BATCH_ROWS) -> dict:
     """The assignment run's memory bound, a function of the config (docs/SCALE.md): one
-    batch of vectors in its copies (arrow, numpy, faiss' input), the leaf centroids, and
-    the assignment rows of the drop being written (no vectors: about 200 B per item)."""
+    batch of vectors in its copies (arrow, numpy, faiss' input), the leaf centroids, the
+    assignment rows of the largest drop (no vectors: about ROW_BYTES per item) and the
+    reader's reserve."""
     return {
-        "formula": f"{ASSIGN_COPIES} x batch x d x 4 B + k x d x 4 B + drop items x 200 B",
-        "batch": batch_rows, "dim": dim, "k": k,
-        "bytes": ASSIGN_COPIES * batch_rows * dim * 4 + k * dim * 4,
+        "formula": f"{ASSIGN_COPIES} x batch x d x 4 B + k x d x 4 B + drop items x {ROW_BYTES} B "
+                   "+ reader reserve",
+        "batch": batch_rows, "dim": dim, "k": k, "drop_items": drop_items,
+        "reader_reserve_mib": READER_RESERVE >> 20,
+        "bytes": (ASSIGN_COPIES * batch_rows * dim * 4 + k * dim * 4 + drop_items * ROW_BYTES
+                  + READER_RESERVE),
     }
 
 

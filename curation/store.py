@@ -32,6 +32,13 @@ from .sql import in_list, sql_str
 IN_CHUNK = 2000  # values per `IN (...)` filter: long filters are slow to parse and plan
 RETRIES = 5  # commits that conflict with a concurrent writer's are retried this often
 BATCH_ROWS = 65536  # rows per batch of a streaming read
+# Memory LanceDB's reader holds beyond the rows it returns (decode buffers; its allocator
+# keeps freed batches a while): measured up to ~300 MiB in a fit or a run over 100 drops of
+# 384-d vectors, the same at 1M and 10M rows. Part of every stated bound (docs/SCALE.md).
+READER_RESERVE = 512 * 2**20
+# rows per take by row id: a take of random rows decodes whole pages, measured on 384-d
+# vectors: 700 MiB above the rows' own bytes at 65,536 per take, 180 MiB at 4,096
+TAKE_ROWS = 4096
 # columns added to tables written before they existed, with '' (not null) for their old rows
 EMPTY_STRING_COLUMNS = ("model_hash", "signature", "reason", "drift", "run")
 
@@ -568,7 +575,7 @@ class PoolStore(Database):
         ordered_rows = best_rows[order]
         x = np.empty((ordered_rows.size, table_dim(table)), np.float32)
         at = 0
-        for part in fetch_row_batches(table, ordered_rows, ("vector",), batch_rows):
+        for part in fetch_row_batches(table, ordered_rows, ("vector",), TAKE_ROWS):
             x[at:at + part.num_rows] = vectors_of(part.column("vector"))
             at += part.num_rows
         return ids.take(pa.array(order)), x, scanned
@@ -655,6 +662,25 @@ class PoolStore(Database):
         """Make the rows of these drops in `kind` (embeddings, assignments) equal to `data`,
         in one commit keyed by item_id; empty `data` deletes them."""
         return self.replace_rows(self.name(kind), data, "item_id", in_list("drop", drops))
+
+    def rewrite_drop(self, kind: str, drop: str, data) -> Any:
+        """Make the drop's rows of `kind` equal to `data` (none when empty): a delete of its
+        rows, then an append; each commit retried when it conflicts with a concurrent
+        writer's. Unlike `replace_drops`, whose merge_insert join holds memory in proportion
+        to the whole table (about 190 MiB per million assignment rows, measured), this holds
+        `data` alone, whatever the table holds; the price is two commits (a reader in between
+        sees the drop without rows; a re-run heals a crash in between)."""
+        table = self.table_for(self.name(kind), data.schema)
+        for attempt in range(RETRIES):
+            try:
+                table.delete(f"drop = {sql_str(drop)}")
+                if data.num_rows:
+                    table.add(data)
+                return table
+            except RuntimeError as exc:
+                if not _conflict(exc) or attempt == RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def write_level(self, level: int, data) -> Any:
         return self.overwrite(self.name(f"level_{level}"), data)

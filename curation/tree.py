@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import HierarchyConfig
 from .hierarchy import Hierarchy
-from .store import BATCH_ROWS, FitRecord, PoolStore, fit_signature, rows
+from .store import READER_RESERVE, TAKE_ROWS, FitRecord, PoolStore, fit_signature, rows
 
 # Copies of the sample a fit holds at its peak: the sample, its sorted copy and the float64
 # sums of `kmeans.centroid_means`, the seeding's transposed copy (measured: docs/SCALE.md).
@@ -80,7 +80,6 @@ def fit_record(store: PoolStore, config: HierarchyConfig, fit: Callable,
         if [c.shape for c in previous.hierarchy.centroids] == shapes:
             init = previous.hierarchy.centroids
     result = fit(x, config, init_centroids=init)
-    n_sample = len(x)
     del x
     drift = {}
     if previous is not None and previous.hierarchy.centroids[-1].shape[1] == \
@@ -128,9 +127,10 @@ def fit_memory_bound(config: HierarchyConfig, dim: int, n_items: int) -> dict:
     vectors = sample * dim * 4
     centroids = sum(config.n_clusters) * dim * 4
     return {
-        "formula": f"{FIT_COPIES} x sample x d x 4 B + batch x d x 4 B + sum(k) x d x 4 B",
-        "sample": sample, "batch": BATCH_ROWS, "dim": dim,
-        "bytes": FIT_COPIES * vectors + BATCH_ROWS * dim * 4 + centroids,
+        "formula": f"{FIT_COPIES} x sample x d x 4 B + take x d x 4 B + sum(k) x d x 4 B "
+                   f"+ reader reserve",
+        "sample": sample, "take": TAKE_ROWS, "dim": dim, "reader_reserve_mib": READER_RESERVE >> 20,
+        "bytes": FIT_COPIES * vectors + TAKE_ROWS * dim * 4 + centroids + READER_RESERVE,
     }
 
 

@@ -32,11 +32,20 @@ BIN = Path(sys.executable).parent
 
 def write_instance_yaml(dagster_home: Path, template: str = "dagster.local.yaml",
                         overwrite: bool = False) -> Path:
-    """$DAGSTER_HOME/dagster.yaml from deploy/<template> (kept when it exists already)."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
+    """$DAGSTER_HOME/dagster.yaml from deploy/<template> (kept when it exists already), with
+    this environment's per-pool run limit ($CURATION_POOL_RUN_LIMIT, validated here)."""
+    import yaml
+
+    from curation_dags.settings import instance_config
+
     target = dagster_home / "dagster.yaml"
     if overwrite or not target.exists():
-        target.write_text((DEPLOY / template).read_text())
+        text = (DEPLOY / template).read_text()
+        shipped = yaml.safe_load(text)
+        config = instance_config(yaml.safe_load(text))
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        # as shipped (its comments kept) unless the setting changed it
+        target.write_text(text if config == shipped else yaml.safe_dump(config, sort_keys=False))
     return target
 
 

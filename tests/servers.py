@@ -1,4 +1,5 @@
-"""Real servers on loopback for tests: moto's S3 server, dagster-webserver and dagster-daemon.
+"""Real servers on loopback for tests: moto's S3 server, dagster-webserver and dagster-daemon,
+PostgreSQL, a two-node Ray cluster.
 
 Each server runs as a subprocess in its own process group (start_new_session) and the whole group
 is stopped at teardown, so no child (uvicorn workers, code servers, run workers) outlives a test.
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,12 +38,15 @@ __all__ = [
     "graphql",
     "postgres",
     "moto_s3",
+    "RayCluster",
+    "ray_cluster",
     "s3_bucket",
     "start_server",
     "wait_http",
 ]
 
 VENV_BIN = Path(sys.executable).parent
+RAY_OBJECT_STORE_BYTES = 100 * 1024**2  # per Ray node (Ray's floor is 75 MiB)
 S3_CREDENTIALS = {
     "aws_access_key_id": "testing",
     "aws_secret_access_key": "testing",
@@ -125,6 +130,22 @@ def start_server(
     return server
 
 
+# moto's server, with S3's atomic conditional PUT: S3 checks `If-None-Match: *` and stores the
+# object as one step, moto's threaded server does the two apart, so two concurrent LanceDB
+# commits of one table version could both pass there (and one be lost), never on S3.
+MOTO_ATOMIC_PUT = """
+import sys, threading
+from moto.s3.responses import S3Response
+from moto.server import main
+one_put_at_a_time, put_object = threading.Lock(), S3Response.put_object
+def atomic_put_object(self):
+    with one_put_at_a_time:
+        return put_object(self)
+S3Response.put_object = atomic_put_object
+main(sys.argv[1:])
+"""
+
+
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory) -> Iterator[str]:
     """Endpoint URL of a moto S3 server (server mode, own process) on 127.0.0.1."""
@@ -132,7 +153,7 @@ def moto_s3(tmp_path_factory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = {**os.environ, **{k.upper(): v for k, v in S3_CREDENTIALS.items()}}
     server = start_server(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", MOTO_ATOMIC_PUT, "-H", "127.0.0.1", "-p", str(port)],
         log,
         probe_url=f"http://127.0.0.1:{port}/moto-api/",
         timeout=60,
@@ -312,3 +333,51 @@ def postgres() -> Iterator[dict[str, str]]:
                     "installs it")
     with postgres_cluster() as env:
         yield env
+
+
+# ---- a two-node Ray cluster on loopback ------------------------------------------------------
+@dataclass(frozen=True)
+class RayCluster:
+    jobs_url: str  # the head's job server (dashboard), what dagster-ray submits steps to
+    node_ids: list[str]  # the head's and the worker's
+    temp_dirs: dict[str, Path]  # node id -> that node's own temp dir (sessions, logs)
+
+
+@contextlib.contextmanager
+def ray_cluster(root: Path, timeout: float = 180) -> Iterator[RayCluster]:
+    """A head and one worker node (`ray start --block`, one CPU each, each its own temp dir
+    under `root`) on 127.0.0.1; stopped by their process groups at the end. Ray also binds the
+    host's non-loopback address: start it in a network namespace of its own (test_ray.py)."""
+    from ray.util.state import list_nodes
+
+    root.mkdir(parents=True, exist_ok=True)
+    ray, port, dashboard = str(VENV_BIN / "ray"), free_port(), free_port()
+    url = f"http://127.0.0.1:{dashboard}"
+    # a step's entrypoint is `dagster api execute_step`: this venv's, as a node's image has it
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    node = ["--block", "--num-cpus=1", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}",
+            "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    nodes = []
+    try:
+        nodes.append(ServerProcess(
+            [ray, "start", "--head", f"--port={port}", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+             f"--temp-dir={root / 'head'}", *node], root / "head.log", env=env))
+        wait_http(f"{url}/api/version", nodes[0], timeout)
+        nodes.append(ServerProcess(
+            [ray, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={root / 'worker'}",
+             *node], root / "worker.log", env=env))
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = [n for n in list_nodes(address=url) if n.state == "ALIVE"]
+            if len(alive) == 2:
+                break
+            if time.monotonic() > deadline or not nodes[1].alive():
+                raise TimeoutError(f"the Ray worker node did not join:\n{nodes[1].log_tail()}")
+            time.sleep(0.5)
+        dirs = {n.node_id: root / ("head" if n.is_head_node else "worker") for n in alive}
+        yield RayCluster(url, sorted(dirs), dirs)
+    finally:
+        for server in reversed(nodes):
+            server.stop()
