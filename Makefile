@@ -48,7 +48,7 @@ bench: setup
 dev: setup
 	mkdir -p $${DAGSTER_HOME:-$(CURDIR)/.curation/dagster}
 	test -f $${DAGSTER_HOME:-$(CURDIR)/.curation/dagster}/dagster.yaml || cp deploy/dagster.local.yaml $${DAGSTER_HOME:-$(CURDIR)/.curation/dagster}/dagster.yaml
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.curation/dagster} $(BIN)/dagster dev -w workspace.yaml
+	MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX:-2} DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.curation/dagster} $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf .curation

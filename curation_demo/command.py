@@ -75,7 +75,9 @@ def land_labelled_drops(prefix_dir: Path, kind: str, n_drops: int, n_items: int,
     first = len(list(prefix_dir.glob(f"{stem}-*")))
     labels = prefix_dir / LABELS_FILE
     with tempfile.TemporaryDirectory(dir=prefix_dir.parent) as scratch:
-        made = build(Path(scratch), n_drops=n_drops, n_items=n_items, seed=seed,
+        # a later run draws other items (seed + drops already there): the same content again
+        # would be a re-delivery, which the drop sensor rightly skips, and the demo would wait
+        made = build(Path(scratch), n_drops=n_drops, n_items=n_items, seed=seed + first,
                      exponent=EXPONENT[kind])
         rows = list(csv.reader((Path(scratch) / LABELS_FILE).open(newline="")))
         header, rows = rows[0], rows[1:]

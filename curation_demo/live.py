@@ -83,7 +83,10 @@ class Process:
 @contextlib.contextmanager
 def daemon(dagster_home: Path, env: dict[str, str] | None = None) -> Iterator[Process]:
     """`dagster-daemon run -w workspace.yaml` with DAGSTER_HOME=`dagster_home`."""
-    full_env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(dagster_home)}
+    # MALLOC_ARENA_MAX=2 (unless set): run workers inherit it; it keeps the re-assignment's
+    # peak flat as the pool grows (docs/SCALE.md, benchmarks/bench_scale.py)
+    full_env = {"MALLOC_ARENA_MAX": "2", **os.environ, **(env or {}),
+                "DAGSTER_HOME": str(dagster_home)}
     proc = Process([str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
                    dagster_home / "daemon.log", full_env)
     try:
