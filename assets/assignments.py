@@ -6,12 +6,16 @@ their summed distance, items embedded with another model than the tree's). The r
 decides from that log alone, in O(drops since the fit).
 
 Nearest leaf centroid, then up the tree; no refit. A new drop costs O(drop): it reads only its
-vectors, in bounded batches, and replaces only its rows (one merge_insert commit per drop).
-After a refit every partition is requested again (the tree changed), in one run (single-run
-backfill policy), which streams drop after drop: its memory is one batch of vectors plus one
-drop's rows, never the pool (`memory_bound` in the metadata, docs/SCALE.md). Rows from
-an older fit only live until that run ends; readers can tell them by `fit_version`. The work
-is the core's `curation.drops.assign_drops`; this asset is wiring plus metadata.
+vectors, in bounded batches, and replaces only its rows (a delete and an append per drop).
+After a refit every drop is requested again (the tree changed, and each drop assigned before
+the tree is stale: `assets.automation.assignments_condition`), as a backfill of runs of at most
+`refit.drops_per_run` drops (multi-run backfill policy) that go in parallel up to the pool's
+run limit; each streams drop after drop: its memory is one batch of vectors plus one drop's
+rows, never the pool (`memory_bound` in the metadata, docs/SCALE.md). A fit that commits while
+a run assigns is followed by the whole run (`assign_drops` re-reads the fit version after each
+drop's commit). Rows from an older fit only live until the re-assignment ends; readers tell
+them by `fit_version`. The work is the core's `curation.drops.assign_drops`; this asset is
+wiring plus metadata.
 """
 
 import warnings
@@ -40,7 +44,7 @@ from .partitions import drops_partitions
 
 def build_assignments_asset(pool: PoolConfig):
     keys = level_keys(pool)
-    with warnings.catch_warnings():  # single-run backfill policy: beta in Dagster 1.13
+    with warnings.catch_warnings():  # backfill policies: beta in Dagster 1.13
         warnings.simplefilter("ignore", BetaWarning)
         return _build(pool, keys)
 
@@ -50,10 +54,10 @@ def _build(pool: PoolConfig, keys):
         key=asset_key(pool, "assignments"),
         deps=[asset_key(pool, "embeddings"), keys[-1]],
         partitions_def=drops_partitions(pool.name),
-        backfill_policy=BackfillPolicy.single_run(),
+        backfill_policy=BackfillPolicy.multi_run(pool.refit.drops_per_run),
         group_name=pool.name,
         kinds={"lancedb"},
-        automation_condition=assignments_condition(),
+        automation_condition=assignments_condition(keys[0]),
         description="Each item of the drop assigned to the current tree (leaf, then up).",
     )
     def assignments(

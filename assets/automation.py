@@ -48,8 +48,49 @@ FOLLOW = AutomationCondition.eager()
 CONSUMED_KEY = "consumed_upstream_event"  # metadata: newest upstream event id read by a run
 
 
-def assignments_condition() -> AutomationCondition:
-    return AutomationCondition.eager() & AutomationCondition.all_deps_blocking_checks_passed()
+def assignments_condition(tree_key: AssetKey) -> AutomationCondition:
+    """A drop's assignments follow its embeddings (`eager`), and every drop whose assignment
+    predates the current tree is placed in it again (`AssignedBeforeTheTree`, a state); both
+    wait for the drop's blocking checks. The state catches what the event misses: a drop whose
+    run ended in the same tick window as the new tree's levels (eager's reset wins there), or
+    whose run started before the fit (it re-checks the tree, curation.drops.assign_drops)."""
+    stale = (AssignedBeforeTheTree(tree_key) & ~AutomationCondition.in_progress()
+             & ~AutomationCondition.any_deps_in_progress()
+             & ~AutomationCondition.execution_failed()).with_label(
+        "assigned before the current tree, not in flight, did not fail")
+    return ((AutomationCondition.eager() | stale)
+            & AutomationCondition.all_deps_blocking_checks_passed())
+
+
+class AssignedBeforeTheTree(AutomationCondition):
+    """True for the partitions (drops) of an assignments asset whose latest materialisation
+    is older than the tree's (`tree_key`: level_1, materialised right after the fit's commit).
+
+    From the event log alone: the drops materialised at all, less those materialised after
+    the tree's event (two partition queries per tick, O(drops)); no table is read. A run that
+    placed a drop in the new tree but ended between the fit's commit and level_1's event counts
+    as older: placed once more, harmless. Evaluated in the code server."""
+
+    def __init__(self, tree_key: AssetKey):
+        self._tree_key = tree_key
+
+    @property
+    def name(self) -> str:
+        return "assigned_before_the_tree"
+
+    @property
+    def description(self) -> str:
+        return "The drop's assignment is older than the current tree (level_1's materialisation)"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        instance = context.asset_graph_view.instance
+        tree_event = newest_upstream_event(instance, [self._tree_key])
+        older = set()
+        if tree_event:
+            older = (instance.get_materialized_partitions(context.key)
+                     - instance.get_materialized_partitions(context.key, after_cursor=tree_event))
+        true_subset = context.candidate_subset.compute_intersection_with_partition_keys(older)
+        return dg.AutomationResult(true_subset=true_subset, context=context)
 
 
 # ---- what a fan-in asset consumed ------------------------------------------------------------

@@ -73,7 +73,9 @@ def embeddings_code_version(pool: PoolConfig) -> str:
         )[:8]
 
 
-def build_embeddings_asset(pool: PoolConfig):
+def build_embeddings_asset(pool: PoolConfig, gpu_op_tags: dict[str, str] | None = None):
+    """`gpu_op_tags` go on a model's embeddings (image and text pools), not on precomputed
+    vectors, which need no GPU."""
     key = asset_key(pool, "embeddings")
     resource_keys = {"landing", "lancedb"}
     if pool.modality != "vectors":
@@ -90,6 +92,7 @@ def build_embeddings_asset(pool: PoolConfig):
         kinds={"lancedb"},
         required_resource_keys=resource_keys,
         check_specs=[AssetCheckSpec(name, asset=key, blocking=True) for name in CHECKS],
+        op_tags=(gpu_op_tags or {}) if pool.modality != "vectors" else {},
         description=f"One vector per ingested item of pool {pool.name!r}, per drop.",
     )
     def embeddings(context: AssetExecutionContext) -> MaterializeResult:

@@ -1,9 +1,17 @@
-"""`<pool>/evaluation/<subset>`: how a curated subset compares with a uniform random subset of
-the same size drawn with the same seed (curation.evaluation.evaluate_subset): coverage, balance
-at every level and, when the pool's items carry labels, label balance and k-NN accuracy. The
-metadata holds the figures as a table and as a plot (curation.report), each saying which
-direction is better. A WARN check fails when the subset is worse than random on coverage or
-balance.
+"""`<pool>/evaluation/<subset>`: how a curated subset compares with the pool's
+`eval_random_draws` (default 5) seeded uniform random subsets of the same size
+(curation.evaluation.evaluate_subset): coverage, balance at every level and, when the pool's
+items carry labels, label balance and k-NN accuracy, each against the random mean and spread
+(std, min, max) with a verdict: better than random, no better than random (inside the noise of
+the draws) or worse than random. The metadata holds the figures as a table and as a plot
+(curation.report), each saying which direction is better.
+
+The check `not_worse_than_random` judges the headline figures (curation.evaluation.
+check_outcome): it passes when curation pays on each of them and fails with WARN severity,
+the numbers in its description and metadata, when one is no better than random or worse than
+random. WARN for a loss too, not ERROR: with five draws a uniform subset judged against the
+others reads "worse" on some headline figure about one time in ten (measured, docs/SUBSETS.md),
+too often for a red light; the description says which of the two it is.
 
 Labels come from the pool's labels file (`labels:` in the pool config, a CSV with item_id and
 label under the pool's landing prefix), else from a `label` field of the items' metadata (a
@@ -31,16 +39,23 @@ from dagster import (
 )
 
 from curation.evaluation import (
+    BETTER_VERDICT,
     PoolIndex,
     better,
+    check_outcome,
     evaluate_subset,
     headline_directions,
+    headline_spread,
     index_items,
     meta_labels,
 )
 from curation.labels import parse_labels_csv, unmatched_note
 from curation.pools import PoolConfig, SubsetSpec
-from curation.report import evaluation_figure_markdown, evaluation_markdown
+from curation.report import (
+    evaluation_figure_markdown,
+    evaluation_markdown,
+    versus_random_markdown,
+)
 from curation.store import vectors_of
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
@@ -137,12 +152,16 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         automation_condition=fan_in_condition(),
         check_specs=[AssetCheckSpec(
             "not_worse_than_random", asset=key,
-            description=f"coverage (p99 distance to the nearest selected item: "
-            f"{better('p99')}; leaf clusters hit: {better('leaf_share')}) and top-level "
-            f"entropy ({better('entropy')}) at least as good as random")],
-        description=f"Subset {spec.name!r} against a uniform random subset of the same size "
-        f"(seed {spec.seed}): coverage, balance per level, labels and k-NN accuracy, as a "
-        "table and a figure that say which direction is better.",
+            description=f"better than {pool.eval_random_draws} seeded random subsets beyond "
+            f"their noise on coverage (p99 distance to the nearest selected item: "
+            f"{better('p99')}; leaf clusters hit: {better('leaf_share')}), top-level "
+            f"entropy ({better('entropy')}) and, with labels, label entropy and k-NN balanced "
+            f"accuracy ({better('balanced_accuracy')}); WARN when one is no better than "
+            "random (inside the noise) or worse than random")],
+        description=f"Subset {spec.name!r} against {pool.eval_random_draws} uniform random "
+        f"subsets of the same size (seed {spec.seed}): coverage, balance per level, labels and "
+        "k-NN accuracy with the random mean, spread and a verdict per figure, as a table and a "
+        "figure that say which direction is better.",
     )
     def evaluation(context: AssetExecutionContext, lancedb: LanceDBResource,
                    landing: LandingStorage) -> MaterializeResult:
@@ -159,8 +178,11 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         labels = read_labels(lancedb, landing, pool, index.ids, notes)
         outcome = evaluate_subset(index, subset["item_id"], subset["weight"].to_numpy(), labels,
                                   seed=spec.seed, metric=pool.hierarchy.metric,
-                                  eval_sample=pool.eval_sample)
+                                  eval_sample=pool.eval_sample,
+                                  random_draws=pool.eval_random_draws)
         report, headline = outcome.report, outcome.headline()
+        verdict, reasons = check_outcome(report)
+        headline_md = MetadataValue.md(versus_random_markdown(report, headline_only=True))
         return MaterializeResult(
             metadata={
                 **consumed,
@@ -176,13 +198,27 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
                 "fit_version": fit.fit_version,
                 "eval_sample": pool.eval_sample,
                 "vectors_read": report["sample"]["vectors_read"],
+                # the memory bound: coverage probe + test split + 2 x eval_sample vectors at
+                # most, however many random draws (each draw is read after the last is freed)
+                "vectors_held_max": report["sample"]["vectors_held_max"],
                 "sample_note": MetadataValue.md(outcome.sample_note()),
+                "random_draws": pool.eval_random_draws,
+                "versus_random_table": MetadataValue.md(versus_random_markdown(report)),
+                "verdict": verdict,
+                "worse_reasons": MetadataValue.json(outcome.worse_than_random),
+                "no_better_reasons": MetadataValue.json(outcome.no_better_than_random),
                 **headline,
+                **headline_spread(report),
             },
             check_results=[AssetCheckResult(
-                check_name="not_worse_than_random", passed=not outcome.worse_than_random,
+                check_name="not_worse_than_random", passed=verdict == BETTER_VERDICT,
                 severity=AssetCheckSeverity.WARN,
-                metadata={"reasons": MetadataValue.json(outcome.worse_than_random), **headline},
+                description=(f"{verdict} on the headline figures" if verdict == BETTER_VERDICT
+                             else f"{verdict}: " + "; ".join(reasons)),
+                metadata={"verdict": verdict, "reasons": MetadataValue.json(reasons),
+                          "random_draws": pool.eval_random_draws,
+                          "versus_random_table": headline_md,
+                          **headline, **headline_spread(report)},
             )],
         )
 

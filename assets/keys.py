@@ -42,13 +42,33 @@ def evaluation_key(pool: PoolConfig, subset: str) -> AssetKey:
     return AssetKey(naming.evaluation_path(pool.name, subset))
 
 
-def subset_upstream(pool: PoolConfig) -> list[AssetKey]:
-    """What a subset consumes: the assignments and the takedowns (not the tree: the
-    re-assignment after a fit is what it waits for)."""
+def near_duplicates_key(pool: PoolConfig) -> AssetKey:
+    """[pool, near_duplicates]: the semantic dedup (only when the pool's dedup is enabled)."""
+    return asset_key(pool, "near_duplicates")
+
+
+def dedup_upstream(pool: PoolConfig) -> list[AssetKey]:
+    """What the dedup consumes: the assignments and the takedowns (as the subsets do)."""
     return [asset_key(pool, kind) for kind in ("assignments", "takedowns")]
 
 
+def subset_upstream(pool: PoolConfig) -> list[AssetKey]:
+    """What a subset consumes: the assignments and the takedowns (not the tree: the
+    re-assignment after a fit is what it waits for), and the near duplicates when the pool
+    deduplicates (last: callers index the first two)."""
+    return [*dedup_upstream(pool)] + ([near_duplicates_key(pool)] if pool.dedup.enabled else [])
+
+
+def refresh_keys(pool: PoolConfig) -> list[AssetKey]:
+    """What refreshing the subsets takes: the near duplicates (when enabled), then the
+    subsets. A drop's run holds them only when it refreshes the subsets, so the dedup of a
+    half re-assigned pool is left to automation, as the subsets are."""
+    dedup = [near_duplicates_key(pool)] if pool.dedup.enabled else []
+    return [*dedup, *subset_keys(pool)]
+
+
 def drop_run_keys(pool: PoolConfig) -> list[AssetKey]:
-    """What one drop's run can hold: ingestion, the assignment to the current tree, and the
-    refresh of the subsets over it (one run per drop: no second run, no automation tick)."""
-    return [*ingest_keys(pool), asset_key(pool, "assignments"), *subset_keys(pool)]
+    """What one drop's run can hold: ingestion, the assignment to the current tree, the
+    dedup of the leaves it touched (when enabled) and the refresh of the subsets over it (one
+    run per drop: no second run, no automation tick)."""
+    return [*ingest_keys(pool), asset_key(pool, "assignments"), *refresh_keys(pool)]

@@ -91,7 +91,8 @@ def write_level(store: PoolStore, fit: FitRecord, level: int):
     return table, metadata
 
 
-def build_level_assets(pool: PoolConfig) -> list:
+def build_level_assets(pool: PoolConfig, gpu_op_tags: dict[str, str] | None = None) -> list:
+    """`gpu_op_tags` go on level_1, the fit (faiss on a GPU where there is one)."""
     keys = level_keys(pool)
 
     @asset(
@@ -100,6 +101,7 @@ def build_level_assets(pool: PoolConfig) -> list:
                        partition_mapping=SpecificPartitionsPartitionMapping([]))],
         group_name=pool.name,
         kinds={"lancedb"},
+        op_tags=gpu_op_tags or {},
         description="Fits the whole tree on a sample of the embedded items (asked for by the "
         "refit sensor, the refit schedule or a user); serves level 1.",
     )

@@ -35,7 +35,7 @@ from resources.storage import LandingStorage
 
 from .automation import consumed_metadata, fan_in_condition
 from .evaluation import pool_index
-from .keys import asset_key, evaluation_key, level_keys
+from .keys import asset_key, evaluation_key, level_keys, near_duplicates_key
 
 
 def _latest_json(context: AssetExecutionContext, key: AssetKey, name: str):
@@ -93,6 +93,8 @@ def build_report_asset(pool: PoolConfig):
                 n_clusters), subset_sizes,
             evaluations, examples, ids, uris, landing.read_bytes,
             drift=_latest_json(context, level_keys(pool)[0], "drift"),
+            near_duplicates=_latest_json(context, near_duplicates_key(pool), "summary")
+            if pool.dedup.enabled else None,
             generated=f"{datetime.now(UTC).isoformat(timespec='seconds')}, fit "
             f"{fit.fit_version}",
         )

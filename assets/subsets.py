@@ -8,6 +8,9 @@ and uri are fetched. Rows assigned by an older fit are excluded (`stale_excluded
 taken-down items (`<pool>__takedowns`; their leaves refill from the same leaf), even before
 the `[pool, "takedowns"]` asset (a dependency: its runs refresh the subsets) purged them.
 `stability: sticky` subsets rank their previous version's members of a leaf first.
+When the pool deduplicates (`dedup.enabled`), they depend on `[pool, "near_duplicates"]` and
+sample representatives only: the near duplicates of the current fit are left out
+(`duplicates_excluded`), before the leaf sizes and quotas are computed.
 
 Metadata per subset: manifest (sha256 of the sorted ids, count, config, seed, fit version,
 table versions read), churn vs the previous version (left, entered, forced and fair
@@ -98,8 +101,14 @@ def build_subsets_asset(pool: PoolConfig):
         n_leaves = fit.hierarchy.centroids[0].shape[0]
         configs = {s.name: s for s in wanted}  # a SubsetSpec is a SampleConfig
         previous = {s.name: read_previous(store, s.name, n_leaves) for s in wanted}
+        excluded = excluded_version = None
+        if pool.dedup.enabled:  # representatives only
+            excluded = store.near_duplicate_keys(fit.fit_version)
+            dedup_table = store.table("near_duplicates")
+            excluded_version = dedup_table.version if dedup_table is not None else 0
         scan = select_subsets(assignments, parents, n_leaves, fit.fit_version, configs,
-                              takedowns=store.taken_down_ids(), previous=previous)
+                              takedowns=store.taken_down_ids(), previous=previous,
+                              excluded_keys=excluded, excluded_version=excluded_version)
         pool_balance = balance_from_counts(top_level_counts(scan.leaf_size, parents))
         n_top = fit.hierarchy.centroids[-1].shape[0]
         for spec in wanted:
@@ -145,6 +154,9 @@ def build_subsets_asset(pool: PoolConfig):
                 "lancedb_table": pool.table(f"subset_{spec.name}"),
                 "lancedb_version": table.version,
                 "assignments_version": scan.assignments_version,
+                **({"duplicates_excluded": scan.duplicates_excluded,
+                    "near_duplicates_version": excluded_version}
+                   if pool.dedup.enabled else {}),
                 **consumed,
             }
             check_key = AssetCheckKey(subset_key(pool, spec.name), "balance")

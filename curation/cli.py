@@ -12,7 +12,7 @@ import sys
 # Each module defines register(subparsers) -> None and sets a `func` default on its parser.
 COMMAND_MODULES = tuple(
     f"curation.commands.{name}"
-    for name in ("cluster", "sample", "embed", "subset", "explain", "takedown")
+    for name in ("cluster", "sample", "tune", "embed", "subset", "explain", "takedown")
 )
 
 

@@ -25,6 +25,41 @@ Tol = Annotated[
 FIT_POINTS_PER_CLUSTER = 256
 FIT_SAMPLE_CAP = 1_000_000
 
+# Cluster counts from a pool's size (suggest_levels; docs/METHOD.md, "Levels and clusters from
+# the pool size"): about 40 items per leaf (on 4,000 long-tailed Fashion-MNIST images 20-40
+# per leaf gave the best curated subsets, 200-400 lost 0.1-0.2 nats of label entropy), 10
+# times fewer clusters per level up (the authors' web-image tree: 20, 10, then 5 times), from
+# 2 to 4 levels, a level above the second only while it keeps MIN_TOP_CLUSTERS clusters. A
+# small pool gets smaller leaves (down to MIN_ITEMS_PER_LEAF) so that its second level can
+# keep MIN_TOP_CLUSTERS clusters: 281 texts of 6 topics got [7, 1] without it, a subset worse
+# than random on label entropy, and [28, 10] with it (docs/METHOD.md).
+ITEMS_PER_LEAF = 40
+MIN_ITEMS_PER_LEAF = 10
+LEVEL_RATIO = 10
+MAX_LEVELS = 4
+MIN_TOP_CLUSTERS = 10
+
+
+def suggest_levels(n_items: int, items_per_leaf: int = ITEMS_PER_LEAF, ratio: int = LEVEL_RATIO,
+                   max_levels: int = MAX_LEVELS) -> list[int]:
+    """Clusters per level (level 1 first) for a pool of `n_items`: round(n / items_per_leaf)
+    leaves, or for a small pool up to ratio x MIN_TOP_CLUSTERS leaves of at least
+    MIN_ITEMS_PER_LEAF items (at least 2 leaves); a second level `ratio` times smaller but
+    of MIN_TOP_CLUSTERS clusters where the leaves allow (at most half of them; at least 1,
+    always below the leaves); then levels `ratio` times smaller again while they keep
+    MIN_TOP_CLUSTERS clusters, at most `max_levels`. A valid HierarchyConfig.n_clusters."""
+    if n_items < 2 or items_per_leaf < 1 or ratio < 2 or max_levels < 2:
+        raise ValueError(f"suggest_levels needs n_items >= 2, items_per_leaf >= 1, ratio >= 2 "
+                         f"and max_levels >= 2, got {n_items}, {items_per_leaf}, {ratio}, "
+                         f"{max_levels}")
+    small_pool = min(ratio * MIN_TOP_CLUSTERS, n_items // MIN_ITEMS_PER_LEAF)
+    leaves = max(2, round(n_items / items_per_leaf), small_pool)
+    second = max(round(leaves / ratio), min(MIN_TOP_CLUSTERS, leaves // 2))
+    levels = [leaves, max(1, min(leaves - 1, second))]
+    while len(levels) < max_levels and round(levels[-1] / ratio) >= MIN_TOP_CLUSTERS:
+        levels.append(round(levels[-1] / ratio))
+    return levels
+
 
 class KMeansConfig(BaseModel):
     """One k-means (`curation.kmeans.KMeans`): k and Lloyd's loop options, validated here once;
@@ -73,7 +108,9 @@ class HierarchyConfig(BaseModel):
         "the centroid, or random ones",
     )
     metric: Literal["l2", "cosine"] = Field(
-        default="l2", description="distance between items (cosine: rows L2-normalised first)"
+        default="l2", description="distance between items (cosine: rows L2-normalised first). "
+        "In a pool, unset follows the embedder's space (EmbedderSpec.metric: cosine for images "
+        "and texts, l2 for precomputed vectors; curation.pools.PoolConfig resolves it)"
     )
     upper_metric: Literal["same", "centered-cosine"] = Field(
         default="same",
@@ -179,3 +216,32 @@ class SampleConfig(BaseModel):
         "leaf rank first, so an item leaves only when its leaf's quota shrinks, it is taken "
         "down or it moves (depends on the version history; subsets only)",
     )
+
+
+# Default similarity above which two items of one leaf are near duplicates: chosen from the
+# curve measured on the bundled pools (benchmarks/bench_dedup.py, docs/METHOD.md).
+DEDUP_THRESHOLD = 0.95
+
+
+class DedupConfig(BaseModel):
+    """Semantic dedup inside the tree's leaves (`curation.dedup`, docs/METHOD.md).
+
+    Off by default: with it off nothing is read or written and the subsets are what they were.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=False, description="collapse near duplicates before the "
+                          "subsets sample (they sample representatives only)")
+    threshold: float = Field(
+        default=DEDUP_THRESHOLD, gt=0.0, lt=1.0,
+        description="cosine similarity above which an item joins a representative")
+    leaf_cap: int = Field(
+        default=4096, ge=2, le=65536,
+        description="items compared at once: a larger leaf is cut into runs of this many "
+        "(in the canonical order), each run also compared with the previous run's "
+        "representatives; bounds the cost per leaf")
+    group_items: int = Field(
+        default=131072, ge=1,
+        description="items of the leaves recomputed together: their compact columns are held "
+        "at once (about 200 B each); larger groups mean fewer scans of the id columns")

@@ -43,6 +43,8 @@ ASSIGN_BATCH_ROWS = 4096
 # Copies of one batch of vectors an assignment holds at its peak: the arrow batch, its numpy
 # view's copy, the usable rows' copy and faiss' contiguous chunk (measured: docs/SCALE.md).
 ASSIGN_COPIES = 4
+# New trees an assignment run follows before it gives up (each one re-places its drops).
+MAX_TREE_CHANGES = 3
 ROW_BYTES = 200  # one assignment row without vectors (ids, uri, levels, key) in arrow
 
 
@@ -200,11 +202,18 @@ class EmbedOutcome:
 
 def _stored_vectors(raw_rows, dim_hint: int | None, read_bytes):
     """(row indices with a vector, (n, d) float32, reasons, dim) of a vectors pool's raw rows:
-    the values raw kept; a row ingested before raw kept them is read from its file."""
-    values = (raw_rows["values"].to_pylist() if "values" in raw_rows.column_names
-              else [None] * raw_rows.num_rows)
-    reasons = [""] * len(values)
-    missing = [i for i, v in enumerate(values) if v is None]
+    the values raw kept, taken as one arrow column (never Python floats: 100k x 384 of them
+    held 1.2 GB); a row ingested before raw kept them is read from its file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = raw_rows.num_rows
+    stored = (raw_rows["values"].combine_chunks() if "values" in raw_rows.column_names
+              else pa.nulls(n, pa.list_(pa.float32())))
+    lengths = np.array(pc.fill_null(pc.list_value_length(stored), -1), dtype=np.int64)
+    reasons = [""] * n
+    missing = np.flatnonzero(lengths < 0).tolist()
+    from_files: dict[int, np.ndarray] = {}  # rows ingested before raw kept the values
     by_ref = {raw_rows["uri"][i].as_py(): i for i in missing}
     for source in sorted({raw_rows["source"][i].as_py() for i in missing}):
         try:
@@ -216,18 +225,28 @@ def _stored_vectors(raw_rows, dim_hint: int | None, read_bytes):
                     reasons[i] = reason
         for item in parsed.items if parsed else ():
             if item.ref in by_ref:
-                values[by_ref[item.ref]] = item.vector
+                from_files[by_ref[item.ref]] = np.asarray(item.vector, dtype=np.float32)
     for i in missing:
-        if values[i] is None and not reasons[i]:
+        if i in from_files:
+            lengths[i] = len(from_files[i])
+        elif not reasons[i]:
             reasons[i] = "vector unreadable: no longer in its file"
-    lengths = Counter(len(v) for v, r in zip(values, reasons, strict=True) if not r)
-    dim = dim_hint or (lengths.most_common(1)[0][0] if lengths else None)
-    for i, v in enumerate(values):
-        if not reasons[i] and len(v) != dim:
-            reasons[i] = f"wrong dimension: {len(v)} values, the pool has {dim}"
-    got = [i for i in range(len(values)) if not reasons[i]]
-    x = np.asarray([values[i] for i in got], dtype=np.float32).reshape(len(got), dim or 0)
-    return got, x, reasons, dim
+    readable = np.array([not r for r in reasons], dtype=bool)
+    counts = Counter(lengths[readable].tolist())
+    dim = dim_hint or (counts.most_common(1)[0][0] if counts else None)
+    for i in np.flatnonzero(readable & (lengths != dim)).tolist():
+        reasons[i] = f"wrong dimension: {int(lengths[i])} values, the pool has {dim}"
+    got = np.flatnonzero(readable & (lengths == dim))
+    x = np.empty((len(got), dim or 0), dtype=np.float32)
+    in_table = lengths[got] >= 0
+    in_table &= ~np.isin(got, list(from_files))
+    if in_table.any():
+        taken = stored.take(pa.array(got[in_table]))
+        x[in_table] = pc.list_flatten(taken).to_numpy(zero_copy_only=False).astype(
+            np.float32, copy=False).reshape(-1, dim)
+    for k in np.flatnonzero(~in_table).tolist():
+        x[k] = from_files[int(got[k])]
+    return got.tolist(), x, reasons, dim
 
 
 def _embedder_items(raw_rows, modality: str, read_bytes):
@@ -376,7 +395,9 @@ def embed_drop(store: PoolStore, drop: str, modality: str, pool_dim: int | None,
             "model": [identity.get("name") or identity.get("model", "")] * len(keep),
             "model_hash": [model_hash] * len(keep),
         }, dim=dim)
-        table = store.replace_drops("embeddings", [drop], data)
+        # a delete and an append, as for assignments: a merge_insert's join reads the whole
+        # table (6 GiB at 3M x 384, measured), this only holds the drop's rows
+        table = store.rewrite_drop("embeddings", drop, data)
         # taken down while this drop was embedded: its rows go again
         late = store.drop_taken_down_rows("embeddings", f"drop = {sql_str(drop)}",
                                           [ids[i] for i in keep])
@@ -433,20 +454,37 @@ def assign_drops(store: PoolStore, drops: list[str], assign,
     Assignment) and rewrite their assignment rows (drop by drop) and log rows (one
     commit). Each drop is streamed `batch_rows` vectors at a time, so a run over every drop
     (the re-assignment after a refit) holds one batch of vectors, never a drop's or the
-    pool's: memory `assign_memory_bound`."""
+    pool's: memory `assign_memory_bound`.
+
+    A fit that commits while this runs (runs of one pool may overlap) is caught: after each
+    drop's commit the latest fit version is read again, and when a newer tree is there every
+    drop of the run is placed again in it. So when this returns, the rows of every drop were
+    written after the latest fit it could see, and the log rows are that fit's."""
     fit = store.load_fit()
     if fit is None:
         raise DropRefused(f"pool {store.pool_name} has no fitted tree yet: run level_1")
     if store.table("embeddings") is None:
         raise DropRefused(f"pool {store.pool_name} has no embeddings table")
-    tallies = [_assign_drop(store, drop, fit, assign, batch_rows) for drop in drops]
-    log, totals = _log_rows(fit, drops, tallies)
+    tallies: dict[str, _DropTally] = {}
+    for _ in range(MAX_TREE_CHANGES + 1):
+        for drop in drops:
+            tallies[drop] = _assign_drop(store, drop, fit, assign, batch_rows)
+            if store.latest_fit_version() != fit.fit_version:
+                break  # a new tree: the drops written so far are on the old one
+        else:
+            break
+        fit = store.load_fit()
+    else:
+        raise DropRefused(f"pool {store.pool_name}: the tree changed {MAX_TREE_CHANGES + 1} "
+                          f"times while drops {drops} were assigned; run them again")
+    ordered = [tallies[d] for d in drops]
+    log, totals = _log_rows(fit, drops, ordered)
     store.write_assignment_log(fit.fit_version, drops, log)
-    assigned = sum(t.assigned for t in tallies)
+    assigned = sum(t.assigned for t in ordered)
     table = store.table("assignments")
-    return AssignOutcome(fit, assigned, totals["new"], sum(t.items - t.assigned for t in tallies),
-                         sum(t.late for t in tallies),
-                         sum(t.distance_sum for t in tallies) / assigned if assigned else 0.0,
+    return AssignOutcome(fit, assigned, totals["new"], sum(t.items - t.assigned for t in ordered),
+                         sum(t.late for t in ordered),
+                         sum(t.distance_sum for t in ordered) / assigned if assigned else 0.0,
                          totals["per_drop"], table.version if table is not None else 0)
 
 

@@ -6,6 +6,9 @@ item up in `<pool>__takedowns`, `<pool>__duplicates`, `<pool>__quarantine` and
 says whether the item is in and why: its leaf, the leaf's quota, its rank in the leaf
 (recomputed from the leaf's members with the subset's seed and strategy when it is not in),
 or that it was taken down, is not assigned, or was assigned by another fit than the subset's.
+When the pool deduplicates (`<pool>__near_duplicates`), a near duplicate names its
+representative and their cosine similarity: subsets built over that table (their manifest
+records its version) sample representatives only.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ def leaf_rank(store: PoolStore, item_id: str, leaf: int, fit_version: int, confi
     return int(np.flatnonzero(np.asarray(ids, object)[order] == item_id)[0]), len(ids)
 
 
+def duplicate_ids(store: PoolStore, leaf: int, fit_version: int) -> set[str]:
+    """Ids of the leaf's near duplicates of another item (fit `fit_version`)."""
+    rows = store.query("near_duplicates",
+                       f"leaf = {int(leaf)} AND fit_version = {int(fit_version)}",
+                       ["item_id", "representative"])
+    return {r["item_id"] for r in rows if r["representative"] != r["item_id"]}
+
+
 def explain_item(store: PoolStore, item_id: str) -> dict:
     where = f"item_id = {sql_str(item_id)}"
     takedowns = store.query("takedowns", where, ["reason", "at", "by", "run"])
@@ -53,6 +64,12 @@ def explain_item(store: PoolStore, item_id: str) -> dict:
                       "path": [a[k] for k in levels], "leaf": a["level_1"],
                       "distance": a["distance"], "fit_version": a["fit_version"]}
     down = set(store.taken_down_ids().to_pylist())
+    near = store.near_duplicate_of(item_id)
+    near_duplicate = None
+    if near is not None and near["representative"] != item_id:
+        near_duplicate = {"representative": near["representative"],
+                          "similarity": round(float(near["similarity"]), 6),
+                          "leaf": near["leaf"], "fit_version": near["fit_version"]}
     subsets = {}
     for name in store.subset_names():
         table = store.subset_table(name)
@@ -82,6 +99,12 @@ def explain_item(store: PoolStore, item_id: str) -> dict:
             elif fit is not None and assignment["fit_version"] != fit:
                 entry["why"] = (f"assigned by fit {assignment['fit_version']}, the subset was "
                                 f"built on fit {fit}: stale rows are excluded")
+            elif (near_duplicate is not None and near_duplicate["fit_version"] == fit
+                  and "near_duplicates" in manifest.get("table_versions", {})):
+                entry["why"] = (f"near duplicate of {near_duplicate['representative']} "
+                                f"(cosine similarity {near_duplicate['similarity']:.4f} in leaf "
+                                f"{near_duplicate['leaf']}): subsets sample representatives "
+                                "only")
             else:
                 leaf = assignment["leaf"]
                 in_leaf = table.search().where(f"leaf = {int(leaf)}").select(
@@ -91,8 +114,12 @@ def explain_item(store: PoolStore, item_id: str) -> dict:
                 # sticky: the members rank first (they did when this version was built)
                 first = (set(in_leaf["item_id"].to_pylist())
                          if config.get("stability") == "sticky" else None)
+                excluded = down
+                if "near_duplicates" in manifest.get("table_versions", {}):
+                    # the leaf's near duplicates were not eligible either
+                    excluded = down | duplicate_ids(store, leaf, assignment["fit_version"])
                 rank, members = leaf_rank(store, item_id, leaf, assignment["fit_version"],
-                                          config, down, first)
+                                          config, excluded, first)
                 entry["stability"] = config.get("stability", "fair")
                 entry.update(leaf=leaf, path=assignment["path"], quota=quota, rank=rank,
                              leaf_size=members, taken=taken)
@@ -106,5 +133,6 @@ def explain_item(store: PoolStore, item_id: str) -> dict:
                                     "arrived after this subset version was built")
         subsets[name] = entry
     return {"pool": store.pool_name, "item_id": item_id, "assignment": assignment,
+            "near_duplicate_of": near_duplicate,
             "taken_down": takedowns, "duplicate_deliveries": duplicates,
             "quarantined": quarantine, "subsets": subsets}

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import naming
-from .config import HierarchyConfig, SampleConfig
+from .config import DedupConfig, HierarchyConfig, SampleConfig
 from .items import EMBEDDER_KIND
 
 BUNDLED_POOLS = Path(__file__).resolve().parent / "pools.yaml"  # the demo pools
@@ -86,6 +86,10 @@ class RefitPolicy(BaseModel):
         "fails that pool's refit schedule only, never the code location",
     )
     max_wait_for_drops_s: int = Field(default=600, ge=0)
+    drops_per_run: int = Field(
+        default=10, ge=1,
+        description="drops per run of the re-assignment after a refit: a backfill of "
+        "ceil(drops / this) runs, which go in parallel up to the per-pool run limit")
 
 
 class HealthPolicy(BaseModel):
@@ -113,6 +117,10 @@ class PoolConfig(BaseModel):
     subsets: list[SubsetSpec] = Field(min_length=1)
     refit: RefitPolicy = RefitPolicy()
     health: HealthPolicy = HealthPolicy()
+    dedup: DedupConfig = Field(
+        default=DedupConfig(),
+        description="semantic dedup inside the leaves before sampling (off by default)",
+    )
     labels: str | None = Field(
         default=None,
         description="CSV file (columns item_id, label) under the pool's landing prefix, for "
@@ -121,8 +129,16 @@ class PoolConfig(BaseModel):
     eval_sample: int = Field(
         default=100_000,
         ge=1,
-        description="most members of a subset (and of its random baseline) whose vectors an "
+        description="most members of a subset (and of each random draw) whose vectors an "
         "evaluation reads; a larger subset is evaluated on a seeded sample of this size",
+    )
+    eval_random_draws: int = Field(
+        default=5,
+        ge=2,
+        le=50,
+        description="seeded uniform random subsets a subset's evaluation compares with: their "
+        "spread decides whether a difference is noise ('no better than random'); each draw "
+        "is read after the previous one is freed (more time, not more memory)",
     )
     stall_after_ticks: int = Field(
         default=4,
@@ -146,6 +162,28 @@ class PoolConfig(BaseModel):
     @classmethod
     def _labels(cls, value: str | None) -> str | None:
         return _relative_path(value, "labels")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_follows_the_embedder(cls, data: Any) -> Any:
+        """hierarchy.metric unset (or null): the metric the pool's embedding space is made for
+        (EmbedderSpec.metric by modality: cosine for images and texts, l2 for precomputed
+        vectors), resolved here once, so the tree, drift and evaluation see 'l2' or 'cosine'.
+        A metric the pool sets, 'l2' included, is kept as it is."""
+        from .embedding.factory import SPACE_METRICS
+
+        if not isinstance(data, dict):
+            return data
+        kind = EMBEDDER_KIND.get(data.get("modality", "vectors"))
+        hierarchy = data.get("hierarchy")
+        if kind is None:  # an unknown modality: its own validation names it
+            return data
+        if isinstance(hierarchy, dict) and hierarchy.get("metric") is None:
+            return {**data, "hierarchy": {**hierarchy, "metric": SPACE_METRICS[kind]}}
+        if isinstance(hierarchy, HierarchyConfig) and "metric" not in hierarchy.model_fields_set:
+            resolved = hierarchy.model_copy(update={"metric": SPACE_METRICS[kind]})
+            return {**data, "hierarchy": resolved}
+        return data
 
     @model_validator(mode="after")
     def _embedder_options(self) -> PoolConfig:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import settings
-from .evaluation import better
+from .evaluation import BETTER_VERDICT, better, check_outcome, headline_paths
 
 MEMBERS_SHOWN = 12
 THUMBNAIL_PX = 64
@@ -44,11 +44,13 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 EVALUATION_HEADERS = ["figure", "better", "curated", "random"]
+VERSUS_HEADERS = ["figure", "better", "curated", "random mean +- std", "random min..max",
+                  "verdict"]
 
 
 def evaluation_rows(evaluation: dict) -> list[list[Any]]:
     """(figure, which direction is better, curated, random) rows of an evaluation
-    (curation.evaluation.evaluate_selection)."""
+    (curation.evaluation.evaluate_selection); random is the mean of the draws."""
     cur, rnd = evaluation["curated"], evaluation["random"]
     rows: list[list[Any]] = [["items", "equal by design", cur["items"], rnd["items"]]]
     for key in ("median", "p90", "p99", "leaf_share"):
@@ -66,6 +68,30 @@ def evaluation_rows(evaluation: dict) -> list[list[Any]]:
         rows += [[f"k-NN {key}", better(key), cur["knn"][key], rnd["knn"][key]]
                  for key in ("accuracy", "balanced_accuracy")]
     return rows
+
+
+def versus_random_rows(evaluation: dict, headline_only: bool = False) -> list[list[Any]]:
+    """(figure, better, curated, random mean +- std, min..max, verdict) of every figure
+    against the random draws (of the headline figures, which the check judges, with
+    headline_only); none for a report without draws (one random subset, from before)."""
+    versus = evaluation.get("versus_random", {})
+    paths = headline_paths(evaluation).values() if headline_only else versus
+    rows = []
+    for path in paths:
+        figure = versus.get(path)
+        if figure is None:
+            continue
+        verdict = figure["verdict"] + ("" if figure["verdict"] == BETTER_VERDICT
+                                       or not figure.get("trade_off")
+                                       else " (a trade-off of balancing)")
+        rows.append([figure["figure"], f"{figure['better']} is better", figure["curated"],
+                     f"{_fmt(figure['random_mean'])} +- {_fmt(figure['random_std'])}",
+                     f"{_fmt(figure['random_min'])}..{_fmt(figure['random_max'])}", verdict])
+    return rows
+
+
+def versus_random_markdown(evaluation: dict, headline_only: bool = False) -> str:
+    return markdown_table(VERSUS_HEADERS, versus_random_rows(evaluation, headline_only))
 
 
 def evaluation_markdown(evaluation: dict) -> str:
@@ -142,17 +168,28 @@ def evaluation_panels(evaluation: dict) -> list[str]:
 def evaluation_caption(evaluation: dict) -> str:
     """One sentence per panel of evaluation_png: what it shows and which direction is better."""
     titles = evaluation_panels(evaluation)
-    return ("Curated (the subset) against a uniform random subset of the same size; the pool's "
-            "own balance for reference. " + ". ".join(t[0].upper() + t[1:] for t in titles) + ".")
+    draws = len(evaluation.get("random_draws", [])) or 1
+    against = ("a uniform random subset of the same size" if draws == 1 else
+               f"the mean of {draws} uniform random subsets of the same size (whiskers: their "
+               "range)")
+    return (f"Curated (the subset) against {against}; the pool's own balance for reference. "
+            + ". ".join(t[0].upper() + t[1:] for t in titles) + ".")
 
 
 def _curated_and_random_bars(ax, evaluation: dict, figures: list[tuple[str, str, str]]):
-    """Side-by-side bars of curated and random for (tick label, section, figure) triples."""
+    """Side-by-side bars of curated and random (the draws' mean, a whisker over their min..max)
+    for (tick label, section, figure) triples."""
     at = np.arange(len(figures))
     width = 0.38
+    versus = evaluation.get("versus_random", {})
     for offset, side in ((-width / 2, "curated"), (width / 2, "random")):
         values = [evaluation[side][section][key] for _, section, key in figures]
-        ax.bar(at + offset, values, width, label=side)
+        spread = [versus.get(f"{section}.{key}") for _, section, key in figures]
+        whisker = None
+        if side == "random" and all(spread):
+            whisker = [[v - f["random_min"] for v, f in zip(values, spread, strict=True)],
+                       [f["random_max"] - v for v, f in zip(values, spread, strict=True)]]
+        ax.bar(at + offset, values, width, label=side, yerr=whisker, capsize=3 if whisker else 0)
     ax.set_xticks(at, [label for label, _, _ in figures])
 
 
@@ -187,7 +224,8 @@ def evaluation_png(name: str, evaluation: dict, dpi: int = 90,
                          strict=True):
         ax.set_title(title.replace(" (", "\n("), fontsize=9)
     entropy.legend(fontsize=8)
-    fig.suptitle(f"{name} against a uniform random subset of the same size")
+    draws = len(evaluation.get("random_draws", [])) or 1
+    fig.suptitle(f"{name} against {draws} uniform random subset(s) of the same size")
     return _figure_png(fig, dpi, colors)
 
 
@@ -302,11 +340,13 @@ def render_report(
     read_bytes: Callable[[str], bytes] | None = None,
     drift: dict | None = None,
     generated: str = "",
+    near_duplicates: dict | None = None,
 ) -> str:
     """The report page. pool_sizes: items beneath each cluster, per level (level 1 first);
     subset_sizes: the same per subset (selected items, copies counted); evaluations: per
     subset, evaluate_selection's result; examples: example_clusters' result, whose rows index
-    item_ids / uris; read_bytes(uri) -> bytes reads items (local paths or s3://)."""
+    item_ids / uris; read_bytes(uri) -> bytes reads items (local paths or s3://);
+    near_duplicates: the dedup's summary (`near_duplicates_rows`), when the pool deduplicates."""
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -327,15 +367,21 @@ def render_report(
     if not evaluations:
         parts.append("<p>No evaluation yet.</p>")
     for name, evaluation in evaluations.items():
-        worse = evaluation.get("worse_than_random") or []
-        verdict = ("worse than random: " + "; ".join(worse)) if worse else \
-            "at least as good as random on coverage and balance"
+        outcome, reasons = check_outcome(evaluation)
+        verdict = (f"{outcome} on the headline figures" if outcome == BETTER_VERDICT
+                   else f"{outcome}: " + "; ".join(reasons))
+        draws = len(evaluation.get("random_draws", [])) or 1
+        losses = [r for r in evaluation.get("worse_than_random", []) if r not in reasons]
         parts += [
             f"<h3>{e(name)}</h3><p>{e(verdict)}</p>",
+            f"<p>Against {draws} seeded random subset(s) of the same size."
+            + (f" Also worse than random: {e('; '.join(losses))}." if losses else "") + "</p>",
             f'<img class="plot" alt="{e(name)} against random" '
             f'src="{_png_data_uri(evaluation_png(name, evaluation))}">',
             f'<p class="caption">{e(evaluation_caption(evaluation))}</p>',
             _html_table(EVALUATION_HEADERS, evaluation_rows(evaluation)),
+            *([_html_table(VERSUS_HEADERS, versus_random_rows(evaluation))]
+              if "versus_random" in evaluation else []),
         ]
     if examples:
         parts.append("<h2>Members of the largest, median and smallest top-level clusters</h2>")
@@ -346,6 +392,8 @@ def render_report(
                 uri = uris[row] if uris is not None else None
                 parts.append(member_cell(modality, item_ids[row], uri, read_bytes))
             parts.append("</div>")
+    if near_duplicates:
+        parts += near_duplicates_html(near_duplicates)
     if drift:
         parts += ["<h2>Drift at the last refit</h2>",
                   _html_table(["figure", "value"],
@@ -353,6 +401,38 @@ def render_report(
                                for k, v in drift.items() if k != "permutation"])]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def near_duplicates_rows(summary: dict) -> tuple[list[list[Any]], list[list[Any]]]:
+    """(per level: removed, clusters with duplicates, the cluster that lost the largest share;
+    per similarity bin: duplicates) from the dedup's summary: {"threshold", "items",
+    "removed", "removed_per_level" (DedupOutcome.by_level), "similarity_histogram" ({"edges",
+    "counts"})}."""
+    levels = []
+    for level in summary.get("removed_per_level", []):
+        worst = level["largest_shares"][0] if level["largest_shares"] else None
+        levels.append([level["level"], level["removed"], level["clusters_with_duplicates"],
+                       f"{worst['cluster']}: {worst['removed']} of {worst['items']}"
+                       if worst else "-"])
+    hist = summary.get("similarity_histogram", {"edges": [], "counts": []})
+    edges = hist["edges"]
+    bins = [[f"{lo:.3f} - {hi:.3f}", count]
+            for lo, hi, count in zip(edges[:-1], edges[1:], hist["counts"], strict=True)]
+    return levels, bins
+
+
+def near_duplicates_html(summary: dict) -> list[str]:
+    levels, bins = near_duplicates_rows(summary)
+    removed, items = summary.get("removed", 0), max(summary.get("items", 0), 1)
+    return [
+        "<h2>Near duplicates removed before sampling</h2>",
+        f"<p>{removed} of {items} items ({100 * removed / items:.1f}%) are near duplicates of "
+        f"a representative in their leaf (cosine similarity above "
+        f"{summary.get('threshold')}); the subsets sample representatives only.</p>",
+        _html_table(["level", "removed", "clusters with duplicates",
+                     "largest share (cluster: removed of items)"], levels),
+        _html_table(["cosine similarity to the representative", "duplicates"], bins),
+    ]
 
 
 def report_file(pool: str) -> Path:

@@ -30,7 +30,7 @@ from .hierarchy import Hierarchy
 from .sql import in_list, sql_str
 
 IN_CHUNK = 2000  # values per `IN (...)` filter: long filters are slow to parse and plan
-RETRIES = 5  # commits that conflict with a concurrent writer's are retried this often
+RETRIES = 8  # commits that conflict with a concurrent writer's are retried this often
 BATCH_ROWS = 65536  # rows per batch of a streaming read
 # Memory LanceDB's reader holds beyond the rows it returns (decode buffers; its allocator
 # keeps freed batches a while): measured up to ~300 MiB in a fit or a run over 100 drops of
@@ -107,6 +107,13 @@ def schema(kind: str, dim: int = 0, n_levels: int = 0):
                    ("fit_version", i64)],
         "takedowns": [("item_id", s), ("reason", s), ("at", s), ("by", s), ("run", s)],
         "takedown_content": [("item_id", s), ("content_key", s)],
+        # semantic dedup (curation.dedup): one row per item of the current fit; a kept item
+        # is its own representative (similarity 1); config_key = the fit and dedup settings
+        # the row was computed under
+        "near_duplicates": [("item_id", s), ("drop", s), ("leaf", pa.int32()),
+                            ("item_key", pa.uint64()), ("representative", s),
+                            ("representative_key", pa.uint64()), ("similarity", f32),
+                            ("fit_version", i64), ("config_key", pa.uint64())],
     }
     return pa.schema(fields[kind])
 
@@ -186,6 +193,43 @@ def find_in(table, column: str, values, columns: list[str], where: str | None = 
     return pa.concat_tables(parts)
 
 
+def find_streamed(table, column: str, values, columns: list[str], where: str | None = None,
+                  row_id: bool = False, batch_rows: int = BATCH_ROWS):
+    """What `find_in` returns, from one streamed pass over `columns` of the table (`batch_rows`
+    rows at a time, kept where `column` is one of `values`): for many values, one scan instead
+    of one per `IN_CHUNK`. Memory: one batch plus the values and the rows found."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = pa.array(list(values), pa.string())
+    names = list(dict.fromkeys([column, *columns]))
+    query = table.search().select(names).limit(None)
+    if where:
+        query = query.where(where)
+    if row_id:
+        query = query.with_row_id(True)
+    keep = [*columns, *(["_rowid"] if row_id else [])]
+    parts = [batch.filter(pc.is_in(batch.column(column), value_set=wanted)).select(keep)
+             for batch in query.to_batches(batch_rows)]
+    parts = [pa.Table.from_batches([b]) for b in parts if b.num_rows]
+    if not parts:
+        types = {f.name: f.type for f in table.schema}
+        return pa.table({c: pa.array([], types.get(c, pa.uint64())) for c in keep})
+    return pa.concat_tables(parts)
+
+
+def _signed(rows, key: str, compare: tuple[str, ...]):
+    """`rows`' key and one string of its `compare` columns per row (nulls spelled out, so that
+    two null values compare equal, as in SQL's IS NOT DISTINCT FROM)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = [pc.fill_null(pc.cast(rows.column(c), pa.string()), "\x00") for c in compare]
+    signature = (pc.binary_join_element_wise(*parts, "\x1f") if parts
+                 else pa.array([""] * rows.num_rows))
+    return pa.table({key: rows.column(key), "_signature": signature})
+
+
 def count_in(table, column: str, values, where: str | None = None) -> int:
     values = list(values)
     total = 0
@@ -247,10 +291,18 @@ def forget_old_versions(table) -> int:
     return max(before - len(table.list_versions()), 0)
 
 
-def _conflict(exc: BaseException) -> bool:
-    """A LanceDB commit that lost a race with a concurrent commit (safe to retry)."""
+def _conflict(exc: BaseException, attempt: int | None = None) -> bool:
+    """A LanceDB commit that lost a race with a concurrent commit (safe to retry). With
+    `attempt`, a conflict first waits a random moment, up to 50 ms x 2^attempt: writers that
+    retry at once on a slow object store (moto's S3 server) lost every retry together."""
     text = str(exc).lower()
-    return "incompatible transaction" in text or "conflict" in text
+    lost = "incompatible transaction" in text or "conflict" in text
+    if lost and attempt is not None:
+        import random
+        import time
+
+        time.sleep(random.uniform(0, 0.05 * 2 ** min(attempt, 6)))
+    return lost
 
 
 # --- the database ----------------------------------------------------------------------------
@@ -349,7 +401,7 @@ class Database:
                 )
                 return table
             except RuntimeError as exc:
-                if not _conflict(exc) or attempt == RETRIES - 1:
+                if attempt == RETRIES - 1 or not _conflict(exc, attempt):
                     raise
         raise AssertionError("unreachable")
 
@@ -359,31 +411,43 @@ class Database:
         """Insert the rows of `data` (a pyarrow Table, unique `key`s, one value in column `owner`)
         whose key no other owner holds; returns (table, {key: owner that holds it}).
 
-        Rows the same owner already holds are updated when a `compare` column changed; rows of
+        Rows the same owner already holds are replaced when a `compare` column changed; rows of
         another owner are never touched; this owner's rows whose key is not in `data` are
         deleted. The outcome is read back from the table after the commit, so two writers that
         race on the same keys never both win one: LanceDB commits concurrent inserts of one key
         side by side, and the row stored first (lowest row address: fragments are numbered in
         commit order) wins; a writer that finds its own row behind another deletes it.
+
+        Memory: this owner's rows and `data`, never the table: the writes are a delete and an
+        append, and who holds each key is read back in one streamed pass over the key and
+        owner columns (a `merge_insert` reads the whole table through its join: 3.7 GiB into a
+        2M-row raw table of 384-d values, measured; this: 0.3 GiB at 0.5M and at 2M rows).
+        Time: that pass reads two columns of the whole table.
         """
+        import pyarrow.compute as pc
+
         me = data.column(owner)[0].as_py() if data.num_rows else None
         for attempt in range(RETRIES):
             table = self.table_for(name, data.schema)
             if data.num_rows == 0:
                 return table, {}
-            changed = " OR ".join(f"target.{c} <> source.{c}" for c in compare) or "false"
             try:
-                (
-                    table.merge_insert(key)
-                    .when_matched_update_all(
-                        where=f"target.{owner} = source.{owner} AND ({changed})"
-                    )
-                    .when_not_matched_insert_all()
-                    .when_not_matched_by_source_delete(f"{owner} = {sql_str(me)}")
-                    .execute(data)
-                )
+                mine = table.search().where(f"{owner} = {sql_str(me)}").select(
+                    [key, *compare]).limit(None).to_arrow()
+                # this owner's rows that left the delivery or changed go; unchanged ones stay
+                unchanged = _signed(mine, key, compare).join(
+                    _signed(data, key, compare), keys=[key, "_signature"], join_type="inner")
+                kept = set(unchanged.column(key).to_pylist())
+                gone = [k for k in mine.column(key).to_pylist() if k not in kept]
+                delete_in(table, key, gone, f"{owner} = {sql_str(me)}")
+                # the rest is appended; keys another owner holds are resolved after the
+                # commit (rare: re-deliveries under a new drop), as concurrent inserts are
+                fresh = data.filter(pc.invert(pc.is_in(data.column(key),
+                                                       value_set=unchanged.column(key))))
+                if fresh.num_rows:
+                    table.add(fresh)
             except RuntimeError as exc:
-                if not _conflict(exc) or attempt == RETRIES - 1:
+                if attempt == RETRIES - 1 or not _conflict(exc, attempt):
                     raise
                 continue
             holders = self._resolve(table, data, key, owner, me)
@@ -398,7 +462,8 @@ class Database:
         another row of the same key are deleted."""
         import pyarrow.compute as pc
 
-        found = find_in(table, key, data.column(key).to_pylist(), [key, owner], row_id=True)
+        found = find_streamed(table, key, data.column(key).to_pylist(), [key, owner],
+                              row_id=True)
         ordered = found.take(pc.sort_indices(found["_rowid"])).to_pylist()
         holders: dict[str, str] = {}
         mine_behind: list[int] = []
@@ -671,14 +736,22 @@ class PoolStore(Database):
         `data` alone, whatever the table holds; the price is two commits (a reader in between
         sees the drop without rows; a re-run heals a crash in between)."""
         table = self.table_for(self.name(kind), data.schema)
+        return self._delete_then_append(table, [f"drop = {sql_str(drop)}"], data)
+
+    @staticmethod
+    def _delete_then_append(table: Any, scopes: list[str], data) -> Any:
+        """Delete the rows of each SQL filter of `scopes`, then append `data`; each commit
+        retried when it conflicts with a concurrent writer's."""
         for attempt in range(RETRIES):
             try:
-                table.delete(f"drop = {sql_str(drop)}")
+                for scope in scopes:
+                    if table.count_rows(scope):  # a delete of nothing still commits
+                        table.delete(scope)
                 if data.num_rows:
                     table.add(data)
                 return table
             except RuntimeError as exc:
-                if not _conflict(exc) or attempt == RETRIES - 1:
+                if attempt == RETRIES - 1 or not _conflict(exc, attempt):
                     raise
         raise AssertionError("unreachable")
 
@@ -719,15 +792,23 @@ class PoolStore(Database):
         return self.append(self.name("fits"), row).version
 
     def _latest_fit_row(self, columns: list[str] | None) -> dict | None:
-        table = self.table("fits")
-        if table is None or table.count_rows() == 0:
+        latest = self.latest_fit_version()
+        if latest is None:
             return None
-        versions = table.search().select(["fit_version"]).limit(None).to_arrow()
-        latest = int(np.max(versions.column("fit_version").to_numpy()))
+        table = self.table("fits")
         query = table.search().where(f"fit_version = {latest}").limit(1)
         if columns is not None:
             query = query.select([c for c in columns if c in table.schema.names])
         return query.to_arrow().to_pylist()[0]
+
+    def latest_fit_version(self) -> int | None:
+        """The latest fit's version (one column read), None before the first fit."""
+        table = self.table("fits")
+        if table is None:
+            return None
+        versions = table.search().select(["fit_version"]).limit(None).to_arrow()
+        return int(np.max(versions.column("fit_version").to_numpy())) if versions.num_rows \
+            else None
 
     def load_fit(self) -> FitRecord | None:
         """The latest fit of the pool, or None before the first fit."""
@@ -804,6 +885,63 @@ class PoolStore(Database):
     def retired_subset_kinds(self, configured: list[str]) -> list[str]:
         """Table kinds (`subset_<name>`) of subsets stored but not in `configured`."""
         return [f"subset_{s}" for s in self.subset_names() if s not in set(configured)]
+
+    # -- near duplicates (curation.dedup) --
+
+    def scan(self, kind: str, columns: list[str], where: str | None = None,
+             batch_rows: int = BATCH_ROWS, row_id: bool = False, table: Any = None):
+        """pyarrow RecordBatches of `columns` (those the table has) of the `kind` rows matching
+        `where` (of `table` when given: a pinned version), `batch_rows` at a time; nothing
+        when the table does not exist. Memory: one batch."""
+        table = table if table is not None else self.table(kind)
+        if table is None:
+            return
+        query = table.search().select([c for c in columns if c in table.schema.names])
+        query = query.limit(None)
+        if where:
+            query = query.where(where)
+        if row_id:
+            query = query.with_row_id(True)
+        for batch in query.to_batches(batch_rows):
+            if batch.num_rows:
+                yield batch
+
+    @staticmethod
+    def vectors_by_row(table: Any, row_ids: np.ndarray) -> np.ndarray:
+        """(n, d) float32 vectors of a pinned vector table's rows, in the order given, read
+        `TAKE_ROWS` at a time (memory: the result plus one take)."""
+        x = np.empty((len(row_ids), table_dim(table)), np.float32)
+        at = 0
+        for part in fetch_row_batches(table, row_ids, ("vector",), TAKE_ROWS):
+            x[at:at + part.num_rows] = vectors_of(part.column("vector"))
+            at += part.num_rows
+        return x
+
+    def write_near_duplicates(self, leaves, data) -> Any:
+        """Make the near-duplicate rows of these leaves (any fit) equal to `data`: a delete,
+        then an append (a crash in between leaves the leaves without rows, which the next run
+        recomputes: their fingerprint no longer matches)."""
+        table = self.table_for(self.name("near_duplicates"), schema("near_duplicates"))
+        leaves = sorted({int(v) for v in leaves})
+        return self._delete_then_append(table, [
+            in_list("leaf", leaves[start:start + IN_CHUNK])
+            for start in range(0, len(leaves), IN_CHUNK)], data)
+
+    def near_duplicate_keys(self, fit_version: int) -> np.ndarray:
+        """Sorted uint64 item keys of the items that are near duplicates of another item in
+        the given fit (what the subsets leave out). Memory: 8 B per duplicate plus one batch."""
+        parts = [np.empty(0, np.uint64)]
+        for batch in self.scan("near_duplicates", ["item_key", "representative_key"],
+                               f"fit_version = {int(fit_version)}"):
+            key = batch.column("item_key").to_numpy().astype(np.uint64)
+            parts.append(key[key != batch.column("representative_key").to_numpy()])
+        return np.sort(np.concatenate(parts))
+
+    def near_duplicate_of(self, item_id: str) -> dict | None:
+        """The item's near-duplicate row (representative, similarity, leaf, fit), or None."""
+        got = self.query("near_duplicates", f"item_id = {sql_str(item_id)}",
+                         ["item_id", "leaf", "representative", "similarity", "fit_version"])
+        return got[0] if got else None
 
     # -- takedowns --
 

@@ -5,7 +5,10 @@ compact columns (pass 1: level_1 and fit_version -> leaf sizes; pass 2: item_id,
 distance, fit_version -> keys, fed to one `LeafSelector` per subset), then fetches item_id
 and uri for the selected rows only (by LanceDB row id, on the same pinned table version).
 Memory: O(#clusters + selected) whatever the pool's size. Rows assigned by another fit than
-the current one are excluded and counted (`stale_excluded`), so are taken-down items.
+the current one are excluded and counted (`stale_excluded`), so are taken-down items and, when
+the pool deduplicates, the near duplicates of another item (`excluded_keys`: the sorted item
+keys from `<pool>__near_duplicates`, 8 B each; `duplicates_excluded`): subsets sample
+representatives only.
 A subset with `stability="sticky"` ranks the previous version's members of each leaf first
 (read from that version's item_key and leaf columns: O(selected)), when it was built on the
 same fit.
@@ -104,6 +107,19 @@ class PoolScan:
     taken_down_excluded: int
     leaf_size: np.ndarray
     subsets: dict[str, SubsetResult] = field(default_factory=dict)
+    duplicates_excluded: int = 0  # eligible rows left out as near duplicates
+
+
+def _duplicates(batch, excluded: np.ndarray | None) -> np.ndarray | None:
+    """Mask of the batch's rows whose item key is among the sorted `excluded` keys."""
+    if excluded is None or not excluded.size:
+        return None
+    if "item_key" in batch.schema.names:
+        keys = batch.column("item_key").to_numpy().astype(np.uint64)
+    else:
+        keys = item_keys(batch.column("item_id"))
+    at = np.minimum(np.searchsorted(excluded, keys), excluded.size - 1)
+    return excluded[at] == keys
 
 
 def _batches(table, columns: list[str], batch_rows: int, row_id: bool = False):
@@ -138,10 +154,14 @@ def select_subsets(
     previous: dict[str, Previous | None] | None = None,
     batch_rows: int = BATCH_ROWS,
     clip_to_pool: bool = True,
+    excluded_keys: np.ndarray | None = None,
+    excluded_version: int | None = None,
 ) -> PoolScan:
     """Select every subset of one pool from its assignments table (pinned at its current
     version for both passes and the final fetch). `clip_to_pool` lowers a target above the
-    pool's capacity to the capacity (as the platform does for a young pool)."""
+    pool's capacity to the capacity (as the platform does for a young pool). `excluded_keys`:
+    sorted uint64 item keys left out (near duplicates), read from the near-duplicates table at
+    `excluded_version` (recorded in the manifest)."""
     import pyarrow as pa
 
     version = assignments.version
@@ -149,18 +169,27 @@ def select_subsets(
     if takedowns is None:
         takedowns = pa.array([], pa.string())
     previous = dict(previous or {})
+    cached = "item_key" in assignments.schema.names  # keys stored by the writer: no hashing
+    dedup = excluded_keys is not None and excluded_keys.size > 0
     pass1 = ["level_1", "fit_version"] + (["item_id"] if len(takedowns) else [])
+    if dedup:
+        pass1.append("item_key" if cached else "item_id")
+        pass1 = list(dict.fromkeys(pass1))
     sizes = np.zeros(n_leaves, np.int64)
-    rows = stale = down = 0
+    rows = stale = down = duplicates = 0
     for batch in _batches(assignments, pass1, batch_rows):
         mask, s, d = _eligible(batch, fit_version, takedowns)
         rows, stale, down = rows + batch.num_rows, stale + s, down + d
+        dup = _duplicates(batch, excluded_keys)
+        if dup is not None:
+            duplicates += int(np.count_nonzero(mask & dup))
+            mask = mask & ~dup
         leaf = batch.column("level_1").to_numpy()[mask]
         if leaf.size and (leaf.max() >= n_leaves or leaf.min() < 0):
             raise ValueError(f"leaf id {leaf.max()} outside the tree's {n_leaves} leaves")
         sizes += np.bincount(leaf, minlength=n_leaves)
     eligible = int(sizes.sum())
-    scan = PoolScan(version, rows, eligible, stale, down, sizes)
+    scan = PoolScan(version, rows, eligible, stale, down, sizes, duplicates_excluded=duplicates)
     if eligible == 0:
         raise ValueError("the pool has no eligible assigned items (none in the current fit)")
 
@@ -183,12 +212,14 @@ def select_subsets(
             if config.stability == "sticky" and prev.fit_version == fit_version:
                 sticky.add(name)
 
-    cached = "item_key" in assignments.schema.names  # keys stored by the writer: no hashing
     pass2 = ["item_id", "level_1", "distance", "fit_version"] + (["item_key"] if cached else [])
     if cached and not len(takedowns):
         pass2.remove("item_id")
     for batch in _batches(assignments, pass2, batch_rows, row_id=True):
         mask, _, _ = _eligible(batch, fit_version, takedowns)
+        dup = _duplicates(batch, excluded_keys)
+        if dup is not None:
+            mask = mask & ~dup
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             continue
@@ -225,6 +256,8 @@ def select_subsets(
             change = churn(prev.keys, prev.leaf, sel, previous_leaf_size=prev.leaf_size,
                            gone_from_pool=int((~seen[name]).sum()), comparable=comparable)
         versions = {"assignments": version}
+        if excluded_version is not None:
+            versions["near_duplicates"] = int(excluded_version)
         m = manifest(fetched["item_id"], sel.weight, selector.config, fit_version, versions)
         rows_out = subset_rows(sel, fetched, parents, fit_version, m.to_json())
         scan.subsets[name] = SubsetResult(name, selector.config, sel, rows_out, change,

@@ -36,7 +36,12 @@ from curation_dags.sensors import (
     build_takedowns_sensor,
     curation_run_failure_sensor,
 )
-from curation_dags.settings import automation_interval_s, executor, sensor_interval_s
+from curation_dags.settings import (
+    automation_interval_s,
+    executor,
+    gpu_op_tags,
+    sensor_interval_s,
+)
 from resources.clustering import ClusteringResource
 from resources.embedders import EmbedderResource
 from resources.lancedb import LanceDBResource
@@ -107,7 +112,7 @@ def pool_sensors(pool: PoolConfig) -> list:
 def pool_definitions(pool: PoolConfig, with_sensors: bool = True) -> Definitions:
     """Everything of one pool (`with_sensors` false: its assets, checks and resources only,
     for tests that run steps in process)."""
-    built = build_pool_assets(pool, automation_interval_s())
+    built = build_pool_assets(pool, automation_interval_s(), gpu_op_tags())
     schedule = build_refit_schedule(pool) if with_sensors else None
     return Definitions(
         assets=built.assets,

@@ -27,6 +27,7 @@ from curation import naming
 from curation.naming import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG
 from curation.pools import PoolConfig
 from curation.refit import DriftSummary, FitSummary, decide_refit
+from curation_dags.settings import gpu_run_tags
 from resources.lancedb import LanceDBResource
 
 IN_FLIGHT = [
@@ -150,7 +151,8 @@ def evaluate_refit(context: dg.SensorEvaluationContext, pool: PoolConfig,
         run_requests=[dg.RunRequest(
             run_key=tick.run_key,
             asset_selection=level_keys(pool),
-            tags={POOL_TAG: pool.name, FIT_TAG: pool.name, REASON_TAG: tick.reason},
+            tags={POOL_TAG: pool.name, FIT_TAG: pool.name, REASON_TAG: tick.reason,
+                  **gpu_run_tags()},
         )],
         cursor=tick.cursor,
     )

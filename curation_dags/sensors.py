@@ -42,8 +42,8 @@ from assets.keys import (
     drop_run_keys,
     ingest_keys,
     level_keys,
+    refresh_keys,
     subset_key,
-    subset_keys,
     takedowns_key,
 )
 from assets.partitions import drops_partitions
@@ -51,7 +51,7 @@ from curation import naming
 from curation.landing import TAKEDOWNS_FOLDER, content_fingerprint, drop_id_problem
 from curation.naming import DROP_TAG, FIT_TAG, POOL_TAG, REASON_TAG, REFIT_TAG
 from curation.pools import PoolConfig
-from curation_dags.settings import sensor_interval_s
+from curation_dags.settings import gpu_run_tags, sensor_interval_s
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
@@ -245,7 +245,7 @@ def drop_run_selections(pool: PoolConfig, n_drops: int, tree: bool,
     Before the first fit the assignments wait for the tree and follow it by automation."""
     if not tree:
         return [ingest_keys(pool)] * n_drops
-    without_subsets = [k for k in drop_run_keys(pool) if k not in subset_keys(pool)]
+    without_subsets = [k for k in drop_run_keys(pool) if k not in refresh_keys(pool)]
     if not refresh_subsets:
         return [without_subsets] * n_drops
     return [without_subsets] * (n_drops - 1) + [drop_run_keys(pool)] * min(n_drops, 1)
@@ -297,11 +297,13 @@ def evaluate_drops(
                                cursor=decision.cursor)
     selections = drop_run_selections(pool, len(decision.new), has_tree(context.instance, pool),
                                      refresh_subsets=tree_settled(context.instance, pool))
+    drop_gpu_tags = gpu_run_tags() if pool.modality != "vectors" else {}  # a model embeds
     return dg.SensorResult(
         dynamic_partitions_requests=[partitions_def.build_add_request(decision.new)],
         run_requests=[
             dg.RunRequest(run_key=f"{name}:{drop_id}", partition_key=drop_id,
-                          asset_selection=selection, tags={POOL_TAG: name, DROP_TAG: drop_id})
+                          asset_selection=selection, tags={POOL_TAG: name, DROP_TAG: drop_id,
+                                                           **drop_gpu_tags})
             for drop_id, selection in zip(decision.new, selections, strict=True)
         ],
         cursor=decision.cursor,
@@ -595,7 +597,7 @@ def build_refit_schedule(pool: PoolConfig) -> dg.ScheduleDefinition | None:
             target=level_keys(pool),
             run_config=refit_run_config(pool),
             tags={REFIT_TAG: "force", POOL_TAG: name, FIT_TAG: name,
-                  REASON_TAG: "refit schedule"},
+                  REASON_TAG: "refit schedule", **gpu_run_tags()},
             default_status=dg.DefaultScheduleStatus.RUNNING,
             description=f"Periodic refit of the hierarchy of pool {name!r} ({cron}).",
         )

@@ -6,6 +6,8 @@ Paths (home, landing, LanceDB) are the core's: curation.settings.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 
 from curation.naming import POOL_TAG
@@ -37,7 +39,7 @@ def automation_interval_s() -> int:
 
 def pool_run_limit(default: int) -> int:
     """Runs of one pool at once ($CURATION_POOL_RUN_LIMIT; default: the instance template's,
-    1 in both deploy yamls as shipped)."""
+    4 in deploy/dagster.yaml, 1 in the SQLite deploy/dagster.local.yaml as shipped)."""
     return _positive("CURATION_POOL_RUN_LIMIT", default, "runs")
 
 
@@ -54,6 +56,41 @@ def instance_config(config: dict) -> dict:
                          "at a time; use deploy/dagster.yaml (PostgreSQL) for more")
     per_pool["limit"] = wanted
     return config
+
+
+def gpus_per_step() -> float:
+    """GPUs the steps that use one ask for ($CURATION_GPUS, default 0: none asked): a model's
+    embeddings (image and text pools) and the fit (level_1). Read where the cluster has GPU
+    workers (deploy/ray.yaml's gpu group, a Kubernetes node pool with GPUs)."""
+    value = os.environ.get("CURATION_GPUS")
+    if not value:
+        return 0.0
+    try:
+        gpus = float(value)
+    except ValueError:
+        raise ValueError(f"$CURATION_GPUS={value!r} must be a number of GPUs") from None
+    if not 0 <= gpus <= 64 or math.isnan(gpus):
+        raise ValueError(f"$CURATION_GPUS={value!r} must be between 0 and 64")
+    return gpus
+
+
+def gpu_op_tags() -> dict[str, str]:
+    """Op tags of a step that uses a GPU: dagster-ray's executor gives its Ray job that many
+    GPUs (`dagster-ray/config`, read per step); none when $CURATION_GPUS is unset."""
+    gpus = gpus_per_step()
+    return {"dagster-ray/config": json.dumps({"num_gpus": gpus})} if gpus else {}
+
+
+def gpu_run_tags() -> dict[str, str]:
+    """Run tags of a run that holds such a step (a fit, a drop of an image or text pool):
+    Dagster's Kubernetes launcher gives its pod that many whole GPUs (`dagster-k8s/config`);
+    none when $CURATION_GPUS is unset."""
+    gpus = gpus_per_step()
+    if not gpus:
+        return {}
+    limits = {"nvidia.com/gpu": str(math.ceil(gpus))}
+    return {"dagster-k8s/config": json.dumps(
+        {"container_config": {"resources": {"limits": limits}}})}
 
 
 # Names of the variables a step needs where it runs, handed by the run worker to each Ray job

@@ -296,3 +296,28 @@ def postgres_cluster() -> Iterator[dict[str, str]]:
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
                                      "immediate", "stop"]), capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ---- drop runs whose steps go to a Ray cluster (tests/live/test_ray.py, bench_ray_backfill) --
+def drop_job():
+    """The drop job of the code location built from the environment ($CURATION_POOLS, the
+    first pool): raw and embeddings of one drop, what a drop run holds before the first fit.
+    Module level: each step's Ray job rebuilds it from here (`reconstructable_drop_job`)."""
+    import dagster as dg
+
+    from assets.keys import asset_key
+    from curation.pools import load_pools
+    from curation_dags.definitions import build_definitions
+
+    pool = load_pools()[0]
+    job = dg.define_asset_job(
+        "drop", selection=[asset_key(pool, "raw"), asset_key(pool, "embeddings")])
+    defs = dg.Definitions.merge(build_definitions(with_sensors=False), dg.Definitions(jobs=[job]))
+    return defs.resolve_job_def("drop")
+
+
+def reconstructable_drop_job():
+    import dagster as dg
+
+    return dg.build_reconstructable_job("curation_demo.live", "drop_job",
+                                        reconstructor_working_directory=str(REPO_ROOT))

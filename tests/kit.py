@@ -112,7 +112,8 @@ class Platform:
         if tags is not None:
             out["fit"] = self.run(levels, tags=tags)
             ordered = self.instance.get_dynamic_partitions(f"{name}_drops")
-            # after a fit every partition is assigned again, in one run (a partition range)
+            # after a fit every partition is assigned again: here in one run over the range
+            # (the platform: a backfill of runs of refit.drops_per_run drops)
             out["assignments"].append(self.run([[name, "assignments"]], tags={
                 "dagster/asset_partition_range_start": ordered[0],
                 "dagster/asset_partition_range_end": ordered[-1]}))

@@ -344,10 +344,13 @@ class RayCluster:
 
 
 @contextlib.contextmanager
-def ray_cluster(root: Path, timeout: float = 180) -> Iterator[RayCluster]:
-    """A head and one worker node (`ray start --block`, one CPU each, each its own temp dir
-    under `root`) on 127.0.0.1; stopped by their process groups at the end. Ray also binds the
-    host's non-loopback address: start it in a network namespace of its own (test_ray.py)."""
+def ray_cluster(root: Path, timeout: float = 180, nodes: int = 2) -> Iterator[RayCluster]:
+    """A head and, with `nodes=2`, one worker node (`ray start --block`, one CPU each, each its
+    own temp dir under `root`) on 127.0.0.1; stopped by their process groups at the end. Ray
+    also binds the host's non-loopback address: start it in a network namespace of its own
+    (test_ray.py, benchmarks/bench_scale.py's `ray` step)."""
+    if nodes not in (1, 2):
+        raise ValueError(f"nodes={nodes}: a head alone (1) or a head and a worker (2)")
     from ray.util.state import list_nodes
 
     root.mkdir(parents=True, exist_ok=True)
@@ -358,26 +361,27 @@ def ray_cluster(root: Path, timeout: float = 180) -> Iterator[RayCluster]:
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     node = ["--block", "--num-cpus=1", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}",
             "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    nodes = []
+    started = []
     try:
-        nodes.append(ServerProcess(
+        started.append(ServerProcess(
             [ray, "start", "--head", f"--port={port}", "--include-dashboard=true",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
              f"--temp-dir={root / 'head'}", *node], root / "head.log", env=env))
-        wait_http(f"{url}/api/version", nodes[0], timeout)
-        nodes.append(ServerProcess(
-            [ray, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={root / 'worker'}",
-             *node], root / "worker.log", env=env))
+        wait_http(f"{url}/api/version", started[0], timeout)
+        if nodes == 2:
+            started.append(ServerProcess(
+                [ray, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={root / 'worker'}",
+                 *node], root / "worker.log", env=env))
         deadline = time.monotonic() + timeout
         while True:
             alive = [n for n in list_nodes(address=url) if n.state == "ALIVE"]
-            if len(alive) == 2:
+            if len(alive) == nodes:
                 break
-            if time.monotonic() > deadline or not nodes[1].alive():
-                raise TimeoutError(f"the Ray worker node did not join:\n{nodes[1].log_tail()}")
+            if time.monotonic() > deadline or not started[-1].alive():
+                raise TimeoutError(f"the Ray worker node did not join:\n{started[-1].log_tail()}")
             time.sleep(0.5)
         dirs = {n.node_id: root / ("head" if n.is_head_node else "worker") for n in alive}
         yield RayCluster(url, sorted(dirs), dirs)
     finally:
-        for server in reversed(nodes):
+        for server in reversed(started):
             server.stop()

@@ -15,12 +15,13 @@ from .base import (
     Progress,
     identity_version,
 )
-from .factory import DEFAULT_MODELS, EmbedderSpec, make_embedder
+from .factory import DEFAULT_MODELS, SPACE_METRICS, EmbedderSpec, make_embedder
 from .sources import file_items, folder_files, folder_items, jsonl_items
 
 __all__ = [
     "DEFAULT_MODELS",
     "PIPELINE_VERSION",
+    "SPACE_METRICS",
     "EmbedBatch",
     "EmbedResult",
     "Embedder",

@@ -161,6 +161,12 @@ class EmbedderBase:
         self.spec = spec
         self.model_name = spec.model_name
 
+    @property
+    def metric(self) -> str:
+        """The metric the vectors' space is made for: 'cosine' or 'l2' (EmbedderSpec.metric);
+        not part of identity(), which names what determines the vectors."""
+        return self.spec.metric
+
     def identity(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 

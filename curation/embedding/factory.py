@@ -13,6 +13,17 @@ DEFAULT_MODELS = {
     "text": "all-MiniLM-L6-v2",
     "vectors": "precomputed",
 }
+# The metric each kind's embedding space is made for: a pool's hierarchy (and its evaluation)
+# follows it unless the pool sets hierarchy.metric (docs/EMBEDDERS.md). MiniLM is trained on
+# the cosine similarity of normalised embeddings; EfficientNet-Lite0's pooled features: cosine
+# too, measured on long-tailed Fashion-MNIST (a curated subset's k-NN balanced accuracy +0.015
+# to +0.08 over l2, docs/EMBEDDERS.md); precomputed vectors: nothing is known of their
+# producer, so l2 (the default before embedders declared one) unless the pool says.
+SPACE_METRICS: dict[str, Literal["l2", "cosine"]] = {
+    "image": "cosine",
+    "text": "cosine",
+    "vectors": "l2",
+}
 # Options that one kind of embedder reads: set for another kind they would be silently ignored.
 KIND_OPTIONS = {
     "image_size": "image", "max_pixels": "image", "num_workers": "image", "mean": "image",
@@ -78,6 +89,11 @@ class EmbedderSpec(BaseModel):
     @property
     def model_name(self) -> str:
         return self.model or DEFAULT_MODELS[self.kind]
+
+    @property
+    def metric(self) -> Literal["l2", "cosine"]:
+        """The metric this embedder's space is made for (SPACE_METRICS)."""
+        return SPACE_METRICS[self.kind]
 
 
 def make_embedder(spec: EmbedderSpec) -> Embedder:

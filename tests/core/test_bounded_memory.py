@@ -150,3 +150,50 @@ def test_vectors_of_another_model_are_counted_not_assigned_batch_by_batch(tmp_pa
     log = {r["drop"]: r for r in store.assignment_log(["drop", "mismatched_items",
                                                        "other_model"]).to_pylist()}
     assert (log["d1"]["mismatched_items"], log["d1"]["other_model"]) == (N // 3, "x")
+
+
+def _fit_committed_during(store: PoolStore, config: HierarchyConfig, at_calls: set[int]):
+    """An `assign` that commits a new fit of the pool (a real second writer, forced) just
+    before the calls numbered in `at_calls`: a refit landing while a run assigns drops."""
+    calls = []
+
+    def assign(tree, x):
+        calls.append(tree)
+        if len(calls) in at_calls:
+            fit_pool(store, config, fit_hierarchy, "refit during the assignment", force=True)
+        return tree.assign(x)
+    return assign, calls
+
+
+def test_a_fit_committed_during_an_assignment_run_is_followed_by_every_drop(tmp_path, items):
+    store = embed(PoolStore.open_uri(str(tmp_path / "db"), "p"), items)
+    first = HierarchyConfig(n_clusters=[12, 3], resampling_steps=[1], seed=0, device="cpu")
+    fit_pool(store, first, fit_hierarchy, "first fit")
+    refit = first.model_copy(update={"n_clusters": [9, 3], "seed": 1})
+    # the new tree commits while the second drop is placed, after the first drop's commit
+    assign, calls = _fit_committed_during(store, refit, {2})
+    out = assign_drops(store, list(DROPS), assign, batch_rows=10_000)
+    assert out.fit.fit_version == store.latest_fit_version() == 2
+    assert [t.centroids[0].shape[0] for t in calls] == [12, 12, 9, 9, 9]
+    got = store.table("assignments").to_arrow()
+    assert got.num_rows == N and set(got["fit_version"].to_pylist()) == {2}
+    assert int(np.max(got["level_1"].to_numpy())) < 9  # placed in the 9-leaf tree
+    log = store.assignment_log(["drop", "fit_version"]).to_pylist()
+    assert sorted((r["drop"], r["fit_version"]) for r in log) == [(d, 2) for d in DROPS]
+    # the same rows as a run that only ever saw the new tree
+    placed = {r["item_id"]: r["level_1"] for r in got.select(["item_id", "level_1"]).to_pylist()}
+    assign_drops(store, list(DROPS), lambda tree, v: tree.assign(v))
+    again = store.table("assignments").to_arrow().select(["item_id", "level_1"]).to_pylist()
+    assert {r["item_id"]: r["level_1"] for r in again} == placed
+
+
+def test_a_tree_that_keeps_changing_refuses_the_run(tmp_path, items):
+    from curation.drops import MAX_TREE_CHANGES, DropRefused
+
+    store = embed(PoolStore.open_uri(str(tmp_path / "db"), "p"), items)
+    config = HierarchyConfig(n_clusters=[6, 2], resampling_steps=[0], seed=0, device="cpu")
+    fit_pool(store, config, fit_hierarchy, "first fit")
+    # a new tree before every drop's placement: never a whole run on one tree
+    assign, _ = _fit_committed_during(store, config, set(range(1, 100)))
+    with pytest.raises(DropRefused, match=f"changed {MAX_TREE_CHANGES + 1} times"):
+        assign_drops(store, list(DROPS), assign)

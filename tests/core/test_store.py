@@ -144,3 +144,31 @@ def test_raw_rows_of_an_older_version_keep_working_after_the_payload_columns(sto
     assert got["old-1"]["text"] is None and got["new-1"]["text"] == "word"
     assert store.raw_rows("d0", ["item_id", "text"]).to_pylist() == [
         {"item_id": "old-1", "text": None}]
+
+
+def test_a_vectors_pool_reads_raw_values_and_falls_back_to_the_file(tmp_path):
+    """What embeddings reads of a vectors pool's raw rows: the values raw kept (one arrow
+    column), a row without them (ingested before raw kept them) from its file, and a row of
+    another length or gone from its file quarantined with the reason."""
+    import numpy as np
+
+    from curation.drops import _stored_vectors
+    from curation.items import parse_file
+    from curation_demo.synthetic import write_vector_drop
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    part = write_vector_drop(tmp_path / "d0", x, ["a", "b", "c", "d"]) / "part-0.parquet"
+    items = parse_file("vectors", str(part), part.read_bytes()).items
+    raw = pa.table({
+        "item_id": ["a", "b", "c", "d", "e"],
+        "uri": [i.ref for i in items] + ["gone#9"],
+        "source": [str(part)] * 5,
+        "values": pa.array([x[0].tolist(), None, [1.0, 2.0], None, None],
+                           pa.list_(pa.float32())),
+    })
+    got, vectors, reasons, dim = _stored_vectors(raw, None, lambda uri: part.read_bytes())
+    assert dim == 3 and got == [0, 1, 3]
+    np.testing.assert_array_equal(vectors, x[[0, 1, 3]])
+    assert reasons[2] == "wrong dimension: 2 values, the pool has 3"
+    assert reasons[4] == "vector unreadable: no longer in its file"

@@ -53,7 +53,7 @@ pools:
       - {{name: even, target_size: 200, strategy: random, seed: 1}}
       - {{name: core, target_size: 60, strategy: closest, seed: 0}}
     refit: {{max_added_fraction: 1.5, max_distance_ratio: 3.0, warm_start: false,
-             cron: "0 3 * * 0"}}
+             cron: "0 3 * * 0", drops_per_run: 2}}
     health: {{max_empty_fraction: 0.5, max_cluster_share: 0.9}}
 """
 STALE_QUERY = """query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) {
@@ -204,6 +204,7 @@ def test_every_drop_reaches_the_subsets_under_the_daemon(live):
     reason = p.instance.get_latest_materialization_event(
         __import__("dagster").AssetKey([POOL, "level_1"])).asset_materialization.metadata
     assert "distance ratio" in reason["reason"].value
+    _assert_parallel_reassignment(p, t)
 
     # 6. forced refit with the refit schedule's run config, launched over GraphQL
     from curation.naming import FIT_TAG, POOL_TAG, REFIT_TAG
@@ -275,6 +276,32 @@ def test_every_drop_reaches_the_subsets_under_the_daemon(live):
     assert p.level_fits() == 3
     status = p.stale(*levels, [POOL, "subsets", "even"], [POOL, "subsets", "core"])
     assert set(status.values()) == {"FRESH"}, status
+
+
+def _assert_parallel_reassignment(p: Live, after: float) -> None:
+    """The re-assignment after the refit: one backfill whose runs hold at most
+    `refit.drops_per_run` drops each, carry the pool's tag (so the per-pool limit covers
+    them) and ran in parallel (two of them overlapped in time)."""
+    from dagster import AssetKey, RunsFilter
+
+    from curation.naming import POOL_TAG
+
+    order = p.instance.get_dynamic_partitions(f"{POOL}_drops")
+    runs = [r for r in p.instance.get_run_records(RunsFilter(tags={POOL_TAG: POOL}))
+            if r.create_timestamp.timestamp() > after and "dagster/backfill" in r.dagster_run.tags
+            and AssetKey([POOL, "assignments"]) in (r.dagster_run.asset_selection or ())]
+    assert len({r.dagster_run.tags["dagster/backfill"] for r in runs}) == 1, runs
+    covered = [order[order.index(r.dagster_run.tags["dagster/asset_partition_range_start"]):
+                     order.index(r.dagster_run.tags["dagster/asset_partition_range_end"]) + 1]
+               for r in runs]
+    assert max(len(c) for c in covered) <= p.pool.refit.drops_per_run, covered
+    # every drop assigned before, once (`bad` too: its drop has no items, and is assigned)
+    assigned = p.instance.get_materialized_partitions(AssetKey([POOL, "assignments"]))
+    assert sorted(d for c in covered for d in c) == sorted(assigned), covered
+    times = sorted((r.start_time, r.end_time) for r in runs)
+    assert all(start and end for start, end in times), times
+    overlaps = [later[0] < earlier[1] for earlier, later in zip(times, times[1:], strict=False)]
+    assert any(overlaps), times
 
 
 def _kill_drop_worker(instance, drop: str) -> str | None:

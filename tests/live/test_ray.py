@@ -10,8 +10,8 @@ Ray binds the host's non-loopback address whatever --node-ip-address says, so th
 this test run in a private network namespace: the test re-runs itself under `unshare --net`
 (loopback only) and skips, saying why, where unshare is not permitted.
 
-Only installed packages are imported at module level: each step re-imports this module (the
-job's reconstructor) in a Ray job, where tests/ is not on sys.path.
+Each step rebuilds the drop job in its Ray job from an installed module
+(`curation_demo.live.drop_job`): tests/ is not on a Ray job's sys.path.
 """
 
 from __future__ import annotations
@@ -28,23 +28,6 @@ pytestmark = pytest.mark.slow
 IN_NETNS = "CURATION_TEST_IN_NETNS"  # set in the re-run under unshare --net
 POOL = "rayed"
 DROPS = {"d0": 300, "d1": 240}
-
-
-def drop_job():
-    """The drop job of the code location built from the environment: raw and embeddings of one
-    drop (what a drop run holds before the first fit). Module level: Ray's step processes
-    rebuild it from this module."""
-    import dagster as dg
-
-    from assets.keys import asset_key
-    from curation.pools import load_pools
-    from curation_dags.definitions import build_definitions
-
-    pool = load_pools()[0]
-    job = dg.define_asset_job(
-        "drop", selection=[asset_key(pool, "raw"), asset_key(pool, "embeddings")])
-    defs = dg.Definitions.merge(build_definitions(with_sensors=False), dg.Definitions(jobs=[job]))
-    return defs.resolve_job_def("drop")
 
 
 def _rerun_in_private_network(test_id: str) -> None:
@@ -75,11 +58,10 @@ def _run_drop(drop: str, env: dict, start, out) -> None:
 
         with dg.DagsterInstance.get() as instance:
             start.wait(timeout=300)
-            # rebuilt by each step from this module, found from this folder
-            job = dg.build_reconstructable_job(
-                "test_ray", "drop_job",
-                reconstructor_working_directory=str(Path(__file__).resolve().parent))
-            result = dg.execute_job(job, instance, tags={"dagster/partition": drop})
+            from curation_demo.live import reconstructable_drop_job
+
+            result = dg.execute_job(reconstructable_drop_job(), instance,
+                                    tags={"dagster/partition": drop})
             out.put((drop, result.run_id, result.success))
     except BaseException as exc:  # noqa: BLE001 (reported by the parent)
         out.put((drop, repr(exc), False))

@@ -1,8 +1,9 @@
 """Several processes writing different drops to `<pool>__embeddings` and `<pool>__assignments`
 at once (issue 17, point 2): every row is present exactly once and no write is lost, on a local
 folder and on S3 (the moto server), for several seeds of random start times. Real LanceDB
-through the storage home (`PoolStore.replace_drops`, what the embeddings and assignments assets
-call); the tables are missing when a round starts, so the writers also race to create them."""
+through the storage home (`PoolStore.rewrite_drop`: a delete of the drop's rows, then an
+append, what the embeddings and assignments assets call); the tables are missing when a round
+starts, so the writers also race to create them."""
 
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ def _writer(writer: int, rounds: list[tuple[str, list]], options: dict, env: dic
             for drop, n, embed_delay, assign_delay in drops:
                 embeddings, assignments = _drop_rows(drop, n)
                 time.sleep(embed_delay)
-                store.replace_drops("embeddings", [drop], embeddings)
+                store.rewrite_drop("embeddings", drop, embeddings)
                 time.sleep(assign_delay)
-                store.replace_drops("assignments", [drop], assignments)
+                store.rewrite_drop("assignments", drop, assignments)
         out.put((writer, "ok"))
     except BaseException as exc:  # noqa: BLE001 (reported by the parent)
         out.put((writer, repr(exc)))

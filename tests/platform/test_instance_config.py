@@ -24,7 +24,7 @@ def _run_limits(dagster_home) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(("template", "pool_runs"),
-                         [("dagster.local.yaml", 1), ("dagster.yaml", 1)])
+                         [("dagster.local.yaml", 1), ("dagster.yaml", 4)])
 def test_shipped_instances(tmp_path, monkeypatch, template, pool_runs):
     monkeypatch.delenv("CURATION_POOL_RUN_LIMIT", raising=False)
     write_instance_yaml(tmp_path, template)
