@@ -193,6 +193,20 @@ def find_in(table, column: str, values, columns: list[str], where: str | None = 
     return pa.concat_tables(parts)
 
 
+def stream(table, columns: list[str], where: str | None = None, batch_rows: int = BATCH_ROWS,
+           row_id: bool = False):
+    """Non-empty pyarrow RecordBatches of `columns` of the rows matching `where`, `batch_rows`
+    at a time (with `_rowid` if asked). Memory: one batch, whatever the table holds."""
+    query = table.search().select(list(columns)).limit(None)
+    if where:
+        query = query.where(where)
+    if row_id:
+        query = query.with_row_id(True)
+    for batch in query.to_batches(batch_rows):
+        if batch.num_rows:
+            yield batch
+
+
 def find_streamed(table, column: str, values, columns: list[str], where: str | None = None,
                   row_id: bool = False, batch_rows: int = BATCH_ROWS):
     """What `find_in` returns, from one streamed pass over `columns` of the table (`batch_rows`
@@ -202,16 +216,12 @@ def find_streamed(table, column: str, values, columns: list[str], where: str | N
     import pyarrow.compute as pc
 
     wanted = pa.array(list(values), pa.string())
-    names = list(dict.fromkeys([column, *columns]))
-    query = table.search().select(names).limit(None)
-    if where:
-        query = query.where(where)
-    if row_id:
-        query = query.with_row_id(True)
     keep = [*columns, *(["_rowid"] if row_id else [])]
-    parts = [batch.filter(pc.is_in(batch.column(column), value_set=wanted)).select(keep)
-             for batch in query.to_batches(batch_rows)]
-    parts = [pa.Table.from_batches([b]) for b in parts if b.num_rows]
+    parts = [pa.Table.from_batches([batch.filter(pc.is_in(batch.column(column),
+                                                           value_set=wanted)).select(keep)])
+             for batch in stream(table, list(dict.fromkeys([column, *columns])), where,
+                                 batch_rows, row_id)]
+    parts = [t for t in parts if t.num_rows]
     if not parts:
         types = {f.name: f.type for f in table.schema}
         return pa.table({c: pa.array([], types.get(c, pa.uint64())) for c in keep})
@@ -596,13 +606,8 @@ class PoolStore(Database):
         table = self.table(kind)
         if table is None:
             return
-        query = table.search().select([*columns, "vector"]).limit(None)
-        if where:
-            query = query.where(where)
-        for batch in query.to_batches(batch_rows):
-            if batch.num_rows:
-                yield ({c: batch.column(c) for c in columns},
-                       vectors_of(batch.column("vector")))
+        for batch in stream(table, [*columns, "vector"], where, batch_rows):
+            yield ({c: batch.column(c) for c in columns}, vectors_of(batch.column("vector")))
 
     def sample_vectors(self, kind: str, size: int, seed: int, batch_rows: int = BATCH_ROWS):
         """A seeded, order-free sample of `size` rows of a vector table (every row when it
@@ -723,15 +728,10 @@ class PoolStore(Database):
 
     # -- embeddings, levels, assignments --
 
-    def replace_drops(self, kind: str, drops: list[str], data) -> Any:
-        """Make the rows of these drops in `kind` (embeddings, assignments) equal to `data`,
-        in one commit keyed by item_id; empty `data` deletes them."""
-        return self.replace_rows(self.name(kind), data, "item_id", in_list("drop", drops))
-
     def rewrite_drop(self, kind: str, drop: str, data) -> Any:
         """Make the drop's rows of `kind` equal to `data` (none when empty): a delete of its
         rows, then an append; each commit retried when it conflicts with a concurrent
-        writer's. Unlike `replace_drops`, whose merge_insert join holds memory in proportion
+        writer's. Unlike a merge_insert, whose join holds memory in proportion
         to the whole table (about 190 MiB per million assignment rows, measured), this holds
         `data` alone, whatever the table holds; the price is two commits (a reader in between
         sees the drop without rows; a re-run heals a crash in between)."""
@@ -896,15 +896,8 @@ class PoolStore(Database):
         table = table if table is not None else self.table(kind)
         if table is None:
             return
-        query = table.search().select([c for c in columns if c in table.schema.names])
-        query = query.limit(None)
-        if where:
-            query = query.where(where)
-        if row_id:
-            query = query.with_row_id(True)
-        for batch in query.to_batches(batch_rows):
-            if batch.num_rows:
-                yield batch
+        yield from stream(table, [c for c in columns if c in table.schema.names], where,
+                          batch_rows, row_id)
 
     @staticmethod
     def vectors_by_row(table: Any, row_ids: np.ndarray) -> np.ndarray:

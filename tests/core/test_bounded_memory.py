@@ -140,7 +140,7 @@ def test_vectors_of_another_model_are_counted_not_assigned_batch_by_batch(tmp_pa
     config = HierarchyConfig(n_clusters=[6, 2], resampling_steps=[0], seed=0, device="cpu")
     fit_pool(store, config, fit_hierarchy, "first fit")
     ids, x = items
-    store.replace_drops("embeddings", ["d1"], rows("embeddings", {
+    store.rewrite_drop("embeddings", "d1", rows("embeddings", {
         "item_id": ids[1::3].tolist(), "drop": ["d1"] * (N // 3), "uri": ids[1::3].tolist(),
         "vector": x[1::3], "model": ["other"] * (N // 3), "model_hash": ["x"] * (N // 3)},
         dim=x.shape[1]))

@@ -176,7 +176,7 @@ def _write_drop(store, drop, ids, x, leaf, distance):
                                             "item_key": item_keys(ids)}, n_levels=1),
     }
     for kind, data in per_kind.items():
-        store.replace_drops(kind, [drop], data)
+        store.rewrite_drop(kind, drop, data)
 
 
 def _fit(n_leaves):
