@@ -207,21 +207,8 @@ def test_every_drop_reaches_the_subsets_under_the_daemon(live):
     _assert_parallel_reassignment(p, t)
 
     # 6. forced refit with the refit schedule's run config, launched over GraphQL
-    from curation.naming import FIT_TAG, POOL_TAG, REFIT_TAG
-    from curation_dags.sensors import refit_run_config
-
-    repo = graphql(p.url, REPO_QUERY)["repositoriesOrError"]["nodes"][0]
     t = time.time()
-    launched = graphql(p.url, LAUNCH, {"params": {
-        "selector": {"repositoryLocationName": repo["location"]["name"],
-                     "repositoryName": repo["name"], "jobName": "__ASSET_JOB",
-                     "assetSelection": [{"path": k} for k in levels]},
-        "runConfigData": refit_run_config(p.pool),
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in
-                                       {REFIT_TAG: "force", POOL_TAG: POOL,
-                                        FIT_TAG: POOL}.items()]},
-    }})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
+    _launch_forced_refit(p)
     wait_until(lambda: p.fit_version() == 3, DEADLINE_S, "forced refit")
     p.settled(t, "subsets over the forced refit")
     p.assert_everything_assigned()
@@ -276,6 +263,25 @@ def test_every_drop_reaches_the_subsets_under_the_daemon(live):
     assert p.level_fits() == 3
     status = p.stale(*levels, [POOL, "subsets", "even"], [POOL, "subsets", "core"])
     assert set(status.values()) == {"FRESH"}, status
+
+
+def _launch_forced_refit(p: Live) -> None:
+    """A forced refit as a user launches it from the UI: the levels, with the refit
+    schedule's run config and tags, over GraphQL."""
+    from curation.naming import FIT_TAG, POOL_TAG, REFIT_TAG
+    from curation_dags.sensors import refit_run_config
+
+    repo = graphql(p.url, REPO_QUERY)["repositoriesOrError"]["nodes"][0]
+    launched = graphql(p.url, LAUNCH, {"params": {
+        "selector": {"repositoryLocationName": repo["location"]["name"],
+                     "repositoryName": repo["name"], "jobName": "__ASSET_JOB",
+                     "assetSelection": [{"path": [POOL, f"level_{lv}"]} for lv in (1, 2)]},
+        "runConfigData": refit_run_config(p.pool),
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in
+                                       {REFIT_TAG: "force", POOL_TAG: POOL,
+                                        FIT_TAG: POOL}.items()]},
+    }})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
 
 
 def _assert_parallel_reassignment(p: Live, after: float) -> None:
@@ -414,9 +420,10 @@ def live_shipped_ticks(tmp_path, postgres, monkeypatch):  # noqa: F811 - fixture
 
 def test_drops_at_random_moments_reach_the_subsets_at_the_shipped_ticks(live_shipped_ticks):
     """The path users run, at the ticks they run it with: the first fit, then bursts of drops
-    that do not refit, landed at random moments around the subsets' runs: every drop in every
-    subset within the deadline. (The refit path is test_every_drop_reaches_the_subsets_under_
-    the_daemon's, at short ticks.)"""
+    that do not refit, landed at random moments around the subsets' runs, then a refit with a
+    drop landed at a random moment during the re-assignment: every drop in every subset within
+    the deadline. (The refit by the distance policy is test_every_drop_reaches_the_subsets_
+    under_the_daemon's, at short ticks.)"""
     from curation_dags.settings import automation_interval_s, sensor_interval_s
 
     assert sensor_interval_s() == automation_interval_s() == SHIPPED_TICK_S
@@ -429,3 +436,15 @@ def test_drops_at_random_moments_reach_the_subsets_at_the_shipped_ticks(live_shi
     assert _land_bursts(p, SHIPPED_TICK_S, rng, bursts=3, first=2) >= 6
     p.assert_everything_assigned()
     assert p.fit_version() == 1 and p.level_fits() == 1
+    # a refit (forced, as from the UI), and a drop landed at a random moment while the tree is
+    # new and the re-assignment backfill is in flight: every drop in every subset, on the new
+    # tree
+    t = time.time()
+    _launch_forced_refit(p)
+    wait_until(lambda: p.fit_version() == 2, DEADLINE_S, "forced refit at the shipped ticks")
+    time.sleep(rng.uniform(0, SHIPPED_TICK_S))
+    p.land("late", rng.randint(10, 60))
+    p.settled(t, "every drop, the late one included, over the refitted tree",
+              deadline=DEADLINE_S + 3 * SHIPPED_TICK_S)
+    p.assert_everything_assigned()
+    assert p.fit_version() == 2

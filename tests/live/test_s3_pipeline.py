@@ -102,6 +102,8 @@ def test_pipeline_with_landing_and_lancedb_on_s3(tmp_path, s3_bucket, moto_s3, m
             ids = _ids(p, kind)
             assert len(ids) == total, kind
             assert not [i for i, n in Counter(ids).items() if n > 1], kind
-            assert p.table(kind).version > versions[kind], kind  # really rewritten
+            # raw keeps a re-delivered drop's unchanged rows without a commit; the drop's
+            # embeddings and assignments are written again
+            assert (p.table(kind).version == versions[kind]) == (kind == "raw"), kind
         assert p.rows("raw", "drop = 'd0'") == 300
         assert p.rows("duplicates") == 20
