@@ -2,7 +2,7 @@
 against the threshold (what docs/METHOD.md's default comes from).
 
     python benchmarks/bench_dedup.py [--n-images 3000] [--n-texts 2000] [--thresholds ...]
-                                     [--scale 100000]
+                                     [--scale 100000] [--copies 300]
 
 Each pool is built as `make demo` builds it (curation_demo.data: Zipf-skewed Fashion-MNIST
 images, templated texts; the texts' item ids are content hashes, so identical sentences are one
@@ -12,6 +12,11 @@ fitted with the pool's hierarchy, then deduplicated inside the leaves at each th
 removed (count and share), the share of (duplicate, representative) pairs with the same label
 (a merge across labels is a loss), and the dedup's seconds. Seeded; the embedding dominates
 (1,000 images took 68 s on a shared 2-core machine).
+
+`--copies N` prints how similar each kind of copy is to its original under the pool's embedder
+(N random Fashion-MNIST images re-encoded, shifted, noised ...; the distinct templated
+sentences with each edit of curation_demo.data.TEXT_EDITS), beside how similar an original is to
+its most similar other original: which copies a threshold collapses, and what it costs.
 
 `--scale N` also runs the platform's incremental path (`curation.dedup.dedup_pool` on a real
 LanceDB store, no Dagster) on N synthetic 64-d items (Gaussian directions, 5% of them near
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 import tempfile
@@ -107,10 +113,10 @@ def _write_drop(store, drop: str, ids: list[str], x, leaf, distance) -> None:
     from curation.store import rows
 
     count = len(ids)
-    store.replace_drops("embeddings", [drop], rows("embeddings", {
+    store.rewrite_drop("embeddings", drop, rows("embeddings", {
         "item_id": ids, "drop": [drop] * count, "uri": ids, "vector": x,
         "model": ["synthetic"] * count, "model_hash": [""] * count}, dim=x.shape[1]))
-    store.replace_drops("assignments", [drop], rows("assignments", {
+    store.rewrite_drop("assignments", drop, rows("assignments", {
         "item_id": ids, "drop": [drop] * count, "uri": ids, "distance": distance,
         "level_1": leaf.astype(np.int32), "fit_version": np.ones(count, np.int64),
         "item_key": item_keys(ids)}, n_levels=1))
@@ -167,6 +173,79 @@ def scale(n: int, folder: Path, seed: int, dim: int = 64) -> list[tuple]:
     return out
 
 
+def _image_copies() -> dict:
+    """Kinds of image copies: name -> f(pixels, rng) (uint8 28 x 28 in and out)."""
+    from PIL import Image
+
+    from curation_demo.data import perturb_image
+
+    def jpeg(p, quality):
+        buf = io.BytesIO()
+        Image.fromarray(p, mode="L").save(buf, format="JPEG", quality=quality)
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+
+    def scaled(p, size):
+        img = Image.fromarray(p, mode="L")
+        return np.asarray(img.resize((size, size), Image.BILINEAR).resize(p.shape[::-1],
+                                                                           Image.BILINEAR))
+
+    def noisy(p, rng, sigma):
+        return np.clip(np.rint(p + rng.normal(0, sigma, p.shape)), 0, 255).astype(np.uint8)
+
+    return {
+        "re-post (curation_demo perturb_image: brightness x0.9-1.1, JPEG 90)": perturb_image,
+        "brightness x0.9": lambda p, rng: np.clip(np.rint(p * 0.9), 0, 255).astype(np.uint8),
+        "JPEG quality 90": lambda p, rng: jpeg(p, 90),
+        "JPEG quality 75": lambda p, rng: jpeg(p, 75),
+        "noise, 2 grey levels": lambda p, rng: noisy(p, rng, 2.0),
+        "noise, 4 grey levels": lambda p, rng: noisy(p, rng, 4.0),
+        "shift by 1 px": lambda p, rng: np.pad(p, 1, mode="edge")[2:30, 1:29],
+        "resized to 32 px and back": lambda p, rng: scaled(p, 32),
+    }
+
+
+def copies(pools, n: int, seed: int) -> list[tuple]:
+    """Cosine similarity of copies to their originals under each pool's embedder (n random
+    Fashion-MNIST images; the distinct templated sentences), beside the similarity of an
+    original to its most similar other original: the threshold separates the two."""
+    from curation.dedup import normalised
+    from curation.embedding import Item
+    from curation_demo.data import TEXT_EDITS, _png_bytes, load_fashion_mnist, messy_texts
+
+    rng = np.random.default_rng(seed)
+    images, _ = load_fashion_mnist("train")
+    originals = images[rng.choice(len(images), n, replace=False)]
+
+    def embed_images(arrays):
+        items = [Item(f"i{i}", data=_png_bytes(a)) for i, a in enumerate(arrays)]
+        return normalised(_embed(pools["fashion"], items).vectors)
+
+    rows = []
+    x0 = embed_images(originals)
+    nearest = x0 @ x0.T
+    np.fill_diagonal(nearest, -1)
+    rows.append(("fashion", "another original (most similar)", nearest.max(1)))
+    for name, copy in _image_copies().items():
+        x1 = embed_images([copy(p, rng) for p in originals])
+        rows.append(("fashion", name, (x0 * x1).sum(1)))
+    texts, _, source = messy_texts(600, seed)
+    texts = [t for t, s in zip(texts, source, strict=True) if s < 0]
+
+    def embed_texts(lines):
+        items = [Item(f"t{i}", text=t) for i, t in enumerate(lines)]
+        return normalised(_embed(pools["texts"], items).vectors)
+
+    t0 = embed_texts(texts)
+    nearest = t0 @ t0.T
+    np.fill_diagonal(nearest, -1)
+    rows.append(("texts", "another original (most similar)", nearest.max(1)))
+    names = ["lower case", "no full stop", "! for .", "a double space", "a trailing space",
+             "space before the full stop", "in quotes"]
+    for name, edit in zip(names, TEXT_EDITS, strict=True):
+        rows.append(("texts", name, (t0 * embed_texts([edit(t) for t in texts])).sum(1)))
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-images", type=int, default=3000)
@@ -174,6 +253,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS)
     p.add_argument("--scale", type=int, default=0, help="items of the incremental run (0: none)")
+    p.add_argument("--copies", type=int, default=0,
+                   help="images of the copies table (similarity of each kind of copy to its "
+                   "original; 0: none)")
     args = p.parse_args()
 
     from curation.pools import load_pools
@@ -195,6 +277,16 @@ def main() -> int:
                   f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
             rows += curve("texts", x, y, ids, pools["texts"], args.thresholds)
         runs = scale(args.scale, tmp, args.seed) if args.scale else []
+    if args.copies:
+        print(f"cosine similarity to the original ({args.copies} Fashion-MNIST images, "
+              "EfficientNet-Lite0 at 64 px; the distinct templated sentences, MiniLM)")
+        print("| pool | copy | p5 | median | p95 | >= 0.95 % | >= 0.90 % |")
+        print("|---|---|---|---|---|---|---|")
+        for pool, name, sim in copies(pools, args.copies, args.seed):
+            p5, p50, p95 = np.percentile(sim, [5, 50, 95])
+            print(f"| {pool} | {name} | {p5:.3f} | {p50:.3f} | {p95:.3f} | "
+                  f"{100 * (sim >= 0.95).mean():.0f} | {100 * (sim >= 0.90).mean():.0f} |")
+        print()
     print("| pool | items | threshold | removed | removed % | same label % | seconds |")
     print("|---|---|---|---|---|---|---|")
     for name, n, t, removed, share, purity, seconds in rows:

@@ -64,7 +64,20 @@ def run_worker(env: dict, drops, start, done) -> None:
                 return
             began = time.time()
             result = dg.execute_job(job, instance, tags={"dagster/partition": drop})
-            done.put((drop, began, time.time(), result.success))
+            why = [f"{e.event_type_value}: {e.message}" for e in result.all_events
+                   if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")]
+            done.put((drop, began, time.time(), result.success, why))
+
+
+def keep_logs(ray_root: Path, where: Path, nodes: int) -> Path:
+    """Copy the cluster's log files (not its sockets) out of its temp dir, which goes."""
+    kept = Path(tempfile.mkdtemp(prefix=f"raybench-logs-{nodes}-", dir=where))
+    for path in ray_root.rglob("*"):
+        if path.is_file() and not path.is_symlink() and "logs" in path.parts:
+            target = kept / path.relative_to(ray_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    return kept
 
 
 def one_cluster(nodes: int, args, postgres: dict, work: Path) -> dict:
@@ -113,17 +126,19 @@ def one_cluster(nodes: int, args, postgres: dict, work: Path) -> dict:
             runs = [done.get(timeout=3600) for _ in drops]
             for w in workers:
                 w.join(timeout=60)
+        failed = {d: why for d, _, _, ok, why in runs if not ok}
+        if failed:
+            kept = keep_logs(ray_root, work.parent, nodes)
+            raise SystemExit(f"{nodes} node(s): runs failed: {json.dumps(failed, indent=1)}\n"
+                             f"Ray's logs: {kept}")
     finally:
         shutil.rmtree(ray_root, ignore_errors=True)
-    failed = [d for d, _, _, ok in runs if not ok]
-    if failed:
-        raise SystemExit(f"{nodes} node(s): runs of {failed} failed")
     counts = PoolStore.open_uri(str(home / "lancedb"), POOL).drop_counts("embeddings")
     if counts != {d: args.drop_size for d in drops}:
         raise SystemExit(f"{nodes} node(s): embeddings rows per drop {counts}")
-    wall = max(end for _, _, end, _ in runs) - min(began for _, began, _, _ in runs)
+    wall = max(end for _, _, end, _, _ in runs) - min(began for _, began, _, _, _ in runs)
     return {"nodes": nodes, "wall_s": wall, "drops": len(drops),
-            "run_s": sorted(end - began for _, began, end, _ in runs)}
+            "run_s": sorted(end - began for _, began, end, _, _ in runs)}
 
 
 def main() -> None:

@@ -237,7 +237,10 @@ def run(args: argparse.Namespace) -> int:
         failed = sorted({r.dagster_run.tags.get("curation/drop") for r in failed_runs} - {None})
     subsets = {name: {
         "table": meta["lancedb_table"], "selected": meta["selected_items"],
-        "pool_size": meta["pool_size"], "manifest_sha256": meta["manifest_sha256"],
+        # the pool's items: the eligible ones plus the near duplicates left out for them
+        "pool_size": meta["pool_size"] + meta.get("duplicates_excluded", 0),
+        "near_duplicates_excluded": meta.get("duplicates_excluded", 0),
+        "manifest_sha256": meta["manifest_sha256"],
         "top1_share_pool": round(meta["top1_share_pool"], 4),
         "top1_share_subset": round(meta["top1_share_subset"], 4),
     } for name, meta in subsets.items()}
@@ -264,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         "report": str(report_path),
         "html_report": html_report,
         "pool_size": any_subset.get("pool_size", 0),
+        "near_duplicates_excluded": any_subset.get("near_duplicates_excluded", 0),
         "selected": {name: s["selected"] for name, s in subsets.items()},
         "incremental_s": timings["incremental_s"],
     }

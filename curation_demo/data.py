@@ -266,3 +266,120 @@ def build_text_drops(
         (folder / SUCCESS_MARKER).touch()
     _write_labels(labels_path or landing_dir / LABELS_FILE, rows)
     return drop_ids
+
+
+# ---- messy pools: long tail plus web-like near duplicates ---------------------------------------
+
+# Copies of the same content, re-encoded or re-posted with a small change, as web crawls hold
+# them (benchmarks/bench_quality.py; docs/BENCHMARKS.md "Curated against random on messy pools").
+NEAR_DUPLICATE_CLASSES = 5  # the largest classes get copies: the head grows, as on the web
+NEAR_DUPLICATE_SHARE = 1 / 3  # of their items, each copied ...
+NEAR_DUPLICATE_MAX_COPIES = 5  # ... 1 to 5 times (uniform)
+TEXT_EDITS = (
+    lambda t: t.lower(),
+    lambda t: t.rstrip("."),
+    lambda t: t.rstrip(".") + "!",
+    lambda t: t.replace(" ", "  ", 1),
+    lambda t: t + " ",
+    lambda t: t.upper()[:1] + t[1:].rstrip(".") + " .",
+    lambda t: '"' + t + '"',
+)  # fmt: skip
+
+
+def near_duplicate_sources(labels: np.ndarray, rng: np.random.Generator, *,
+                           classes: int = NEAR_DUPLICATE_CLASSES,
+                           share: float = NEAR_DUPLICATE_SHARE,
+                           max_copies: int = NEAR_DUPLICATE_MAX_COPIES) -> np.ndarray:
+    """Rows to copy, one entry per copy (a row copied three times appears three times): in
+    each of the `classes` largest classes (ties by class id), round(share x size) of its
+    items drawn without replacement, each copied 1..max_copies times. Seeded by `rng`."""
+    labels = np.asarray(labels)
+    values, counts = np.unique(labels, return_counts=True)
+    largest = values[np.lexsort((values, -counts))][:classes]
+    sources = []
+    for cls in largest:
+        members = np.flatnonzero(labels == cls)
+        picked = rng.choice(members, size=round(share * members.size), replace=False)
+        sources.append(np.repeat(np.sort(picked), rng.integers(1, max_copies + 1, picked.size)))
+    return np.concatenate(sources) if sources else np.zeros(0, np.int64)
+
+
+def perturb_image(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A re-posted copy of a grey image: brightness x U(0.9, 1.1), then a JPEG re-encode at
+    quality 90 (decoded again; the pool stores PNG). uint8, same shape. Larger changes (a
+    one-pixel shift, noise of 4 grey levels) move EfficientNet-Lite0's vector of a 28 px image
+    as far as another item of the class (docs/BENCHMARKS.md)."""
+    from PIL import Image
+
+    brighter = np.clip(np.rint(pixels.astype(np.float32) * rng.uniform(0.9, 1.1)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(brighter.astype(np.uint8), mode="L").save(buf, format="JPEG", quality=90)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"), dtype=np.uint8)
+
+
+def perturb_text(text: str, rng: np.random.Generator) -> str:
+    """A near copy of a sentence: one of TEXT_EDITS (case, punctuation, spacing, quotes), the
+    kind of difference between re-posts of one line."""
+    return TEXT_EDITS[int(rng.integers(len(TEXT_EDITS)))](text)
+
+
+def messy_fashion_mnist(n_items: int, seed: int = 0, *, exponent: float = 1.2,
+                        root: str | Path | None = None):
+    """A long-tailed Fashion-MNIST pool with near duplicates, in memory: `n_items` real images
+    with Zipf class sizes (as build_fashion_mnist_drops draws them), then the copies of
+    near_duplicate_sources, each through perturb_image. Returns (PNG bytes per item, labels,
+    source row per item: -1 for an original, else the row it copies). Identical bytes are
+    kept once (raw ingests content once)."""
+    rng = np.random.default_rng(seed)
+    images, labels = load_fashion_mnist("train", root)
+    sizes = zipf_sizes(n_items, 10, exponent, rng)
+    chosen = rng.permutation(np.concatenate([
+        rng.choice(np.flatnonzero(labels == c), size=int(s), replace=False)
+        for c, s in enumerate(sizes)]))
+    pixels = [images[i] for i in chosen]
+    y = [int(labels[i]) for i in chosen]
+    source = [-1] * len(chosen)
+    for row in near_duplicate_sources(np.asarray(y), rng):
+        pixels.append(perturb_image(pixels[row], rng))
+        y.append(y[row])
+        source.append(int(row))
+    return _unique_content([_png_bytes(p) for p in pixels], y, source)
+
+
+def messy_texts(n_items: int, seed: int = 0, *, exponent: float = 2.0):
+    """The templated corpus made long-tailed (Zipf topic sizes over `n_items` draws, as
+    build_text_drops draws them; repeated sentences kept once) with near duplicates: the
+    copies of near_duplicate_sources, each through perturb_text. Returns (texts, labels,
+    source row per item: -1 for an original, else the row it copies). Identical texts are
+    kept once (raw ingests content once)."""
+    rng = np.random.default_rng(seed)
+    topics = list(TEXT_TOPICS)
+    sizes = zipf_sizes(n_items, len(topics), exponent, rng)
+    texts, y = [], []
+    for t, size in enumerate(sizes):
+        subjects, verbs, objects = TEXT_TOPICS[topics[t]]
+        for _ in range(int(size)):
+            s, v, o = (parts[rng.integers(len(parts))] for parts in (subjects, verbs, objects))
+            texts.append(f"{s} {v} {o}.")
+            y.append(t)
+    texts, y, source = _unique_content(texts, y, [-1] * len(texts))
+    y, source = y.tolist(), source.tolist()
+    for row in near_duplicate_sources(np.asarray(y), rng):
+        texts.append(perturb_text(texts[row], rng))
+        y.append(y[row])
+        source.append(int(row))
+    return _unique_content(texts, y, source)
+
+
+def _unique_content(contents: list, labels: list[int], source: list[int]):
+    """The first of each identical content, with its label and source (a source that pointed
+    at a dropped row points at the kept one)."""
+    first: dict = {}
+    keep = []
+    for row, content in enumerate(contents):
+        if content not in first:
+            first[content] = len(keep)
+            keep.append(row)
+    kept_at = {row: first[contents[row]] for row in range(len(contents))}
+    return ([contents[r] for r in keep], np.asarray([labels[r] for r in keep]),
+            np.asarray([-1 if source[r] < 0 else kept_at[source[r]] for r in keep]))

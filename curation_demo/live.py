@@ -138,7 +138,8 @@ def materialization_count(instance, key_path: list[str], partition: str | None =
 
 def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
     """Metadata of every subset of `pool` when each was materialised after `after` over the
-    whole pool: every embedded item assigned to the latest fit and eligible. Else None."""
+    whole pool: every embedded item assigned to the latest fit, eligible or left out as a
+    near duplicate of an eligible one (pools with dedup). Else None."""
     store = lancedb.store(pool.name)
     embeddings = store.table("embeddings")
     fit = store.latest_fit_summary()
@@ -151,7 +152,8 @@ def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
         if got is None or got[0] <= after:
             return None
         meta = got[1]
-        if meta.get("pool_size") != n_items or meta.get("fit_version") != fit.fit_version:
+        covered = meta.get("pool_size", 0) + meta.get("duplicates_excluded", 0)
+        if covered != n_items or meta.get("fit_version") != fit.fit_version:
             return None
         out[spec.name] = meta
     return out

@@ -71,8 +71,11 @@ class DemoProgress:
         for spec in self.pool.subsets:
             for meta, *_ in self._new_events(instance, naming.subset_path(self.pool.name,
                                                                           spec.name)):
+                excluded = meta.get("duplicates_excluded")
+                left_out = f", {excluded} near duplicates left out" if excluded else ""
                 self.say(f"subset {spec.name} refreshed: {meta.get('selected_items')} of "
-                         f"{meta.get('pool_size')} items (fit {meta.get('fit_version')})")
+                         f"{meta.get('pool_size')} items (fit {meta.get('fit_version')}"
+                         f"{left_out})")
         for spec in self.pool.subsets:
             for meta, *_ in self._new_events(instance, naming.evaluation_path(self.pool.name,
                                                                               spec.name)):

@@ -87,6 +87,8 @@ def test_bundled_pools_file_is_valid_and_bad_files_name_the_field(tmp_path):
     pools = load_pools()
     assert [p.name for p in pools] == ["demo", "fashion", "texts"]
     assert [p.modality for p in pools] == ["vectors", "images", "texts"]
+    # the real pools collapse near copies before sampling (docs/BENCHMARKS.md, messy pools)
+    assert [p.dedup.enabled for p in pools] == [False, True, True]
     bad = tmp_path / "pools.yaml"
     bad.write_text("pools:\n  - name: Bad-Name\n    hierarchy: {n_clusters: [4]}\n"
                    "    subsets: [{name: a, target_size: 1}]\n")

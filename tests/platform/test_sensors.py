@@ -287,6 +287,7 @@ def test_real_code_location_wires_sensors_and_a_valid_refit_run_config(tmp_path,
             dg.AssetKey([pool.name, "raw"]),
             dg.AssetKey([pool.name, "embeddings"]),
             dg.AssetKey([pool.name, "assignments"]),
+            *([dg.AssetKey([pool.name, "near_duplicates"])] if pool.dedup.enabled else []),
             *(dg.AssetKey([pool.name, "subsets", s.name]) for s in pool.subsets),
         }
         assert f"{pool.name}_refit_sensor" in sensor_names
