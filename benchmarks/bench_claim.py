@@ -6,7 +6,10 @@
 For each size: a raw table of that many rows is written straight to LanceDB in drops of
 `--drop-size` (the platform's schema, item ids as content hashes, a precomputed `values`
 payload of `--dim` floats), then one new drop of `--drop-size` rows is claimed exactly as the
-raw asset claims it (`PoolStore.claim_raw`), under cProfile. Printed per size: the claim's
+raw asset claims it (`PoolStore.claim_raw`), under cProfile. Before it, the lookup of who
+else holds the drop's ids (`PoolStore.raw_holders`, which ingest runs first) is timed twice: as
+IN filters of `IN_CHUNK` ids (how it ran until 2026-12-02) and as the store does it now.
+Printed per size: the claim's
 seconds, its peak RSS above the start (ru_maxrss of a fresh process per size), and the
 seconds inside the claim's parts: the query of the drop's own rows, the delete, the append,
 and the read-back of who holds each key (`find_streamed` over the whole table's key and owner
@@ -58,7 +61,7 @@ def drop_rows(drop: str, start: int, count: int, dim: int):
 
 
 def one_size(n_rows: int, drop_size: int, dim: int, folder: Path) -> dict:
-    from curation.store import PoolStore
+    from curation.store import PoolStore, find_in
 
     store = PoolStore.open_uri(str(folder / "db"), "claim")
     started = time.perf_counter()
@@ -70,6 +73,15 @@ def one_size(n_rows: int, drop_size: int, dim: int, folder: Path) -> dict:
             store.table("raw").add(data)
     write_s = time.perf_counter() - started
     new = drop_rows("new", n_rows, drop_size, dim)
+    # before the claim, ingest asks who else holds the drop's ids (raw_holders): as IN
+    # filters of IN_CHUNK ids (each a scan of the table), and as the store does it now
+    ids = sorted(new["item_id"].to_pylist())
+    started = time.perf_counter()
+    find_in(store.table("raw"), "item_id", ids, ["item_id", "drop"], "drop != 'new'")
+    holders_in_s = time.perf_counter() - started
+    started = time.perf_counter()
+    assert store.raw_holders(ids, "new") == {}
+    holders_s = time.perf_counter() - started
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     profile = cProfile.Profile()
     started = time.perf_counter()
@@ -83,7 +95,8 @@ def one_size(n_rows: int, drop_size: int, dim: int, folder: Path) -> dict:
     for (_, _, name), (_, _, _, cumulative, _) in stats.items():
         if name in PARTS:
             parts[PARTS[name]] += cumulative
-    return {"rows": n_rows, "write_s": write_s, "claim_s": seconds,
+    return {"rows": n_rows, "write_s": write_s, "holders_in_s": holders_in_s,
+            "holders_s": holders_s, "claim_s": seconds,
             "rss_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
             **parts}
 
@@ -109,10 +122,12 @@ def main() -> None:
         print(json.dumps(results[-1]), file=sys.stderr)
     labels = list(PARTS.values())
     print(f"claim of one drop of {args.drop_size:,} rows ({args.dim}-d values) into raw")
-    print("| rows before | write s | claim s | peak RSS MiB | " + " | ".join(labels) + " |")
-    print("|---" * (4 + len(labels)) + "|")
+    print("| rows before | write s | holders lookup s, IN filters | holders lookup s, now | "
+          "claim s | peak RSS MiB | " + " | ".join(labels) + " |")
+    print("|---" * (6 + len(labels)) + "|")
     for r in results:
-        print(f"| {r['rows']:,} | {r['write_s']:.1f} | {r['claim_s']:.2f} | {r['rss_mib']:.0f} | "
+        print(f"| {r['rows']:,} | {r['write_s']:.1f} | {r.get('holders_in_s', float('nan')):.2f} | "
+              f"{r.get('holders_s', float('nan')):.2f} | {r['claim_s']:.2f} | {r['rss_mib']:.0f} | "
               + " | ".join(f"{r[label]:.2f}" for label in labels) + " |")
 
 

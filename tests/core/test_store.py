@@ -68,6 +68,33 @@ def test_chunked_lookup_over_more_ids_than_one_filter_holds(store):
     assert table.count_rows() == n - IN_CHUNK - 5
 
 
+
+def test_a_lookup_of_many_ids_streams_once_and_finds_what_the_filters_find(store, monkeypatch):
+    """Past STREAM_ABOVE values a lookup is one streamed pass, not a scan per IN_CHUNK ids;
+    the rows it finds (with its `where`) are the filters' rows."""
+    n = store_module.STREAM_ABOVE + 500
+    ids = [f"item-{i}" for i in range(n)]
+    drops = ["a" if i % 3 else "b" for i in range(n)]
+    table = store.append(store.name("raw"), rows("raw", {
+        "item_id": ids, "drop": drops, "uri": ids, "size": [1] * n, "source": ids,
+        "row": [-1] * n, "meta": [""] * n, "ingested_at": [""] * n, "text": [None] * n,
+        "values": [None] * n}))
+    wanted = ids[1:] + ["not-there"]
+    assert len(wanted) > store_module.STREAM_ABOVE
+    filters = []
+    real_find_in = store_module.find_in
+    monkeypatch.setattr(store_module, "find_in",
+                        lambda *a, **k: filters.append(a) or real_find_in(*a, **k))
+    got = store.raw_holders(wanted, "b")  # held by a drop other than b
+    assert filters == []  # streamed, no IN filter
+    expected = real_find_in(table, "item_id", wanted, ["item_id", "drop"], "drop != 'b'")
+    assert got == dict(zip(expected["item_id"].to_pylist(), expected["drop"].to_pylist(),
+                           strict=True))
+    assert set(got) == {i for i, d in zip(ids[1:], drops[1:], strict=True) if d == "a"}
+    assert store.raw_holders(wanted[:10], "b") == {i: "a" for i in wanted[:10]
+                                                    if drops[ids.index(i)] == "a"}
+    assert len(filters) == 1  # a few ids: one IN filter
+
 def _fit_record(version: int) -> FitRecord:
     config = HierarchyConfig(n_clusters=[6, 2], resampling_steps=[1], seed=0)
     x = np.random.default_rng(version).normal(size=(60, 4)).astype(np.float32)
