@@ -748,8 +748,15 @@ class PoolStore(Database):
 
     @staticmethod
     def _delete_then_append(table: Any, scopes: list[str], data) -> Any:
-        """Delete the rows of each SQL filter of `scopes`, then append `data`; each commit
-        retried when it conflicts with a concurrent writer's."""
+        """Delete the rows of each SQL filter of `scopes` (disjoint), then append `data` (rows
+        inside them); each commit retried when it conflicts with a concurrent writer's, and
+        the whole write redone when the latest version does not hold exactly `data`'s rows
+        there. On S3, two processes that create a missing table at once can have the
+        loser's empty create committed as an Overwrite after the winner's first append
+        (LanceDB: "... incompatible with concurrent transaction Overwrite at version 2"),
+        which drops those rows; the check after the write sees that and writes again. An
+        Overwrite that lands after the check is not caught (issue 17: create a pool's
+        tables once)."""
         for attempt in range(RETRIES):
             try:
                 for scope in scopes:
@@ -757,10 +764,16 @@ class PoolStore(Database):
                         table.delete(scope)
                 if data.num_rows:
                     table.add(data)
-                return table
+                table.checkout_latest()
+                if sum(table.count_rows(scope) for scope in scopes) == data.num_rows:
+                    return table
+                if attempt == RETRIES - 1:
+                    raise RuntimeError(f"{table.name}: the rows of {scopes[:1]}... did not "
+                                       f"stay after {RETRIES} writes (concurrent overwrites)")
             except RuntimeError as exc:
                 if attempt == RETRIES - 1 or not _conflict(exc, attempt):
                     raise
+                table.checkout_latest()  # a retry on the stale version meets the same commit
         raise AssertionError("unreachable")
 
     def write_level(self, level: int, data) -> Any:
