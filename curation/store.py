@@ -355,8 +355,10 @@ class Database:
     def table_for(self, name: str, schema: Any) -> Any:
         """The table, created empty with `schema` when missing; columns of `schema` that a
         table written by an older version lacks are added. Data is never written by the
-        create itself: LanceDB resolves two racing creates as an overwrite, which would drop
-        rows written in between; concurrent empty creates are harmless."""
+        create itself. Two racing creates are not harmless on S3, though: the loser's is
+        committed as an Overwrite, which drops rows appended in between. The drop writes
+        check and redo (`_delete_then_append`); creating a pool's tables once, before its
+        runs go in parallel, is open (issue 17)."""
         table = self.open(name)
         if table is None:
             try:
