@@ -42,14 +42,14 @@ PARTS = {  # cProfile function name -> what the table calls it
 
 
 def drop_rows(drop: str, start: int, count: int, dim: int):
+    import pyarrow as pa
+
     from curation.hashing import sha256_hex
     from curation.store import rows
 
     rng = np.random.default_rng(start)
     ids = [sha256_hex(f"item-{i}") for i in range(start, start + count)]
     values = rng.standard_normal((count, dim)).astype(np.float32)
-    import pyarrow as pa
-
     payload = pa.ListArray.from_arrays(np.arange(0, (count + 1) * dim, dim, dtype=np.int32),
                                        pa.array(values.reshape(-1)))
     return rows("raw", {"item_id": ids, "drop": [drop] * count,
@@ -61,7 +61,8 @@ def drop_rows(drop: str, start: int, count: int, dim: int):
 
 
 def one_size(n_rows: int, drop_size: int, dim: int, folder: Path) -> dict:
-    from curation.store import PoolStore, find_in
+    from curation.sql import in_list
+    from curation.store import IN_CHUNK, PoolStore
 
     store = PoolStore.open_uri(str(folder / "db"), "claim")
     started = time.perf_counter()
@@ -77,7 +78,10 @@ def one_size(n_rows: int, drop_size: int, dim: int, folder: Path) -> dict:
     # filters of IN_CHUNK ids (each a scan of the table), and as the store does it now
     ids = sorted(new["item_id"].to_pylist())
     started = time.perf_counter()
-    find_in(store.table("raw"), "item_id", ids, ["item_id", "drop"], "drop != 'new'")
+    for start in range(0, len(ids), IN_CHUNK):  # the filters as find_in ran them before
+        store.table("raw").search().where(
+            f"{in_list('item_id', ids[start:start + IN_CHUNK])} AND (drop != 'new')").select(
+            ["item_id", "drop"]).limit(None).to_arrow()
     holders_in_s = time.perf_counter() - started
     started = time.perf_counter()
     assert store.raw_holders(ids, "new") == {}

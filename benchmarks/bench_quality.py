@@ -80,11 +80,12 @@ def tuned_candidates(x, ids, labels, base, target, metric, seed=0):
     """curate tune's winner on a seeded sample (as `curate tune --pool` draws it), scaled to
     the pool; plus the same with dedup when the winner did not deduplicate."""
     from curation.config import DEDUP_THRESHOLD
+    from curation.evaluation import lowest
     from curation.selection import item_keys, rank_hash
     from curation.tune import TUNE_SAMPLE, Candidate, tune
 
     n = x.shape[0]
-    rows = np.sort(np.argsort(rank_hash(item_keys(ids), seed), kind="stable")[:TUNE_SAMPLE])
+    rows = lowest(rank_hash(item_keys(ids), seed), TUNE_SAMPLE)
     started = time.perf_counter()
     result = tune(x[rows], ids.take(rows), labels[rows], target, n, base=base,
                   dedup_thresholds=(DEDUP_THRESHOLD,), seed=seed, eval_metric=metric)

@@ -179,10 +179,13 @@ def canonical_order(item_ids) -> np.ndarray:
 def find_in(table, column: str, values, columns: list[str], where: str | None = None,
             row_id: bool = False):
     """`columns` of the rows of `table` whose `column` is one of `values` (any number of
-    them: `IN_CHUNK` per filter), and `where`; a pyarrow Table (with `_rowid` if asked)."""
+    them: `IN_CHUNK` per filter, or one streamed pass over the table above `STREAM_ABOVE`),
+    and `where`; a pyarrow Table (with `_rowid` if asked)."""
     import pyarrow as pa
 
     values = list(values)
+    if len(values) > STREAM_ABOVE:
+        return find_streamed(table, column, values, columns, where, row_id)
     parts = []
     for start in range(0, len(values), IN_CHUNK):
         filter_ = in_list(column, values[start:start + IN_CHUNK])
@@ -565,16 +568,11 @@ class PoolStore(Database):
 
     def lookup(self, kind: str, column: str, values, columns: list[str],
                where: str | None = None):
-        """`columns` of the `kind` rows whose `column` is one of `values` (None: no table):
-        IN filters for a few values, one streamed pass over the table for many (STREAM_ABOVE).
-        """
+        """`columns` of the `kind` rows whose `column` is one of `values` (None: no table)."""
         table = self.table(kind)
         if table is None:
             return None
         present = [c for c in columns if c in table.schema.names]  # older tables lack some
-        values = list(values)
-        if len(values) > STREAM_ABOVE:
-            return find_streamed(table, column, values, present, where)
         return find_in(table, column, values, present, where)
 
     def query(self, kind: str, where: str, columns: list[str] | None = None) -> list[dict]:

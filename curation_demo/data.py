@@ -88,6 +88,21 @@ def _split_drops(landing_dir: Path, n_drops: int, prefix: str) -> list[str]:
     return drop_ids
 
 
+def zipf_draw(labels: np.ndarray, n_items: int, exponent: float, rng: np.random.Generator,
+              classes: list[int] | None = None) -> np.ndarray:
+    """Rows of `n_items` labelled images with Zipf class sizes (zipf_sizes over `classes`,
+    default 0..9), drawn without replacement within each class and shuffled; seeded by rng."""
+    classes = list(range(10)) if classes is None else list(classes)
+    sizes = zipf_sizes(n_items, len(classes), exponent, rng)
+    chosen: list[np.ndarray] = []
+    for cls, size in zip(classes, sizes, strict=True):
+        pool = np.flatnonzero(labels == cls)
+        if size > pool.size:
+            raise ValueError(f"class {cls} has {pool.size} images, {size} requested")
+        chosen.append(rng.choice(pool, size=int(size), replace=False))
+    return rng.permutation(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
 def build_fashion_mnist_drops(
     landing_dir: str | Path,
     n_drops: int = 4,
@@ -111,15 +126,7 @@ def build_fashion_mnist_drops(
     drop_ids = _split_drops(landing_dir, n_drops, "fmnist")
     rng = np.random.default_rng(seed)
     images, labels = load_fashion_mnist("train", root)
-    classes = list(range(10)) if classes is None else list(classes)
-    sizes = zipf_sizes(n_items, len(classes), exponent, rng)
-    chosen: list[np.ndarray] = []
-    for cls, size in zip(classes, sizes, strict=True):
-        pool = np.flatnonzero(labels == cls)
-        if size > pool.size:
-            raise ValueError(f"class {cls} has {pool.size} images, {size} requested")
-        chosen.append(rng.choice(pool, size=int(size), replace=False))
-    order = rng.permutation(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    order = zipf_draw(labels, n_items, exponent, rng, classes)
     rows = []
     for d, (drop_id, part) in enumerate(zip(drop_ids, np.array_split(order, n_drops), strict=True)):
         folder = landing_dir / drop_id
@@ -224,6 +231,20 @@ TEXT_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
 }
 
 
+def templated_sentences(n_items: int, exponent: float,
+                        rng: np.random.Generator) -> list[tuple[int, str]]:
+    """(topic index, sentence) of `n_items` templated sentences, topics with Zipf sizes,
+    grouped by topic (repeats kept); seeded by rng."""
+    topics = list(TEXT_TOPICS)
+    entries: list[tuple[int, str]] = []
+    for t, size in enumerate(zipf_sizes(n_items, len(topics), exponent, rng)):
+        subjects, verbs, objects = TEXT_TOPICS[topics[t]]
+        for _ in range(int(size)):
+            s, v, o = (parts[rng.integers(len(parts))] for parts in (subjects, verbs, objects))
+            entries.append((t, f"{s} {v} {o}."))
+    return entries
+
+
 def build_text_drops(
     landing_dir: str | Path,
     n_drops: int = 2,
@@ -243,13 +264,7 @@ def build_text_drops(
     drop_ids = _split_drops(landing_dir, n_drops, "text")
     rng = np.random.default_rng(seed)
     topics = list(TEXT_TOPICS)
-    sizes = zipf_sizes(n_items, len(topics), exponent, rng)
-    entries: list[tuple[int, str]] = []
-    for t, size in enumerate(sizes):
-        subjects, verbs, objects = TEXT_TOPICS[topics[t]]
-        for _ in range(int(size)):
-            s, v, o = (parts[rng.integers(len(parts))] for parts in (subjects, verbs, objects))
-            entries.append((t, f"{s} {v} {o}."))
+    entries = templated_sentences(n_items, exponent, rng)
     order = rng.permutation(len(entries))
     rows = []
     for d, (drop_id, part) in enumerate(zip(drop_ids, np.array_split(order, n_drops), strict=True)):
@@ -332,10 +347,7 @@ def messy_fashion_mnist(n_items: int, seed: int = 0, *, exponent: float = 1.2,
     kept once (raw ingests content once)."""
     rng = np.random.default_rng(seed)
     images, labels = load_fashion_mnist("train", root)
-    sizes = zipf_sizes(n_items, 10, exponent, rng)
-    chosen = rng.permutation(np.concatenate([
-        rng.choice(np.flatnonzero(labels == c), size=int(s), replace=False)
-        for c, s in enumerate(sizes)]))
+    chosen = zipf_draw(labels, n_items, exponent, rng)
     pixels = [images[i] for i in chosen]
     y = [int(labels[i]) for i in chosen]
     source = [-1] * len(chosen)
@@ -353,16 +365,9 @@ def messy_texts(n_items: int, seed: int = 0, *, exponent: float = 2.0):
     source row per item: -1 for an original, else the row it copies). Identical texts are
     kept once (raw ingests content once)."""
     rng = np.random.default_rng(seed)
-    topics = list(TEXT_TOPICS)
-    sizes = zipf_sizes(n_items, len(topics), exponent, rng)
-    texts, y = [], []
-    for t, size in enumerate(sizes):
-        subjects, verbs, objects = TEXT_TOPICS[topics[t]]
-        for _ in range(int(size)):
-            s, v, o = (parts[rng.integers(len(parts))] for parts in (subjects, verbs, objects))
-            texts.append(f"{s} {v} {o}.")
-            y.append(t)
-    texts, y, source = _unique_content(texts, y, [-1] * len(texts))
+    entries = templated_sentences(n_items, exponent, rng)
+    texts, y, source = _unique_content([text for _, text in entries],
+                                       [topic for topic, _ in entries], [-1] * len(entries))
     y, source = y.tolist(), source.tolist()
     for row in near_duplicate_sources(np.asarray(y), rng):
         texts.append(perturb_text(texts[row], rng))

@@ -70,8 +70,8 @@ def test_chunked_lookup_over_more_ids_than_one_filter_holds(store):
 
 
 def test_a_lookup_of_many_ids_streams_once_and_finds_what_the_filters_find(store, monkeypatch):
-    """Past STREAM_ABOVE values a lookup is one streamed pass, not a scan per IN_CHUNK ids;
-    the rows it finds (with its `where`) are the filters' rows."""
+    """Past STREAM_ABOVE values `find_in` (and every lookup over it) is one streamed pass, not
+    a scan per IN_CHUNK ids, and finds the rows (with its `where`) the filters find."""
     n = store_module.STREAM_ABOVE + 500
     ids = [f"item-{i}" for i in range(n)]
     drops = ["a" if i % 3 else "b" for i in range(n)]
@@ -81,19 +81,20 @@ def test_a_lookup_of_many_ids_streams_once_and_finds_what_the_filters_find(store
         "values": [None] * n}))
     wanted = ids[1:] + ["not-there"]
     assert len(wanted) > store_module.STREAM_ABOVE
-    filters = []
-    real_find_in = store_module.find_in
-    monkeypatch.setattr(store_module, "find_in",
-                        lambda *a, **k: filters.append(a) or real_find_in(*a, **k))
+    passes = []
+    real_stream = store_module.stream
+    monkeypatch.setattr(store_module, "stream",
+                        lambda *a, **k: passes.append(a) or real_stream(*a, **k))
     got = store.raw_holders(wanted, "b")  # held by a drop other than b
-    assert filters == []  # streamed, no IN filter
-    expected = real_find_in(table, "item_id", wanted, ["item_id", "drop"], "drop != 'b'")
-    assert got == dict(zip(expected["item_id"].to_pylist(), expected["drop"].to_pylist(),
-                           strict=True))
+    assert len(passes) == 1  # one streamed pass, not a scan per IN_CHUNK ids
     assert set(got) == {i for i, d in zip(ids[1:], drops[1:], strict=True) if d == "a"}
-    assert store.raw_holders(wanted[:10], "b") == {i: "a" for i in wanted[:10]
-                                                    if drops[ids.index(i)] == "a"}
-    assert len(filters) == 1  # a few ids: one IN filter
+    assert set(got.values()) == {"a"}
+    with_rows = find_in(table, "item_id", wanted, ["item_id"], "drop != 'b'", row_id=True)
+    assert sorted(with_rows["item_id"].to_pylist()) == sorted(got)
+    assert with_rows.column_names == ["item_id", "_rowid"]
+    few = wanted[:10]  # a few ids: IN filters, no streamed pass, the same answer
+    assert store.raw_holders(few, "b") == {i: "a" for i in few if drops[ids.index(i)] == "a"}
+    assert len(passes) == 2  # only the find_in above streamed
 
 def _fit_record(version: int) -> FitRecord:
     config = HierarchyConfig(n_clusters=[6, 2], resampling_steps=[1], seed=0)
