@@ -2,7 +2,7 @@
 
 `connect` is the one place that opens LanceDB (a folder or an object-store URI with its storage
 options, resolved by the caller: the Dagster resource, the CLI, the loader). A `Database` holds
-the table mechanics (create if missing, atomic replace of a scope, insert-if-absent claims, the
+the table mechanics (create if missing, once across processes, atomic replace of a scope, insert-if-absent claims, the
 chunked `IN (...)` lookup); a `PoolStore` adds the pool's tables behind named methods: raw rows
 and their claims, duplicates, quarantine, embeddings, the fit record, levels, assignments and
 their log, subset versions, and the takedown audit. Every table's schema is declared once, in
@@ -44,6 +44,10 @@ READER_RESERVE = 512 * 2**20
 TAKE_ROWS = 4096
 # columns added to tables written before they existed, with '' (not null) for their old rows
 EMPTY_STRING_COLUMNS = ("model_hash", "signature", "reason", "drift", "run")
+# Lance's create is not atomic (lance-format/lance#4451): one process claims each table's
+# creation (`claim_creation`) and the others wait this long for the table to appear
+CREATE_WAIT_S = 60.0
+CREATION_CLAIMS = "_creation_claims"  # beside the tables; LanceDB lists only `*.lance`
 
 
 def storage_options(endpoint_url: str | None = None, region: str | None = None,
@@ -324,6 +328,47 @@ def _conflict(exc: BaseException, attempt: int | None = None) -> bool:
 # --- the database ----------------------------------------------------------------------------
 
 
+def claim_creation(db: Any, name: str) -> bool | None:
+    """Claim the creation of table `name` of connection `db`, atomically across processes
+    and machines: True for the one caller that gets it, False for every other, None where the
+    database's storage offers no create-if-absent (the caller then creates unguarded). The
+    claim is an empty object `<uri>/_creation_claims/<name>`, written with O_EXCL on a folder
+    and with S3's conditional put (If-None-Match: *) on s3://; it is never removed."""
+    uri = str(db.uri)
+    if uri.startswith("s3://"):
+        import boto3
+        from botocore.exceptions import ClientError
+
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        options = dict(getattr(db, "storage_options", None) or {})
+        client = boto3.client("s3", endpoint_url=options.get("aws_endpoint"),
+                              region_name=options.get("aws_region"))
+        key = "/".join(part for part in (prefix.strip("/"), CREATION_CLAIMS, name) if part)
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            # 412: the object exists; 409: a concurrent conditional put of the same key won
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            if code == "NotImplemented":  # an S3-compatible store without conditional puts
+                return None
+            raise
+        return True
+    if "://" in uri and not uri.startswith("file://"):
+        return None  # gs://, az://, memory://: no claim; creates race as in LanceDB itself
+    import os
+    from pathlib import Path
+
+    folder = Path(uri.removeprefix("file://")) / CREATION_CLAIMS
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 class Database:
     """Table mechanics over one LanceDB connection; no pool knowledge."""
 
@@ -358,16 +403,10 @@ class Database:
     def table_for(self, name: str, schema: Any) -> Any:
         """The table, created empty with `schema` when missing; columns of `schema` that a
         table written by an older version lacks are added. Data is never written by the
-        create itself. Two racing creates are not harmless on S3, though: the loser's is
-        committed as an Overwrite, which drops rows appended in between. The drop writes
-        check and redo (`_delete_then_append`); creating a pool's tables once, before its
-        runs go in parallel, is open (issue 17)."""
+        create itself. Safe when many processes need a missing table at once (`_create`)."""
         table = self.open(name)
         if table is None:
-            try:
-                table = self.db.create_table(name, schema=schema, exist_ok=True)
-            except (ValueError, OSError, RuntimeError):  # created meanwhile: open it
-                table = self.db.open_table(name)
+            table = self._create(name, schema)
         missing = [f for f in schema if f.name not in table.schema.names]
         for f in missing:
             if f.name in EMPTY_STRING_COLUMNS:
@@ -375,6 +414,28 @@ class Database:
             else:
                 table.add_columns(f.with_nullable(True))
         return table
+
+    def _create(self, name: str, schema: Any) -> Any:
+        """Create a missing table once, whoever else needs it at the same moment. Racing
+        LanceDB creates are not harmless: on S3 the loser's empty create commits as an
+        Overwrite on top of the winner's, dropping rows appended in between (measured in
+        issue 17; lance-format/lance#4451). So one process claims the creation
+        (`claim_creation`) and creates; the others wait until the table opens. A claimer
+        that died before creating is outwaited after CREATE_WAIT_S: the waiter creates it."""
+        import time
+
+        claimed = claim_creation(self.db, name)
+        if claimed is False:
+            deadline = time.monotonic() + CREATE_WAIT_S
+            while time.monotonic() < deadline:
+                table = self.open(name)
+                if table is not None:
+                    return table
+                time.sleep(0.1)
+        try:
+            return self.db.create_table(name, schema=schema, exist_ok=True)
+        except (ValueError, OSError, RuntimeError):  # created meanwhile: open it
+            return self.db.open_table(name)
 
     def read(self, name: str, columns: list[str], where: str | None = None) -> Any | None:
         """Selected columns (and rows) as a pyarrow Table; None when the table does not exist."""
@@ -751,12 +812,9 @@ class PoolStore(Database):
         """Delete the rows of each SQL filter of `scopes` (disjoint), then append `data` (rows
         inside them); each commit retried when it conflicts with a concurrent writer's, and
         the whole write redone when the latest version does not hold exactly `data`'s rows
-        there. On S3, two processes that create a missing table at once can have the
-        loser's empty create committed as an Overwrite after the winner's first append
-        (LanceDB: "... incompatible with concurrent transaction Overwrite at version 2"),
-        which drops those rows; the check after the write sees that and writes again. An
-        Overwrite that lands after the check is not caught (issue 17: create a pool's
-        tables once)."""
+        there. Tables are created once (`_create`); the check still catches an Overwrite
+        from a create that went unguarded (a claimer outwaited after a crash, a store
+        without create-if-absent) and writes again."""
         for attempt in range(RETRIES):
             try:
                 for scope in scopes:

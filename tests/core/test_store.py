@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,63 @@ def test_a_vectors_pool_reads_raw_values_and_falls_back_to_the_file(tmp_path):
     np.testing.assert_array_equal(vectors, x[[0, 1, 3]])
     assert reasons[2] == "wrong dimension: 2 values, the pool has 3"
     assert reasons[4] == "vector unreadable: no longer in its file"
+
+
+def test_the_creation_of_a_table_is_claimed_by_one_caller_alone(tmp_path):
+    """Eight threads claim the same table's creation on a folder: exactly one gets it; a
+    different table is claimed independently."""
+    import threading
+
+    db = store_module.connect(str(tmp_path / "db"))
+    barrier, answers = threading.Barrier(8), []
+
+    def claim():
+        barrier.wait()
+        answers.append(store_module.claim_creation(db, "p__raw"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [False] * 7 + [True]
+    assert store_module.claim_creation(db, "p__embeddings") is True
+    assert store_module.claim_creation(db, "p__embeddings") is False
+    assert "_creation_claims" not in store_module.Database(db).names()  # not a table
+
+
+def test_a_claim_whose_creator_died_is_outwaited(store, monkeypatch):
+    """A process that claimed a table's creation and died before creating it (its claim is
+    left, the table is missing) delays the next creator by CREATE_WAIT_S, no more: the
+    table is created and takes rows."""
+    assert store_module.claim_creation(store.db, store.name("quarantine")) is True  # then "dies"
+    monkeypatch.setattr(store_module, "CREATE_WAIT_S", 0.3)
+    table = store.table_for(store.name("quarantine"), schema("quarantine"))
+    table.add(rows("quarantine", {c: ["x"] for c in schema("quarantine").names}))
+    assert store.table("quarantine").count_rows() == 1
+
+
+def test_a_waiter_takes_the_table_its_claimer_creates(store, monkeypatch):
+    """While the claimer creates the table and appends its first rows, another caller waits
+    and then opens that table: it never creates one over it (the rows stay)."""
+    import threading
+
+    name, kind_schema = store.name("duplicates"), schema("duplicates")
+    assert store_module.claim_creation(store.db, name) is True
+    monkeypatch.setattr(store_module, "CREATE_WAIT_S", 30.0)
+
+    def claimer():
+        time.sleep(0.5)
+        created = store.db.create_table(name, schema=kind_schema)
+        created.add(rows("duplicates", {c: ["first"] for c in kind_schema.names}))
+
+    creator = threading.Thread(target=claimer)
+    creator.start()
+    started = time.monotonic()
+    table = store.table_for(name, kind_schema)
+    waited = time.monotonic() - started
+    creator.join()
+    assert 0.4 < waited < 30  # it waited for the claimer, not for the deadline
+    table.checkout_latest()
+    assert table.to_arrow()["item_id"].to_pylist() == ["first"]
+    assert [v["version"] for v in table.list_versions()] == [1, 2]  # one create, one append

@@ -118,3 +118,58 @@ def test_concurrent_drop_writers_on_s3(s3_bucket, moto_s3, monkeypatch):
     options = storage_options(moto_s3, region=S3_CREDENTIALS["region_name"])
     for uri, expected in _race(f"s3://{bucket}/lancedb", options, env):
         _assert_each_row_once(uri, options, expected)
+
+
+CREATORS = 6  # processes that all find the same table missing at once
+ROUNDS = 8  # fresh tables, one race each
+
+
+def _creator(index: int, uris: list[str], options: dict, env: dict, barrier, out) -> None:
+    """Per round: at the barrier, open the missing embeddings table through the storage
+    home's create (`table_for`) and append rows with a plain LanceDB add (no write check)."""
+    os.environ.update(env)
+    delays = np.random.default_rng(index).uniform(0, MAX_DELAY_S, len(uris))
+    try:
+        for uri, delay in zip(uris, delays, strict=True):
+            store = PoolStore.open_uri(uri, POOL, options)
+            embeddings, _ = _drop_rows(f"c{index}", 20 + index)
+            barrier.wait(timeout=300)
+            time.sleep(delay)
+            store.table_for(store.name("embeddings"), embeddings.schema).add(embeddings)
+        out.put((index, "ok"))
+    except BaseException as exc:  # noqa: BLE001 (reported by the parent)
+        barrier.abort()  # the others stop waiting for this one
+        out.put((index, repr(exc)))
+
+
+@pytest.mark.slow
+def test_racing_creates_of_a_table_on_s3_keep_every_append(s3_bucket, moto_s3, monkeypatch):
+    """The creation race itself, without the drop writes' check-and-redo: six processes find
+    the table missing at once, create it and append. LanceDB's create is not atomic (on S3
+    the loser's create commits as an Overwrite over the winner's rows); the store's
+    creation claim makes one process create and the rest wait, so every append stays, in
+    every round."""
+    bucket, _ = s3_bucket
+    env = {"AWS_ACCESS_KEY_ID": S3_CREDENTIALS["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"],
+           "AWS_DEFAULT_REGION": S3_CREDENTIALS["region_name"]}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    options = storage_options(moto_s3, region=S3_CREDENTIALS["region_name"])
+    uris = [f"s3://{bucket}/creates/round-{r}" for r in range(ROUNDS)]
+    spawn = multiprocessing.get_context("spawn")
+    barrier, out = spawn.Barrier(CREATORS), spawn.Queue()
+    workers = [spawn.Process(target=_creator, args=(i, uris, options, env, barrier, out))
+               for i in range(CREATORS)]
+    for w in workers:
+        w.start()
+    outcomes = dict(out.get(timeout=600) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+    assert set(outcomes.values()) == {"ok"}, outcomes
+    expected = {f"c{i}": 20 + i for i in range(CREATORS)}
+    for uri in uris:
+        store = PoolStore.open_uri(uri, POOL, options)
+        assert store.drop_counts("embeddings") == expected, uri
+        versions = store.table("embeddings").list_versions()
+        assert len(versions) == 1 + CREATORS, uri  # one create, then one version per append
