@@ -47,6 +47,7 @@ from curation.evaluation import (
     headline_directions,
     headline_spread,
     index_items,
+    label_codes,
     meta_labels,
 )
 from curation.labels import parse_labels_csv, unmatched_note
@@ -56,7 +57,8 @@ from curation.report import (
     evaluation_markdown,
     versus_random_markdown,
 )
-from curation.store import vectors_of
+from curation.selection import item_keys
+from curation.store import stream, vectors_of
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
@@ -88,23 +90,36 @@ def take_vectors(table, row_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def pool_index(lancedb: LanceDBResource, pool: PoolConfig, fit) -> PoolIndex:
-    """Every embedded item in the current tree (curation.evaluation.index_items) and a reader
-    of their vectors, from one version of the embeddings table: small columns only, the
-    vectors of items whose stored assignment is of another fit, nothing else."""
+    """Every embedded item in the current tree (curation.evaluation.index_items), from one
+    version of the embeddings table, with readers of chosen rows' vectors, ids and uris. The
+    item ids and the stored assignments are streamed in bounded batches: what stays is 8 B
+    of row id plus the index's fixed-width columns per item, no string."""
     store = lancedb.store(pool.name)
     table = store.table("embeddings")
-    table.checkout(table.version)  # ids and later vector takes see one version
-    cols = (table.search().with_row_id(True).select(["item_id", "uri"]).limit(None)
-            .to_arrow())
+    table.checkout(table.version)  # ids and later takes see one version
+    row_ids, keys = [], []
+    for batch in stream(table, ["item_id"], row_id=True):
+        row_ids.append(batch["_rowid"].to_numpy().astype(np.uint64))
+        keys.append(item_keys(batch["item_id"]))
+    row_ids = np.concatenate(row_ids) if row_ids else np.empty(0, np.uint64)
     stored = store.table("assignments")
-    with_keys = stored is not None and "item_key" in stored.schema.names
-    wanted = ["item_id", "fit_version",
-              *(f"level_{lv}" for lv in range(1, fit.hierarchy.n_levels + 1)),
-              *(["item_key"] if with_keys else [])]
-    row_ids = cols["_rowid"].to_numpy().astype(np.uint64)
-    return index_items(cols["item_id"].to_pylist(), cols["uri"].to_pylist(),
-                       store.read(pool.table("assignments"), wanted), fit.hierarchy,
-                       fit.fit_version, partial(take_vectors, table, row_ids))
+    assigned = ()
+    if stored is not None:
+        columns = ["item_key" if "item_key" in stored.schema.names else "item_id",
+                   "fit_version", *(f"level_{lv}" for lv in range(1, fit.hierarchy.n_levels + 1))]
+        assigned = stream(stored, columns)
+    return index_items(np.concatenate(keys) if keys else np.empty(0, np.uint64), assigned,
+                       fit.hierarchy, fit.fit_version, partial(take_vectors, table, row_ids),
+                       partial(take_items, table, row_ids))
+
+
+def take_items(table, row_ids: np.ndarray, rows: np.ndarray) -> tuple[list[str], list[str]]:
+    """(item ids, uris) of pool rows, in the order asked, taken by row id from `table`."""
+    wanted = row_ids[np.asarray(rows, dtype=np.int64)]
+    got = table.take_row_ids(wanted.tolist()).with_row_id().select(["item_id", "uri"]).to_arrow()
+    at = {int(r): i for i, r in enumerate(got["_rowid"].to_numpy())}
+    order = [at[int(r)] for r in wanted]
+    return ([got["item_id"][i].as_py() for i in order], [got["uri"][i].as_py() for i in order])
 
 
 def labels_file_uri(landing: LandingStorage, pool: PoolConfig) -> str:
@@ -115,14 +130,20 @@ def labels_file_uri(landing: LandingStorage, pool: PoolConfig) -> str:
 
 
 def read_labels(lancedb: LanceDBResource, landing: LandingStorage, pool: PoolConfig,
-                item_ids: list[str], notes: list[str] | None = None) -> dict[str, str]:
-    """{item_id: label} from the pool's labels file, else from the items' metadata. A labels
-    file that cannot be read or trusted fails the evaluation naming the file, the line and the
-    problem; label ids that match no item are explained in `notes`."""
+                index: PoolIndex, notes: list[str] | None = None) -> tuple[np.ndarray | None, int]:
+    """(a label code per pool row or None, items without a label: curation.evaluation.
+    label_codes) from the pool's labels file, else from the items' metadata (raw's `meta`,
+    streamed in bounded batches). A labels file that cannot be read or trusted fails the
+    evaluation naming the file, the line and the problem; label ids that match no item are
+    explained in `notes`."""
     if not pool.labels:
-        raw = lancedb.store(pool.name).read(pool.table("raw"), ["item_id", "meta"])
-        return {} if raw is None else meta_labels(raw["item_id"].to_pylist(),
-                                                  raw["meta"].to_pylist())
+        raw = lancedb.store(pool.name).table("raw")
+        if raw is None:
+            return None, index.size
+        return label_codes(index, (
+            (item_keys(batch["item_id"]), labels_in(batch["item_id"].to_pylist(),
+                                                    batch["meta"].to_pylist()))
+            for batch in stream(raw, ["item_id", "meta"])))
     uri = labels_file_uri(landing, pool)
     try:
         data = landing.read_bytes(uri)
@@ -133,10 +154,16 @@ def read_labels(lancedb: LanceDBResource, landing: LandingStorage, pool: PoolCon
         found = parse_labels_csv(uri, data)
     except ValueError as exc:
         raise Failure(description=str(exc)) from None
-    note = unmatched_note(found, item_ids)
+    note = unmatched_note(found, lambda ids: index.rows_of(item_keys(ids)) >= 0)
     if note and notes is not None:
         notes.append(note)
-    return found
+    return label_codes(index, [(item_keys(list(found)), list(found.values()))])
+
+
+def labels_in(item_ids: list[str], metas: list[str | None]) -> list[str | None]:
+    """The `label` of each item's metadata JSON, None where it has none."""
+    found = meta_labels(item_ids, metas)
+    return [found.get(i) for i in item_ids]
 
 
 # ---- the asset ----------------------------------------------------------------------------------
@@ -170,13 +197,18 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         fit = store.load_fit()
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        subset = store.read(pool.table(f"subset_{spec.name}"), ["item_id", "weight"])
-        if subset is None or subset.num_rows == 0:
+        subset_table = store.table(f"subset_{spec.name}")
+        if subset_table is None or subset_table.count_rows() == 0:
             raise ValueError(f"subset {spec.name} of pool {pool.name} is empty or missing")
+        keyed = "item_key" in subset_table.schema.names  # subsets of older versions lack it
+        subset = store.read(pool.table(f"subset_{spec.name}"),
+                            ["item_key" if keyed else "item_id", "weight"])
         index = pool_index(lancedb, pool, fit)
         notes: list[str] = []
-        labels = read_labels(lancedb, landing, pool, index.ids, notes)
-        outcome = evaluate_subset(index, subset["item_id"], subset["weight"].to_numpy(), labels,
+        labels, unlabelled = read_labels(lancedb, landing, pool, index, notes)
+        outcome = evaluate_subset(index, subset["item_key"].to_numpy() if keyed
+                                  else item_keys(subset["item_id"]),
+                                  subset["weight"].to_numpy(), labels, unlabelled,
                                   seed=spec.seed, metric=pool.hierarchy.metric,
                                   eval_sample=pool.eval_sample,
                                   random_draws=pool.eval_random_draws)

@@ -46,6 +46,16 @@ def _latest_json(context: AssetExecutionContext, key: AssetKey, name: str):
     return None if value is None else value.value
 
 
+def shown_items(index, examples: dict | None) -> tuple[dict, dict]:
+    """({row: item id}, {row: uri}) of the example members the report shows (a few dozen
+    rows read by row id, not the pool's ids)."""
+    rows = sorted({int(r) for info in (examples or {}).values() for r in info["rows"]})
+    if not rows:
+        return {}, {}
+    ids, uris = index.items(np.asarray(rows, dtype=np.int64))
+    return dict(zip(rows, ids, strict=True)), dict(zip(rows, uris, strict=True))
+
+
 def build_report_asset(pool: PoolConfig):
     key = asset_key(pool, "report")
 
@@ -66,8 +76,8 @@ def build_report_asset(pool: PoolConfig):
         fit = store.load_fit()
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        index = pool_index(lancedb, pool, fit)  # small columns only: no pool vectors
-        ids, uris, paths = index.ids, index.uris, index.paths
+        index = pool_index(lancedb, pool, fit)  # fixed-width columns: no vectors, no strings
+        paths = index.paths
         n_clusters = [c.shape[0] for c in fit.hierarchy.centroids]
         subset_sizes, evaluations, tables = {}, {}, {}
         for spec in pool.subsets:
@@ -86,7 +96,8 @@ def build_report_asset(pool: PoolConfig):
                 evaluations[spec.name] = evaluation
                 tables[f"evaluation_{spec.name}"] = MetadataValue.md(
                     evaluation_markdown(evaluation))
-        examples = example_clusters(paths[:, -1], seed=0) if ids else None
+        examples = example_clusters(paths[:, -1], seed=0) if index.size else None
+        ids, uris = shown_items(index, examples)
         page = render_report(
             pool.name, pool.modality, level_sizes(
                 np.bincount(paths[:, 0], minlength=n_clusters[0]), fit.hierarchy.parents,
@@ -105,7 +116,7 @@ def build_report_asset(pool: PoolConfig):
                 "path": MetadataValue.path(str(path)),
                 "url": MetadataValue.url(path.as_uri()),
                 "bytes": len(page.encode()),
-                "pool_size": len(ids),
+                "pool_size": index.size,
                 "fit_version": fit.fit_version,
                 "evaluated_subsets": sorted(evaluations),
                 **tables,

@@ -97,6 +97,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
+    from dagster import DagsterInstance, build_asset_context
+
     from assets.evaluation import build_evaluation_asset
     from resources.lancedb import LanceDBResource
     from resources.storage import LandingStorage
@@ -114,10 +116,12 @@ def main() -> int:
     if lancedb.open(pool.table("subset_sub")) is None:
         build_subset(lancedb, pool, args.n, args.subset)
     evaluation = build_evaluation_asset(pool, pool.subsets[0])
+    instance = DagsterInstance.ephemeral()
     times, cpu = [], []
     for _ in range(args.repeats):
         started, started_cpu = time.perf_counter(), time.process_time()
-        result = evaluation(lancedb=lancedb, landing=landing)
+        result = evaluation(context=build_asset_context(instance=instance), lancedb=lancedb,
+                            landing=landing)
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
     values = {k: getattr(v, "value", v) for k, v in result.metadata.items()}

@@ -46,7 +46,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from assets.evaluation import pool_index, read_labels
-    from curation.evaluation import evaluate_selection, labels_of
+    from curation.evaluation import evaluate_selection
     from curation.pools import load_pools
     from curation.selection import sample_rows
     from curation_dags import settings
@@ -61,9 +61,10 @@ def main() -> int:
         raise SystemExit(f"pool {pool.name} has no fit under {settings.lancedb_uri()}: run "
                          "`curate demo` first")
     index = pool_index(lancedb, pool, fit)
-    ids, paths = index.ids, index.paths
-    x = index.vectors(np.arange(len(ids)))  # every vector: offline, unlike the asset
-    labels, missing = labels_of(ids, read_labels(lancedb, landing, pool, ids))
+    every = np.arange(index.size)
+    ids, _ = index.items(every)  # every id and vector: offline, unlike the asset
+    paths, x = index.paths, index.vectors(every)
+    labels, missing = read_labels(lancedb, landing, pool, index)
     distance = fit.hierarchy.assign(x).distance  # for the "closest" strategy
     print(f"pool {pool.name}: {len(ids)} items, {x.shape[1]}-d, tree "
           f"{[c.shape[0] for c in fit.hierarchy.centroids]}, labels: "

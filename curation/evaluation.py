@@ -32,9 +32,11 @@ Every draw ranks items by a keyed hash of their 64-bit item key (curation.select
 independent of the pool's storage order. Balance, leaf share and label figures need only small
 per-item columns and stay exact.
 
-A pool's subset (evaluate_subset): the evaluation asset reads the pool's small columns and
-its subset, `index_items` places every item in the current tree (assigning, from their vectors
-only, the items whose stored assignment is of another fit), and `evaluate_subset` returns a
+A pool's subset (evaluate_subset): the evaluation asset streams the pool's item keys and stored
+assignments in batches; `index_items` places every item in the current tree as fixed-width
+columns (`PoolIndex`: no per-item string; assigning, from their vectors only, the items whose
+stored assignment is of another fit), `label_codes` numbers the labels the same way, and
+`evaluate_subset` returns a
 `SubsetEvaluation` whose figures, sample note and headline figures are what the asset shows.
 Which direction is better for every figure is declared once (`BETTER`): the report, the Dagster
 metadata and the check say it from there.
@@ -43,7 +45,7 @@ metadata and the check say it from there.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -131,12 +133,18 @@ def coverage(x: np.ndarray, selected: np.ndarray, leaf: np.ndarray | None = None
     return out
 
 
+def _as_paths(paths) -> np.ndarray:
+    """(n, L) integer cluster paths, in their own integer type (no copy of a large pool's)."""
+    paths = np.asarray(paths)
+    if not np.issubdtype(paths.dtype, np.integer):
+        paths = paths.astype(np.int64)
+    return paths[:, None] if paths.ndim == 1 else paths
+
+
 def level_balance(paths: np.ndarray, selected: np.ndarray,
                   weights: np.ndarray | None = None) -> dict[str, dict]:
     """Balance of the selection at every level, over the clusters that hold pool items."""
-    paths = np.asarray(paths, dtype=np.int64)
-    if paths.ndim == 1:
-        paths = paths[:, None]
+    paths = _as_paths(paths)
     out = {}
     for level in range(paths.shape[1]):
         ids = paths[:, level]
@@ -354,9 +362,7 @@ def evaluate_selection(x: np.ndarray | Callable[[np.ndarray], np.ndarray], paths
     at once, as with one draw: a further draw's block (probe, test split, its <= eval_sample
     members) is read after the previous one is freed. Time grows with the draws (one exact
     nearest-neighbour search of the probe and one k-NN per draw)."""
-    paths = np.asarray(paths, dtype=np.int64)
-    if paths.ndim == 1:
-        paths = paths[:, None]
+    paths = _as_paths(paths)
     n = paths.shape[0]
     if not callable(x) and np.shape(x)[0] != n:
         raise ValueError(f"{np.shape(x)[0]} vectors but {n} cluster paths")
@@ -686,54 +692,89 @@ def headline_directions(report: dict) -> dict[str, str]:
 
 # ---- a pool's subset ---------------------------------------------------------------------------
 
+ASSIGN_ROWS = 65536  # stale items placed in the tree per read of their vectors
+
+
 @dataclass(frozen=True)
 class PoolIndex:
-    """Every embedded item of a pool in the current tree, and a reader of chosen rows' vectors
-    (sorted or not; (len(rows), d) float32 in the order asked)."""
+    """Every embedded item of a pool in the current tree, as fixed-width columns in one
+    order (a version of the embeddings table's): item keys and cluster paths, with readers of
+    chosen rows' vectors and of their ids and uris. No per-item string is held: memory is
+    (8 + 4 L) B per item, plus 16 B per item for `rows_of`'s sorted keys once it is used."""
 
-    ids: list[str]
-    uris: list[str]
     keys: np.ndarray  # (n,) uint64 item keys (curation.selection.item_keys)
-    paths: np.ndarray  # (n, L) cluster ids, level 1 (leaf) first
-    vectors: Callable[[np.ndarray], np.ndarray]
+    paths: np.ndarray  # (n, L) int32 cluster ids, level 1 (leaf) first
+    vectors: Callable[[np.ndarray], np.ndarray]  # sorted or not; (len(rows), d) in that order
+    items: Callable[[np.ndarray], tuple[list[str], list[str]]] | None = None  # (ids, uris)
+
+    @property
+    def size(self) -> int:
+        return int(self.keys.size)
+
+    @cached_property
+    def _sorted_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(self.keys, kind="stable")
+        return order, self.keys[order]
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each item key among the pool's, -1 when absent."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if self.size == 0:
+            return np.full(keys.size, -1, np.int64)
+        order, sorted_keys = self._sorted_keys
+        at = np.minimum(np.searchsorted(sorted_keys, keys), self.size - 1)
+        return np.where(sorted_keys[at] == keys, order[at], -1).astype(np.int64)
 
 
-def rows_of(ids: list[str], wanted) -> np.ndarray:
-    """Row of each wanted id (a list or pyarrow array of str) among `ids`, -1 when absent."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    at = pc.index_in(pa.array(wanted, pa.string()) if isinstance(wanted, list) else wanted,
-                     value_set=pa.array(ids, pa.string()))
-    return at.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def index_items(ids: list[str], uris: list[str], assigned, hierarchy: Hierarchy,
-                fit_version: int, vectors: Callable[[np.ndarray], np.ndarray]) -> PoolIndex:
-    """Place every embedded item in the current tree: its stored assignment when that is of
-    this fit (`assigned`: a pyarrow table with item_id, fit_version, level_1..level_L and
-    optionally item_key, or None), else assigned here from its vector (only those are read).
-    Keys come from `item_key` where stored, else are computed from the ids."""
+def index_items(keys: np.ndarray, assigned: Iterable, hierarchy: Hierarchy, fit_version: int,
+                vectors: Callable[[np.ndarray], np.ndarray],
+                items: Callable[[np.ndarray], tuple[list[str], list[str]]] | None = None
+                ) -> PoolIndex:
+    """Place every embedded item (by item key, in the pool's row order) in the current tree:
+    its stored assignment when that is of this fit, else assigned here from its vector (only
+    those are read, ASSIGN_ROWS at a time). `assigned`: pyarrow batches or tables of the
+    stored assignments (item_key or item_id, fit_version, level_1..level_L), streamed: one
+    batch is held at a time. Memory: the index, one batch, ASSIGN_ROWS vectors."""
     n_levels = hierarchy.n_levels
     level_cols = [f"level_{lv}" for lv in range(1, n_levels + 1)]
-    paths = np.full((len(ids), n_levels), -1, np.int64)
-    keys = np.zeros(len(ids), np.uint64)
-    known = np.zeros(len(ids), bool)
-    if assigned is not None and assigned.num_rows:
-        at = rows_of(ids, assigned["item_id"])
-        ok = at >= 0
-        current = ok & (assigned["fit_version"].to_numpy() == fit_version)
-        stored = np.stack([assigned[c].to_numpy() for c in level_cols], axis=1)
-        paths[at[current]] = stored[current]
-        if "item_key" in assigned.column_names:
-            keys[at[ok]] = assigned["item_key"].to_numpy()[ok]
-            known[at[ok]] = True
-    if not known.all():
-        keys[~known] = item_keys([ids[i] for i in np.flatnonzero(~known)])
-    missing = np.flatnonzero(paths[:, 0] < 0)
-    if missing.size:
-        paths[missing] = hierarchy.assign(vectors(missing)).paths
-    return PoolIndex(ids, uris, keys, paths, vectors)
+    index = PoolIndex(np.asarray(keys, dtype=np.uint64),
+                      np.full((len(keys), n_levels), -1, np.int32), vectors, items)
+    for batch in assigned:
+        current = batch["fit_version"].to_numpy() == fit_version
+        if not current.any():
+            continue
+        batch_keys = (batch["item_key"].to_numpy() if "item_key" in batch.column_names
+                      else item_keys(batch["item_id"]))
+        at = index.rows_of(batch_keys[current])
+        stored = np.stack([batch[c].to_numpy()[current] for c in level_cols], axis=1)
+        index.paths[at[at >= 0]] = stored[at >= 0]
+    missing = np.flatnonzero(index.paths[:, 0] < 0)
+    for lo in range(0, missing.size, ASSIGN_ROWS):
+        chunk = missing[lo:lo + ASSIGN_ROWS]
+        index.paths[chunk] = hierarchy.assign(vectors(chunk)).paths
+    return index
+
+
+def label_codes(index: PoolIndex, labelled: Iterable[tuple[np.ndarray, Sequence[str | None]]]
+                ) -> tuple[np.ndarray | None, int]:
+    """(a label code per pool row, or None; how many rows have no label) from (item keys,
+    labels) pairs, streamed. Codes number the labels in sorted order (the figures are those
+    of the label strings). Labels are used only when every item has one. Memory: 4 B per
+    item plus one pair and the distinct labels."""
+    codes = np.full(index.size, -1, np.int32)
+    names: dict[str, int] = {}
+    for keys, labels in labelled:
+        at = index.rows_of(keys)
+        for row, label in zip(at.tolist(), labels, strict=True):
+            if row >= 0 and label is not None:
+                codes[row] = names.setdefault(label, len(names))
+    missing = int((codes < 0).sum())
+    if not names or missing:
+        return None, missing
+    order = np.argsort(np.asarray(list(names), dtype=object)).astype(np.int32)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size, dtype=np.int32)
+    return rank[codes], 0
 
 
 def meta_labels(item_ids: Sequence[str], metas: Sequence[str | None]) -> dict[str, str]:
@@ -790,21 +831,20 @@ class SubsetEvaluation:
                 "draw). Balance, leaf share and label figures are exact over the whole pool.")
 
 
-def evaluate_subset(index: PoolIndex, subset_ids, subset_weights: np.ndarray,
-                    labels: dict[str, str], *, seed: int, metric: str = "l2",
-                    eval_sample: int = EVAL_SAMPLE,
+def evaluate_subset(index: PoolIndex, subset_keys: np.ndarray, subset_weights: np.ndarray,
+                    labels: np.ndarray | None, unlabelled: int = 0, *, seed: int,
+                    metric: str = "l2", eval_sample: int = EVAL_SAMPLE,
                     random_draws: int = RANDOM_DRAWS) -> SubsetEvaluation:
-    """A subset (its item ids and weights) of the pool of `index` against `random_draws`
+    """A subset (its item keys and weights) of the pool of `index` against `random_draws`
     uniform random subsets of the same size (evaluate_selection). Members no longer embedded
-    (a re-embedded drop) drop out; `labels` ({item_id: label}) count only when every item has
-    one."""
-    rows = rows_of(index.ids, subset_ids)
+    (a re-embedded drop) drop out; `labels`: a code per pool row (label_codes) or None, with
+    `unlabelled` the rows without one."""
+    rows = index.rows_of(subset_keys)
     keep = rows >= 0
     rows, weights = rows[keep], np.asarray(subset_weights)[keep]
     order = np.argsort(rows)
-    pool_labels, unlabelled = labels_of(index.ids, labels)
     report = evaluate_selection(index.vectors, index.paths, rows[order], weights[order],
-                                pool_labels, keys=index.keys, seed=seed, metric=metric,
+                                labels, keys=index.keys, seed=seed, metric=metric,
                                 eval_sample=eval_sample, random_draws=random_draws)
-    return SubsetEvaluation(report, len(index.ids), int(rows.size), pool_labels is not None,
+    return SubsetEvaluation(report, index.size, int(rows.size), labels is not None,
                             unlabelled, eval_sample)

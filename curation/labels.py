@@ -36,13 +36,16 @@ def parse_labels_csv(name: str, data: bytes) -> dict[str, str]:
     return labels
 
 
-def unmatched_note(labels: dict[str, str], item_ids) -> str:
-    """Why labelled items are missing, when label ids match no item: e.g. padded ids."""
-    known = set(item_ids)
-    stray = [i for i in labels if i not in known]
+def unmatched_note(labels: dict[str, str], is_item) -> str:
+    """Why labelled items are missing, when label ids match no item: e.g. padded ids.
+    `is_item(ids)`: a boolean per id, whether the pool holds it."""
+    ids = list(labels)
+    stray = [i for i, known in zip(ids, is_item(ids), strict=True) if not known]
     if not stray:
         return ""
-    padded = [i for i in stray if i != i.strip() and i.strip() in known]
+    trimmed = [i.strip() for i in stray]
+    padded = [i for i, t, known in zip(stray, trimmed, is_item(trimmed), strict=True)
+              if i != t and known]
     note = f"{len(stray)} ids of the labels file match no item of the pool (e.g. {stray[0]!r})"
     if padded:
         note += (f"; {len(padded)} of them only by leading or trailing spaces (ids match byte "

@@ -14,7 +14,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -335,8 +335,8 @@ def render_report(
     subset_sizes: dict[str, list[np.ndarray]],
     evaluations: dict[str, dict],
     examples: dict[str, dict] | None = None,
-    item_ids: list[str] | None = None,
-    uris: list[str] | None = None,
+    item_ids: Sequence[str] | Mapping[int, str] | None = None,
+    uris: Sequence[str] | Mapping[int, str] | None = None,
     read_bytes: Callable[[str], bytes] | None = None,
     drift: dict | None = None,
     generated: str = "",
@@ -345,7 +345,8 @@ def render_report(
     """The report page. pool_sizes: items beneath each cluster, per level (level 1 first);
     subset_sizes: the same per subset (selected items, copies counted); evaluations: per
     subset, evaluate_selection's result; examples: example_clusters' result, whose rows index
-    item_ids / uris; read_bytes(uri) -> bytes reads items (local paths or s3://);
+    item_ids / uris (lists over the pool, or {row: value} of the rows shown);
+    read_bytes(uri) -> bytes reads items (local paths or s3://);
     near_duplicates: the dedup's summary (`near_duplicates_rows`), when the pool deduplicates."""
     e = html.escape
     parts = [

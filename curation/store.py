@@ -2,11 +2,12 @@
 
 `connect` is the one place that opens LanceDB (a folder or an object-store URI with its storage
 options, resolved by the caller: the Dagster resource, the CLI, the loader). A `Database` holds
-the table mechanics (create if missing, once across processes, atomic replace of a scope, insert-if-absent claims, the
-chunked `IN (...)` lookup); a `PoolStore` adds the pool's tables behind named methods: raw rows
-and their claims, duplicates, quarantine, embeddings, the fit record, levels, assignments and
-their log, subset versions, and the takedown audit. Every table's schema is declared once, in
-`schema`; rows are built against it (`rows`), so two writers cannot drift apart.
+the table mechanics (create if missing, once across processes; atomic replace of a scope;
+insert-if-absent claims; the chunked `IN (...)` lookup); a `PoolStore` adds the pool's tables
+behind named methods: raw rows and their claims, duplicates, quarantine, embeddings, the fit
+record, levels, assignments and their log, subset versions, and the takedown audit. Every
+table's schema is declared once, in `schema`; rows are built against it (`rows`), so two
+writers cannot drift apart.
 
 Tables (names from `naming.table(pool, kind)` = `<pool>__<kind>`): see docs/ARCHITECTURE.md,
 "Who owns which table".

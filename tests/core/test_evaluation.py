@@ -259,9 +259,10 @@ def test_bounded_evaluation_reads_a_bounded_sample_and_is_deterministic(fitted):
 
 # ---- a pool's subset, and which direction is better ---------------------------------------------
 
-def _pool_index(fitted, stale_rows=()):
+def _pool_index(fitted, stale_rows=(), batch_rows=700):
     """An index over the fitted pool whose stored assignments are of fit 3, except
-    `stale_rows` (of fit 2), with a reader that records what it is asked for."""
+    `stale_rows` (of fit 2), streamed in batches of `batch_rows` in reverse order, with a
+    reader that records what it is asked for."""
     import pyarrow as pa
 
     from curation.evaluation import index_items
@@ -282,40 +283,87 @@ def _pool_index(fitted, stale_rows=()):
         asked.append(np.asarray(rows).copy())
         return x[rows]
 
-    return index_items(ids, [f"u/{i}" for i in ids], assigned, fit.hierarchy, 3, reader), asked
+    def items(rows):
+        return [ids[r] for r in rows], [f"u/{ids[r]}" for r in rows]
+
+    batches = assigned.to_batches(max_chunksize=batch_rows)
+    return index_items(item_keys(ids), batches, fit.hierarchy, 3, reader, items), asked, ids
 
 
 def test_index_items_uses_current_assignments_and_assigns_only_the_stale(fitted):
     from curation.selection import item_keys
 
     x, _, fit, _ = fitted
-    index, asked = _pool_index(fitted, stale_rows=[5, 17])
-    assert np.array_equal(index.keys, item_keys(index.ids))
+    index, asked, ids = _pool_index(fitted, stale_rows=[5, 17])
+    assert np.array_equal(index.keys, item_keys(ids))
     assert np.array_equal(index.paths, fit.hierarchy.assign(x).paths)
+    assert index.paths.dtype == np.int32  # fixed width: no per-item object is held
     (rows,) = asked  # only the two stale items' vectors were read
     assert rows.tolist() == [5, 17]
+    assert index.items(np.array([17, 5])) == (["item-00017", "item-00005"],
+                                               ["u/item-00017", "u/item-00005"])
 
 
-def test_evaluate_subset_matches_ids_and_labels(fitted):
-    from curation.evaluation import evaluate_subset
+def test_index_items_reads_the_vectors_of_unassigned_items_in_bounded_chunks(fitted,
+                                                                             monkeypatch):
+    """Items without a stored assignment of this fit are placed from their vectors,
+    ASSIGN_ROWS at a time: never every such vector at once."""
+    from curation import evaluation
+
+    x, _, fit, _ = fitted
+    monkeypatch.setattr(evaluation, "ASSIGN_ROWS", 1000)
+    index, asked, _ = _pool_index(fitted, stale_rows=range(x.shape[0]))
+    assert [r.size for r in asked] == [1000, 1000, 1000]
+    assert np.array_equal(np.concatenate(asked), np.arange(x.shape[0]))
+    assert np.array_equal(index.paths, fit.hierarchy.assign(x).paths)
+
+
+def test_rows_of_finds_keys_and_answers_minus_one_for_others(fitted):
+    from curation.selection import item_keys
+
+    index, _, ids = _pool_index(fitted)
+    asked = item_keys([ids[9], "not-in-pool", ids[0], ids[-1]])
+    assert index.rows_of(asked).tolist() == [9, -1, 0, len(ids) - 1]
+
+
+def test_label_codes_number_labels_in_sorted_order_and_need_every_item(fitted):
+    from curation.evaluation import label_codes
+    from curation.selection import item_keys
+
+    index, _, ids = _pool_index(fitted)
+    names = np.asarray(["cat", "ant", "bee"])[np.arange(len(ids)) % 3]
+    pairs = [(item_keys(ids[lo:lo + 500]), names[lo:lo + 500].tolist())
+             for lo in range(0, len(ids), 500)][::-1]  # streamed, any order
+    codes, missing = label_codes(index, pairs + [(item_keys(["stranger"]), ["zebra"])])
+    assert missing == 0
+    assert np.array_equal(codes, np.searchsorted(["ant", "bee", "cat"], names))
+    holes = [(keys, [None if i == 0 else lab for i, lab in enumerate(labs)])
+             for keys, labs in pairs]
+    assert label_codes(index, holes) == (None, len(pairs))
+
+
+def test_evaluate_subset_matches_keys_and_labels(fitted):
+    from curation.evaluation import evaluate_subset, label_codes
+    from curation.selection import item_keys
 
     x, labels, fit, sel = fitted
-    index, _ = _pool_index(fitted)
-    chosen = [index.ids[r] for r in sel.indices[::-1]] + ["gone-item"]  # re-embedded away
+    index, _, ids = _pool_index(fitted)
+    chosen = [ids[r] for r in sel.indices[::-1]] + ["gone-item"]  # re-embedded away
     weights = np.append(sel.weights[::-1], 9)
-    found = {i: str(lab) for i, lab in zip(index.ids, labels, strict=True)}
-    outcome = evaluate_subset(index, chosen, weights, found, seed=0, eval_sample=1000)
+    codes, _ = label_codes(index, [(item_keys(ids), [str(v) for v in labels])])
+    outcome = evaluate_subset(index, item_keys(chosen), weights, codes, seed=0,
+                              eval_sample=1000)
     direct = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights,
                                 np.asarray([str(v) for v in labels]), seed=0,
                                 keys=index.keys, eval_sample=1000)
-    assert outcome.report == direct
+    assert outcome.report == direct  # codes give the figures of the label strings
     assert outcome.selected_items == sel.indices.size and outcome.pool_size == x.shape[0]
     assert outcome.labelled and outcome.unlabelled_items == 0
     assert outcome.worse_than_random == direct["worse_than_random"]
     assert "of 3000 items read" in outcome.sample_note()
     # labels count only when every item has one
-    partial = dict(list(found.items())[:-2])
-    unlabelled = evaluate_subset(index, chosen, weights, partial, seed=0, eval_sample=1000)
+    unlabelled = evaluate_subset(index, item_keys(chosen), weights, None, 2, seed=0,
+                                 eval_sample=1000)
     assert not unlabelled.labelled and unlabelled.unlabelled_items == 2
     assert "labels" not in unlabelled.report["curated"]
 

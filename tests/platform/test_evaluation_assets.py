@@ -163,6 +163,7 @@ def test_labels_file_named_in_the_pool_config(tmp_path):
 
 def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
     from assets.evaluation import pool_index
+    from curation.selection import item_keys
     from curation.store import vectors_of
 
     p = evaluated
@@ -180,7 +181,12 @@ def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
     index = pool_index(p.lancedb, p.pool, p.lancedb.store(p.pool.name).load_fit())
     full = p.table("embeddings").to_arrow()
     by_id = dict(zip(full["item_id"].to_pylist(), vectors_of(full["vector"]), strict=True))
-    rows = np.random.default_rng(0).permutation(len(index.ids))[:123]
+    rows = np.random.default_rng(0).permutation(index.size)[:123]
     got = index.vectors(rows)
-    assert np.array_equal(got, np.stack([by_id[index.ids[r]] for r in rows]))
-    assert index.paths.shape == (len(index.ids), 2) and (index.paths >= 0).all()
+    ids, uris = index.items(rows)  # ids and uris of the same rows, in the same order
+    assert np.array_equal(got, np.stack([by_id[i] for i in ids]))
+    by_uri = dict(zip(full["item_id"].to_pylist(), full["uri"].to_pylist(), strict=True))
+    assert uris == [by_uri[i] for i in ids]
+    assert np.array_equal(index.keys[rows], item_keys(ids))  # keys of the same items
+    assert index.size == full.num_rows and sorted(set(ids)) == sorted(ids)
+    assert index.paths.shape == (index.size, 2) and (index.paths >= 0).all()

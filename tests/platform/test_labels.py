@@ -4,6 +4,7 @@ explained (padded ids), on the real evaluation asset of a real pool."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from dagster import instance_for_test
 from kit import Platform, materialized, meta, small_pool
@@ -28,10 +29,13 @@ def test_parse_labels_csv_refuses_what_it_cannot_trust():
 
 
 def test_padded_label_ids_are_explained():
-    note = unmatched_note({" a": "x", "b ": "y", "zz": "z"}, ["a", "b", "c"])
+    def pool_of(*ids):
+        return lambda asked: np.isin(np.asarray(asked, dtype=object), list(ids))
+
+    note = unmatched_note({" a": "x", "b ": "y", "zz": "z"}, pool_of("a", "b", "c"))
     assert note.startswith("3 ids of the labels file match no item")
     assert "2 of them only by leading or trailing spaces" in note
-    assert unmatched_note({"a": "x"}, ["a", "b"]) == ""
+    assert unmatched_note({"a": "x"}, pool_of("a", "b")) == ""
 
 
 @pytest.fixture(scope="module")
