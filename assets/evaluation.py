@@ -17,14 +17,19 @@ Labels come from the pool's labels file (`labels:` in the pool config, a CSV wit
 label under the pool's landing prefix), else from a `label` field of the items' metadata (a
 column of the parquet drops, kept in `<pool>__raw`'s `meta` JSON).
 
-The evaluation reads the vectors of a bounded, seeded sample only (the pool's `eval_sample`,
-see curation.evaluation), by row id from one version of the embeddings table: its cost no
-longer grows with the pool, so a refresh of a 1M pool is not held up by it. The storage reads
-are the functions below the asset's imports; everything else is the core's.
+The pool is read in one bounded pass (`pool_pass`, curation.pool_stream: item keys, places in
+the tree and label codes, a batch at a time), of which `SubsetDraws` keeps what the draws need;
+vectors are read for a bounded, seeded sample only (the pool's `eval_sample`, see
+curation.evaluation), by row id from one version of the embeddings table. Memory is a bound of
+the config, not of the pool (docs/SCALE.md). The storage reads are the functions below the
+asset's imports; everything else is the core's.
 """
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from dagster import (
@@ -40,17 +45,16 @@ from dagster import (
 
 from curation.evaluation import (
     BETTER_VERDICT,
-    PoolIndex,
+    SubsetDraws,
     better,
     check_outcome,
     evaluate_subset,
     headline_directions,
     headline_spread,
-    index_items,
-    label_codes,
     meta_labels,
 )
 from curation.labels import parse_labels_csv, unmatched_note
+from curation.pool_stream import LabelNames, PoolBatch, join_bytes, partitions, stream_pool
 from curation.pools import PoolConfig, SubsetSpec
 from curation.report import (
     evaluation_figure_markdown,
@@ -70,56 +74,88 @@ TAKE_BATCH = 65536  # row ids per LanceDB take: bounded memory per request
 
 # ---- storage reads ------------------------------------------------------------------------------
 
-def take_vectors(table, row_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), d) float32 vectors of pool rows (positions in `row_ids`, the LanceDB row id
-    of each pool row), taken by row id in batches from the pinned `table`."""
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty((rows.size, table.schema.field("vector").type.list_size), np.float32)
-    wanted = row_ids[rows]
+def vectors_at(table, row_ids: np.ndarray) -> np.ndarray:
+    """(len(row_ids), d) float32 vectors of rows of the pinned `table` by LanceDB row id, in
+    the order asked, taken TAKE_BATCH at a time."""
+    wanted = np.asarray(row_ids, dtype=np.uint64)
+    out = np.empty((wanted.size, table.schema.field("vector").type.list_size), np.float32)
     order = np.argsort(wanted, kind="stable")
     ordered = wanted[order]
-    for lo in range(0, rows.size, TAKE_BATCH):
+    for lo in range(0, wanted.size, TAKE_BATCH):
         chunk = ordered[lo : lo + TAKE_BATCH]
         got = table.take_row_ids(chunk.tolist()).with_row_id().select(["vector"]).to_arrow()
-        # the take answers in its own order: place each vector by its row id
-        at = order[np.searchsorted(ordered, got["_rowid"].to_numpy())]
-        out[at] = vectors_of(got["vector"])
         if got.num_rows != chunk.size:
             raise RuntimeError(f"asked for {chunk.size} rows, LanceDB returned {got.num_rows}")
+        # the take answers in its own order: place each vector by its row id
+        at = order[lo + np.searchsorted(chunk, got["_rowid"].to_numpy())]
+        out[at] = vectors_of(got["vector"])
     return out
 
 
-def pool_index(lancedb: LanceDBResource, pool: PoolConfig, fit) -> PoolIndex:
-    """Every embedded item in the current tree (curation.evaluation.index_items), from one
-    version of the embeddings table, with readers of chosen rows' vectors, ids and uris. The
-    item ids and the stored assignments are streamed in bounded batches: what stays is 8 B
-    of row id plus the index's fixed-width columns per item, no string."""
-    store = lancedb.store(pool.name)
-    table = store.table("embeddings")
-    table.checkout(table.version)  # ids and later takes see one version
-    row_ids, keys = [], []
-    for batch in stream(table, ["item_id"], row_id=True):
-        row_ids.append(batch["_rowid"].to_numpy().astype(np.uint64))
-        keys.append(item_keys(batch["item_id"]))
-    row_ids = np.concatenate(row_ids) if row_ids else np.empty(0, np.uint64)
-    stored = store.table("assignments")
-    assigned = ()
-    if stored is not None:
-        columns = ["item_key" if "item_key" in stored.schema.names else "item_id",
-                   "fit_version", *(f"level_{lv}" for lv in range(1, fit.hierarchy.n_levels + 1))]
-        assigned = stream(stored, columns)
-    return index_items(np.concatenate(keys) if keys else np.empty(0, np.uint64), assigned,
-                       fit.hierarchy, fit.fit_version, partial(take_vectors, table, row_ids),
-                       partial(take_items, table, row_ids))
-
-
-def take_items(table, row_ids: np.ndarray, rows: np.ndarray) -> tuple[list[str], list[str]]:
-    """(item ids, uris) of pool rows, in the order asked, taken by row id from `table`."""
-    wanted = row_ids[np.asarray(rows, dtype=np.int64)]
+def items_at(table, row_ids: np.ndarray) -> tuple[list[str], list[str]]:
+    """(item ids, uris) of rows of `table` by LanceDB row id, in the order asked."""
+    wanted = np.asarray(row_ids, dtype=np.uint64)
     got = table.take_row_ids(wanted.tolist()).with_row_id().select(["item_id", "uri"]).to_arrow()
     at = {int(r): i for i, r in enumerate(got["_rowid"].to_numpy())}
     order = [at[int(r)] for r in wanted]
-    return ([got["item_id"][i].as_py() for i in order], [got["uri"][i].as_py() for i in order])
+    return [got["item_id"][i].as_py() for i in order], [got["uri"][i].as_py() for i in order]
+
+
+@dataclass(frozen=True)
+class PoolPass:
+    """One pinned version of a pool's embeddings and how to stream the pool past its tree
+    and labels (curation.pool_stream): `batches()` starts the pass."""
+
+    embeddings: Any  # the LanceDB table, pinned
+    batches: Callable[[], Iterator[PoolBatch]]
+    names: LabelNames
+    labelled: bool
+    parts: int  # join partitions: passes over the tables' small columns
+
+
+def pool_pass(lancedb: LanceDBResource, landing: LandingStorage | None, pool: PoolConfig, fit,
+              notes: list[str] | None = None, labels: bool = True) -> PoolPass:
+    """Every embedded item of the pool in the current tree, with its label code when the pool
+    has labels (its labels file, else the items' metadata), streamed in bounded batches from
+    one version of the embeddings table (curation.pool_stream). A labels file that cannot be
+    read or trusted fails naming the file, the line and the problem; its ids that match no
+    item are explained in `notes`."""
+    store = lancedb.store(pool.name)
+    table = store.table("embeddings")
+    if table is None:
+        raise ValueError(f"pool {pool.name} has no embeddings yet")
+    table.checkout(table.version)  # ids and later takes see one version
+    n_levels = fit.hierarchy.n_levels
+    stored = store.table("assignments")
+    levels = [f"level_{lv}" for lv in range(1, n_levels + 1)]
+
+    def embedded():
+        for batch in stream(table, ["item_id"], row_id=True):
+            yield item_keys(batch["item_id"]), batch["_rowid"].to_numpy()
+
+    def assigned():
+        if stored is None:
+            return
+        keyed = "item_key" in stored.schema.names
+        for batch in stream(stored, ["item_key" if keyed else "item_id", "fit_version",
+                                     *levels]):
+            keys = batch["item_key"].to_numpy() if keyed else item_keys(batch["item_id"])
+            yield (keys, batch["fit_version"].to_numpy(),
+                   np.stack([batch[c].to_numpy() for c in levels], axis=1))
+
+    labelled = label_source(lancedb, landing, pool, notes) if labels else None
+    names = LabelNames()
+    items = table.count_rows()
+    parts = partitions(items, join_bytes(n_levels, labelled is not None))
+
+    def place(row_ids: np.ndarray) -> np.ndarray:
+        return fit.hierarchy.assign(vectors_at(table, row_ids)).paths
+
+    def batches():
+        return stream_pool(embedded, assigned, labelled, fit_version=fit.fit_version,
+                           n_levels=n_levels, place=place, names=names, parts=parts)
+
+    return PoolPass(table, batches, names, labelled is not None, parts)
 
 
 def labels_file_uri(landing: LandingStorage, pool: PoolConfig) -> str:
@@ -129,21 +165,24 @@ def labels_file_uri(landing: LandingStorage, pool: PoolConfig) -> str:
     return str(Path(storage.url.removeprefix("file://")).expanduser() / pool.labels)
 
 
-def read_labels(lancedb: LanceDBResource, landing: LandingStorage, pool: PoolConfig,
-                index: PoolIndex, notes: list[str] | None = None) -> tuple[np.ndarray | None, int]:
-    """(a label code per pool row or None, items without a label: curation.evaluation.
-    label_codes) from the pool's labels file, else from the items' metadata (raw's `meta`,
-    streamed in bounded batches). A labels file that cannot be read or trusted fails the
-    evaluation naming the file, the line and the problem; label ids that match no item are
-    explained in `notes`."""
+def label_source(lancedb: LanceDBResource, landing: LandingStorage | None, pool: PoolConfig,
+                 notes: list[str] | None = None):
+    """A callable starting a pass over (item keys, labels) batches: the pool's labels file
+    (parsed whole: a file the user wrote), else the `label` of raw's metadata, streamed.
+    None when the pool has neither."""
+    store = lancedb.store(pool.name)
     if not pool.labels:
-        raw = lancedb.store(pool.name).table("raw")
+        raw = store.table("raw")
         if raw is None:
-            return None, index.size
-        return label_codes(index, (
-            (item_keys(batch["item_id"]), labels_in(batch["item_id"].to_pylist(),
-                                                    batch["meta"].to_pylist()))
-            for batch in stream(raw, ["item_id", "meta"])))
+            return None
+
+        def from_meta():
+            for batch in stream(raw, ["item_id", "meta"]):
+                ids = batch["item_id"].to_pylist()
+                found = meta_labels(ids, batch["meta"].to_pylist())
+                yield item_keys(ids), [found.get(i) for i in ids]
+
+        return from_meta
     uri = labels_file_uri(landing, pool)
     try:
         data = landing.read_bytes(uri)
@@ -154,16 +193,17 @@ def read_labels(lancedb: LanceDBResource, landing: LandingStorage, pool: PoolCon
         found = parse_labels_csv(uri, data)
     except ValueError as exc:
         raise Failure(description=str(exc)) from None
-    note = unmatched_note(found, lambda ids: index.rows_of(item_keys(ids)) >= 0)
+
+    def is_item(ids: list[str]) -> np.ndarray:
+        held = store.lookup("embeddings", "item_id", ids, ["item_id"])
+        known = set() if held is None else set(held["item_id"].to_pylist())
+        return np.fromiter((i in known for i in ids), bool, count=len(ids))
+
+    note = unmatched_note(found, is_item)
     if note and notes is not None:
         notes.append(note)
-    return label_codes(index, [(item_keys(list(found)), list(found.values()))])
-
-
-def labels_in(item_ids: list[str], metas: list[str | None]) -> list[str | None]:
-    """The `label` of each item's metadata JSON, None where it has none."""
-    found = meta_labels(item_ids, metas)
-    return [found.get(i) for i in item_ids]
+    keys, labels = item_keys(list(found)), list(found.values())
+    return lambda: [(keys, labels)]
 
 
 # ---- the asset ----------------------------------------------------------------------------------
@@ -203,15 +243,17 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         keyed = "item_key" in subset_table.schema.names  # subsets of older versions lack it
         subset = store.read(pool.table(f"subset_{spec.name}"),
                             ["item_key" if keyed else "item_id", "weight"])
-        index = pool_index(lancedb, pool, fit)
         notes: list[str] = []
-        labels, unlabelled = read_labels(lancedb, landing, pool, index, notes)
-        outcome = evaluate_subset(index, subset["item_key"].to_numpy() if keyed
-                                  else item_keys(subset["item_id"]),
-                                  subset["weight"].to_numpy(), labels, unlabelled,
-                                  seed=spec.seed, metric=pool.hierarchy.metric,
-                                  eval_sample=pool.eval_sample,
-                                  random_draws=pool.eval_random_draws)
+        passing = pool_pass(lancedb, landing, pool, fit, notes)
+        draws = SubsetDraws(subset["item_key"].to_numpy() if keyed
+                            else item_keys(subset["item_id"]), subset["weight"].to_numpy(),
+                            fit.hierarchy.n_levels, seed=spec.seed,
+                            random_draws=pool.eval_random_draws, labelled=passing.labelled)
+        for batch in passing.batches():
+            draws.add(batch.keys, batch.paths, batch.codes, batch.locators)
+        outcome = evaluate_subset(draws.result(passing.names.rank()),
+                                  partial(vectors_at, passing.embeddings),
+                                  metric=pool.hierarchy.metric, eval_sample=pool.eval_sample)
         report, headline = outcome.report, outcome.headline()
         verdict, reasons = check_outcome(report)
         headline_md = MetadataValue.md(versus_random_markdown(report, headline_only=True))
@@ -229,6 +271,7 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
                 "labels_note": "; ".join(notes),
                 "fit_version": fit.fit_version,
                 "eval_sample": pool.eval_sample,
+                "pool_passes": passing.parts,  # one per join partition (docs/SCALE.md)
                 "vectors_read": report["sample"]["vectors_read"],
                 # the memory bound: coverage probe + test split + 2 x eval_sample vectors at
                 # most, however many random draws (each draw is read after the last is freed)

@@ -23,8 +23,8 @@ from dagster import (
 
 from curation.pools import PoolConfig
 from curation.report import (
+    ClusterExamples,
     evaluation_markdown,
-    example_clusters,
     render_report,
     report_file,
     write_page,
@@ -34,7 +34,7 @@ from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
 from .automation import consumed_metadata, fan_in_condition
-from .evaluation import pool_index
+from .evaluation import items_at, pool_pass
 from .keys import asset_key, evaluation_key, level_keys, near_duplicates_key
 
 
@@ -46,13 +46,13 @@ def _latest_json(context: AssetExecutionContext, key: AssetKey, name: str):
     return None if value is None else value.value
 
 
-def shown_items(index, examples: dict | None) -> tuple[dict, dict]:
-    """({row: item id}, {row: uri}) of the example members the report shows (a few dozen
-    rows read by row id, not the pool's ids)."""
+def shown_items(embeddings, examples: dict | None) -> tuple[dict, dict]:
+    """({row id: item id}, {row id: uri}) of the example members the report shows (a few
+    dozen rows read by row id from the pinned embeddings table, not the pool's ids)."""
     rows = sorted({int(r) for info in (examples or {}).values() for r in info["rows"]})
     if not rows:
         return {}, {}
-    ids, uris = index.items(np.asarray(rows, dtype=np.int64))
+    ids, uris = items_at(embeddings, np.asarray(rows, dtype=np.uint64))
     return dict(zip(rows, ids, strict=True)), dict(zip(rows, uris, strict=True))
 
 
@@ -76,8 +76,17 @@ def build_report_asset(pool: PoolConfig):
         fit = store.load_fit()
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        index = pool_index(lancedb, pool, fit)  # fixed-width columns: no vectors, no strings
-        paths = index.paths
+        # one bounded pass over the pool: leaf sizes and a few members of three clusters
+        passing = pool_pass(lancedb, None, pool, fit, labels=False)
+        examples_kept = ClusterExamples(seed=0)
+        leaf_counts = np.zeros(0, np.int64)
+        pool_size = 0
+        for batch in passing.batches():
+            examples_kept.add(batch.keys, batch.paths[:, -1], batch.locators)
+            counts = np.bincount(batch.paths[:, 0])
+            leaf_counts = np.pad(leaf_counts, (0, max(counts.size - leaf_counts.size, 0)))
+            leaf_counts[:counts.size] += counts
+            pool_size += batch.keys.size
         n_clusters = [c.shape[0] for c in fit.hierarchy.centroids]
         subset_sizes, evaluations, tables = {}, {}, {}
         for spec in pool.subsets:
@@ -96,11 +105,12 @@ def build_report_asset(pool: PoolConfig):
                 evaluations[spec.name] = evaluation
                 tables[f"evaluation_{spec.name}"] = MetadataValue.md(
                     evaluation_markdown(evaluation))
-        examples = example_clusters(paths[:, -1], seed=0) if index.size else None
-        ids, uris = shown_items(index, examples)
+        examples = examples_kept.result() or None
+        ids, uris = shown_items(passing.embeddings, examples)
         page = render_report(
             pool.name, pool.modality, level_sizes(
-                np.bincount(paths[:, 0], minlength=n_clusters[0]), fit.hierarchy.parents,
+                np.pad(leaf_counts, (0, max(n_clusters[0] - leaf_counts.size, 0))),
+                fit.hierarchy.parents,
                 n_clusters), subset_sizes,
             evaluations, examples, ids, uris, landing.read_bytes,
             drift=_latest_json(context, level_keys(pool)[0], "drift"),
@@ -116,7 +126,7 @@ def build_report_asset(pool: PoolConfig):
                 "path": MetadataValue.path(str(path)),
                 "url": MetadataValue.url(path.as_uri()),
                 "bytes": len(page.encode()),
-                "pool_size": index.size,
+                "pool_size": pool_size,
                 "fit_version": fit.fit_version,
                 "evaluated_subsets": sorted(evaluations),
                 **tables,

@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
 
-    from assets.evaluation import pool_index, read_labels
+    from assets.evaluation import items_at, pool_pass, vectors_at
     from curation.evaluation import evaluate_selection
     from curation.pools import load_pools
     from curation.selection import sample_rows
@@ -60,11 +60,17 @@ def main() -> int:
     if fit is None:
         raise SystemExit(f"pool {pool.name} has no fit under {settings.lancedb_uri()}: run "
                          "`curate demo` first")
-    index = pool_index(lancedb, pool, fit)
-    every = np.arange(index.size)
-    ids, _ = index.items(every)  # every id and vector: offline, unlike the asset
-    paths, x = index.paths, index.vectors(every)
-    labels, missing = read_labels(lancedb, landing, pool, index)
+    # every item, id, vector and label at once: offline, unlike the asset's bounded pass
+    passing = pool_pass(lancedb, landing, pool, fit)
+    batches = list(passing.batches())
+    locators = np.concatenate([b.locators for b in batches])
+    paths = np.concatenate([b.paths for b in batches])
+    ids, _ = items_at(passing.embeddings, locators)
+    x = vectors_at(passing.embeddings, locators)
+    codes = (np.concatenate([b.codes for b in batches]) if passing.labelled
+             else np.full(locators.size, -1))
+    missing = int((codes < 0).sum())
+    labels = codes if passing.labelled and missing == 0 else None
     distance = fit.hierarchy.assign(x).distance  # for the "closest" strategy
     print(f"pool {pool.name}: {len(ids)} items, {x.shape[1]}-d, tree "
           f"{[c.shape[0] for c in fit.hierarchy.centroids]}, labels: "

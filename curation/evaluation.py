@@ -32,12 +32,13 @@ Every draw ranks items by a keyed hash of their 64-bit item key (curation.select
 independent of the pool's storage order. Balance, leaf share and label figures need only small
 per-item columns and stay exact.
 
-A pool's subset (evaluate_subset): the evaluation asset streams the pool's item keys and stored
-assignments in batches; `index_items` places every item in the current tree as fixed-width
-columns (`PoolIndex`: no per-item string; assigning, from their vectors only, the items whose
-stored assignment is of another fit), `label_codes` numbers the labels the same way, and
-`evaluate_subset` returns a
-`SubsetEvaluation` whose figures, sample note and headline figures are what the asset shows.
+A pool's subset (evaluate_subset): the evaluation asset streams the pool once
+(curation.pool_stream: every embedded item with its place in the current tree and its label
+code, in bounded batches); `SubsetDraws` keeps what the draws need of it (the pool's counts per
+cluster and label, the subset's members, each draw's, the probe's and the test split's lowest
+keyed scores: a bound of the config, not of the pool), and `evaluate_subset` returns a
+`SubsetEvaluation` whose figures, sample note and headline figures are what the asset shows;
+they equal those of `evaluate_selection` over the whole pool held in memory.
 Which direction is better for every figure is declared once (`BETTER`): the report, the Dagster
 metadata and the check say it from there.
 """
@@ -45,16 +46,16 @@ metadata and the check say it from there.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from .hierarchy import Hierarchy, normalize_rows, validate_points
-from .metrics import balance_stats, selection_label_stats
-from .selection import item_keys, rank_hash, splitmix64
+from .hierarchy import normalize_rows, validate_points
+from .metrics import balance_stats, label_stats, selection_label_stats
+from .selection import rank_hash, splitmix64
 
 COVERAGE_SAMPLE = 5000
 EVAL_SAMPLE = 100_000  # most members per side whose vectors an evaluation reads
@@ -142,35 +143,94 @@ def _as_paths(paths) -> np.ndarray:
 
 
 def level_balance(paths: np.ndarray, selected: np.ndarray,
-                  weights: np.ndarray | None = None) -> dict[str, dict]:
-    """Balance of the selection at every level, over the clusters that hold pool items."""
+                  weights: np.ndarray | None = None,
+                  present: Sequence[np.ndarray] | None = None) -> dict[str, dict]:
+    """Balance of the selection at every level, over the clusters that hold pool items
+    (`present`: their sorted ids per level, when `paths` are not the whole pool's)."""
     paths = _as_paths(paths)
     out = {}
     for level in range(paths.shape[1]):
         ids = paths[:, level]
-        present = np.unique(ids)  # clusters that hold pool items, sorted
-        where = np.searchsorted(present, ids[selected])
-        counts = np.bincount(where, weights=weights, minlength=present.size)
-        out[f"level_{level + 1}"] = {"clusters": int(present.size), **balance_stats(counts)}
+        held = np.unique(ids) if present is None else present[level]  # sorted
+        where = np.searchsorted(held, ids[selected])
+        counts = np.bincount(where, weights=weights, minlength=held.size)
+        out[f"level_{level + 1}"] = {"clusters": int(held.size), **balance_stats(counts)}
     return out
 
 
+@dataclass(frozen=True)
+class PoolCounts:
+    """The whole pool as far as an evaluation needs it beyond the rows it draws: per level,
+    the items under each cluster id; per label code, the items carrying it (None: no labels).
+    Its size is the tree's and the labels', not the pool's."""
+
+    clusters: tuple[np.ndarray, ...]  # per level (leaf first): items per cluster id
+    labels: np.ndarray | None = None  # items per label code
+
+    @classmethod
+    def of(cls, paths: np.ndarray, codes: np.ndarray | None = None) -> PoolCounts:
+        """The counts of a pool held whole: (n, L) paths and a label code per item."""
+        paths = _as_paths(paths)
+        if paths.size and paths.min() < 0:
+            raise ValueError("cluster paths must be >= 0 (an item outside the tree)")
+        return cls(tuple(np.bincount(paths[:, lv]) for lv in range(paths.shape[1])),
+                   None if codes is None else np.bincount(codes))
+
+    def plus(self, other: PoolCounts) -> PoolCounts:
+        """The counts of both (label codes numbered alike)."""
+        def add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            if a is None or b is None:
+                return a if b is None else b
+            out = np.zeros(max(a.size, b.size), np.int64)
+            out[:a.size] += a
+            out[:b.size] += b
+            return out
+
+        return PoolCounts(tuple(add(a, b) for a, b in zip(self.clusters, other.clusters,
+                                                          strict=True)),
+                          add(self.labels, other.labels))
+
+    @property
+    def items(self) -> int:
+        return int(self.clusters[0].sum())
+
+    def present(self) -> list[np.ndarray]:
+        """Sorted ids of the clusters that hold items, per level."""
+        return [np.flatnonzero(c) for c in self.clusters]
+
+    def figures(self) -> dict:
+        """The pool's own figures: its items, its balance at every level, its labels."""
+        out = {"items": self.items, "balance": {
+            f"level_{lv + 1}": {"clusters": int(held.size),
+                                **balance_stats(self.clusters[lv][held])}
+            for lv, held in enumerate(self.present())}}
+        if self.labels is not None:
+            out["labels"] = label_stats(self.labels[self.labels > 0])
+        return out
+
+
 def balanced_test_split(labels: np.ndarray, per_class: int = TEST_PER_CLASS,
-                        seed: int = 0, scores: np.ndarray | None = None) -> np.ndarray:
+                        seed: int = 0, scores: np.ndarray | None = None,
+                        class_counts: np.ndarray | None = None) -> np.ndarray:
     """Sorted rows of a class-balanced test sample: per class min(per_class, half the class),
     at least one item of every class with two or more (the rest stays available to train).
-    Inside a class the lowest `scores` are taken (default: seeded random numbers)."""
+    Inside a class the lowest `scores` are taken (default: seeded random numbers). With
+    `class_counts` (the pool's items per label code), `labels` are codes and the rows may be
+    part of the pool only, as long as they hold each class's lowest scores."""
     labels = np.asarray(labels)
     if scores is None:
         scores = np.random.default_rng(seed).random(labels.size)
-    _, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    if class_counts is None:
+        _, inverse = np.unique(labels, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    else:
+        inverse = labels.astype(np.int64)
     order = np.lexsort((scores, inverse))
-    counts = np.bincount(inverse)
+    counts = np.bincount(inverse, minlength=0 if class_counts is None else class_counts.size)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(labels.size, dtype=np.int64)
     rank[order] = np.arange(labels.size) - np.repeat(starts, counts)
-    take = np.minimum(per_class, counts // 2)
+    take = np.minimum(per_class, (counts if class_counts is None else class_counts) // 2)
     return np.flatnonzero(rank < take[inverse]).astype(np.int64)
 
 
@@ -286,9 +346,12 @@ def plan_evaluation(keys: np.ndarray, selected: np.ndarray, labels: np.ndarray |
                     *, seed: int = 0, eval_sample: int = EVAL_SAMPLE,
                     coverage_sample: int = COVERAGE_SAMPLE,
                     test_per_class: int = TEST_PER_CLASS,
-                    random_draws: int = RANDOM_DRAWS) -> EvaluationPlan:
+                    random_draws: int = RANDOM_DRAWS,
+                    class_counts: np.ndarray | None = None) -> EvaluationPlan:
     """The seeded draws of an evaluation over a pool whose rows have 64-bit `keys`. Row
-    indices only (random_draws x subset size x 8 B); no vector is read here."""
+    indices only (random_draws x subset size x 8 B); no vector is read here. The rows may
+    be part of the pool (`SubsetDraws`) when they hold every draw's lowest keyed scores;
+    then `class_counts` gives the pool's items per label code."""
     if eval_sample < 1:
         raise ValueError(f"eval_sample must be >= 1, got {eval_sample}")
     if not 1 <= random_draws <= MAX_RANDOM_DRAWS:
@@ -301,7 +364,8 @@ def plan_evaluation(keys: np.ndarray, selected: np.ndarray, labels: np.ndarray |
     test = None
     if labels is not None:
         test = balanced_test_split(labels, test_per_class, seed,
-                                   scores=keyed_scores(keys, seed, TEST_STREAM))
+                                   scores=keyed_scores(keys, seed, TEST_STREAM),
+                                   class_counts=class_counts)
     side = keyed_scores(keys, seed, SIDE_STREAM)
 
     def capped(rows: np.ndarray) -> np.ndarray:
@@ -320,19 +384,19 @@ def _coverage_figures(distances: np.ndarray) -> dict:
     }
 
 
-def _side(v, block, paths, rows, vector_rows, weights, labels, plan, k) -> dict:
-    """Figures of one side. v: the vectors of the pool rows `block` (sorted), in that order."""
+def _side(v, block, paths, rows, vector_rows, weights, labels, plan, k, present) -> dict:
+    """Figures of one side. v: the vectors of the pool rows `block` (sorted), in that order;
+    present: the sorted ids of the clusters holding pool items, per level."""
     if rows.size == 0:
         raise ValueError("coverage of an empty selection")
 
     def at(pool_rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(block, pool_rows)
 
-    leaf = paths[:, 0]
     cover = _coverage_figures(nearest_distances(v[at(plan.probe)], v[at(vector_rows)]))
-    cover["leaf_share"] = float(np.unique(leaf[rows]).size / np.unique(leaf).size)
+    cover["leaf_share"] = float(np.unique(paths[rows, 0]).size / present[0].size)
     out = {"items": int(rows.size), "coverage": cover,
-           "balance": level_balance(paths, rows, weights)}
+           "balance": level_balance(paths, rows, weights, present)}
     if labels is not None:
         out["labels"] = selection_label_stats(labels[rows], weights)
         out["knn"] = knn_accuracy(v, labels[block], at(vector_rows), at(plan.test), k)
@@ -345,13 +409,19 @@ def evaluate_selection(x: np.ndarray | Callable[[np.ndarray], np.ndarray], paths
                        seed: int = 0, metric: str = "l2", coverage_sample: int = COVERAGE_SAMPLE,
                        eval_sample: int = EVAL_SAMPLE, k: int = KNN_K,
                        test_per_class: int = TEST_PER_CLASS,
-                       random_draws: int = RANDOM_DRAWS) -> dict:
+                       random_draws: int = RANDOM_DRAWS,
+                       counts: PoolCounts | None = None) -> dict:
     """Curated vs `random_draws` same-size uniform random selections (seeded) over a pool of n
     items with cluster paths (n, L). x: the pool's vectors (n, d), or a reader called with
     sorted pool rows that returns their vectors (once per block of plan_evaluation: the
     curated side with draw 0, then each further draw). selected: row indices (unique);
     weights: copies per selected row; labels: (n,) per row, or None; keys: (n,) uint64 item
     keys (curation.selection.item_keys; default: keyed by row position).
+
+    With `counts` (PoolCounts of the whole pool), the rows are not the whole pool but the
+    ones `SubsetDraws` kept from a stream of it (every draw's, the probe's and the test
+    split's lowest keyed scores, and the curated members); `labels` are then label codes
+    and `keys` are required. The figures are the same as over the whole pool.
 
     Returns {"curated": {...}, "random": {...} (the mean of the draws, same keys),
     "random_draws": [{...} per draw], "versus_random": {figure: mean, spread, verdict}
@@ -363,27 +433,32 @@ def evaluate_selection(x: np.ndarray | Callable[[np.ndarray], np.ndarray], paths
     members) is read after the previous one is freed. Time grows with the draws (one exact
     nearest-neighbour search of the probe and one k-NN per draw)."""
     paths = _as_paths(paths)
-    n = paths.shape[0]
-    if not callable(x) and np.shape(x)[0] != n:
-        raise ValueError(f"{np.shape(x)[0]} vectors but {n} cluster paths")
+    rows_held = paths.shape[0]
+    if not callable(x) and np.shape(x)[0] != rows_held:
+        raise ValueError(f"{np.shape(x)[0]} vectors but {rows_held} cluster paths")
     selected = np.asarray(selected, dtype=np.int64)
     if np.unique(selected).size != selected.size:
         raise ValueError("selected rows must be unique (give copies as weights)")
-    if selected.size and (selected.min() < 0 or selected.max() >= n):
-        raise ValueError(f"selected rows must lie in [0, {n})")
+    if selected.size and (selected.min() < 0 or selected.max() >= rows_held):
+        raise ValueError(f"selected rows must lie in [0, {rows_held})")
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-    if keys is None:
-        keys = splitmix64(np.arange(n, dtype=np.uint64))
-    elif np.shape(keys) != (n,):
-        raise ValueError(f"keys must have shape ({n},), got {np.shape(keys)}")
+        if labels.shape != (rows_held,):
+            raise ValueError(f"labels must have shape ({rows_held},), got {labels.shape}")
+        if counts is None:  # codes numbered in sorted label order: the same figures
+            labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
+    if keys is None and counts is None:
+        keys = splitmix64(np.arange(rows_held, dtype=np.uint64))
+    elif np.shape(keys) != (rows_held,):
+        raise ValueError(f"keys must have shape ({rows_held},), got {np.shape(keys)}")
+    if counts is None:
+        counts = PoolCounts.of(paths, labels)
+    present = counts.present()
     plan = plan_evaluation(keys, selected, labels, seed=seed, eval_sample=eval_sample,
                            coverage_sample=coverage_sample, test_per_class=test_per_class,
-                           random_draws=random_draws)
+                           random_draws=random_draws, class_counts=counts.labels)
 
     def read(block: np.ndarray) -> np.ndarray:
         v = x(block) if callable(x) else np.asarray(x)[block]
@@ -391,7 +466,7 @@ def evaluate_selection(x: np.ndarray | Callable[[np.ndarray], np.ndarray], paths
             raise ValueError(f"asked for {block.size} vectors, got {v.shape[0]}")
         return _prepare(v, metric)  # row-wise, so the same as preparing the whole pool
 
-    common = dict(paths=paths, labels=labels, plan=plan, k=k)
+    common = dict(paths=paths, labels=labels, plan=plan, k=k, present=present)
     first = plan.blocks[0]
     v = read(first)
     curated = _side(v, first, rows=selected, vector_rows=plan.curated_vectors,
@@ -405,14 +480,14 @@ def evaluate_selection(x: np.ndarray | Callable[[np.ndarray], np.ndarray], paths
         draws.append(_side(v, block, rows=rows, vector_rows=vector_rows, weights=None,
                            **common))
         del v
-    pool = {"items": int(n), "balance": level_balance(paths, np.arange(n))}
-    if labels is not None:
-        pool["labels"] = selection_label_stats(labels)
+    pool = counts.figures()
+    if labels is None:
+        pool.pop("labels", None)
     total = selected.size if weights is None else round(float(weights.sum()))
     versus = compare_with_random(curated, draws, pool, total)
     return {"curated": curated, "random": mean_side(draws), "random_draws": draws,
             "versus_random": versus, "pool": pool,
-            "sample": plan.sample_info(n, eval_sample),
+            "sample": plan.sample_info(counts.items, eval_sample),
             "worse_than_random": reasons(versus, WORSE),
             "no_better_than_random": reasons(versus, NO_BETTER)}
 
@@ -692,89 +767,148 @@ def headline_directions(report: dict) -> dict[str, str]:
 
 # ---- a pool's subset ---------------------------------------------------------------------------
 
-ASSIGN_ROWS = 65536  # stale items placed in the tree per read of their vectors
-
-
 @dataclass(frozen=True)
-class PoolIndex:
-    """Every embedded item of a pool in the current tree, as fixed-width columns in one
-    order (a version of the embeddings table's): item keys and cluster paths, with readers of
-    chosen rows' vectors and of their ids and uris. No per-item string is held: memory is
-    (8 + 4 L) B per item, plus 16 B per item for `rows_of`'s sorted keys once it is used."""
+class DrawnRows:
+    """The rows of a pool an evaluation of one subset uses (SubsetDraws.result): fixed-width
+    columns of at most random_draws x subset size + probe + test split + subset rows,
+    whatever the pool holds, and the pool's counts."""
 
-    keys: np.ndarray  # (n,) uint64 item keys (curation.selection.item_keys)
-    paths: np.ndarray  # (n, L) int32 cluster ids, level 1 (leaf) first
-    vectors: Callable[[np.ndarray], np.ndarray]  # sorted or not; (len(rows), d) in that order
-    items: Callable[[np.ndarray], tuple[list[str], list[str]]] | None = None  # (ids, uris)
+    keys: np.ndarray  # (r,) uint64 item keys, sorted
+    paths: np.ndarray  # (r, L) int32
+    codes: np.ndarray | None  # (r,) int32 label codes (sorted label order), None: unlabelled
+    locators: np.ndarray  # (r,) uint64: where each row's vector is (the caller's row ids)
+    selected: np.ndarray  # rows of the subset members found in the pool, sorted
+    weights: np.ndarray  # copies of each selected row
+    counts: PoolCounts
+    unlabelled: int  # pool items without a label
+    # what the rows were kept for (evaluate_subset draws with the same)
+    seed: int
+    random_draws: int
+    coverage_sample: int
+    test_per_class: int
 
-    @property
-    def size(self) -> int:
-        return int(self.keys.size)
 
-    @cached_property
-    def _sorted_keys(self) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(self.keys, kind="stable")
-        return order, self.keys[order]
+class SubsetDraws:
+    """Keeps, from one pass over a pool in batches of any size and order, what an evaluation
+    of one subset draws (evaluate_selection with `counts`): the pool's counts (PoolCounts),
+    the subset's members, the `subset size` lowest keyed scores of every random draw, the
+    probe's `coverage_sample` lowest, and per label the `test_per_class` lowest test scores.
+    Memory: (random_draws + 1) x subset size + coverage_sample + labels x test_per_class
+    rows of (8 + 4 L + 4 + 8) B and a batch, not the pool's size. The kept rows are the same
+    whatever order the pool arrives in."""
 
-    def rows_of(self, keys: np.ndarray) -> np.ndarray:
-        """Row of each item key among the pool's, -1 when absent."""
+    def __init__(self, subset_keys: np.ndarray, subset_weights: np.ndarray, n_levels: int, *,
+                 seed: int, random_draws: int = RANDOM_DRAWS,
+                 coverage_sample: int = COVERAGE_SAMPLE,
+                 test_per_class: int = TEST_PER_CLASS, labelled: bool = True):
+        if not 1 <= random_draws <= MAX_RANDOM_DRAWS:
+            raise ValueError(f"random_draws must lie in [1, {MAX_RANDOM_DRAWS}], "
+                             f"got {random_draws}")
+        order = np.argsort(np.asarray(subset_keys, dtype=np.uint64), kind="stable")
+        self.subset_keys = np.asarray(subset_keys, dtype=np.uint64)[order]
+        self.subset_weights = np.asarray(subset_weights)[order]
+        self.seed, self.test_per_class, self.labelled = seed, test_per_class, labelled
+        self.random_draws, self.coverage_sample = random_draws, coverage_sample
+        size = self.subset_keys.size
+        self._lowest = [(baseline_stream(j), size) for j in range(random_draws)]
+        self._lowest.append((PROBE_STREAM, coverage_sample))
+        empty = np.empty(0, np.uint64)
+        self._best = [(empty, empty) for _ in self._lowest]  # (scores, keys) per stream
+        self._test = (np.empty(0, np.int32), empty, empty)  # (codes, scores, keys)
+        self._rows = (empty, np.empty((0, n_levels), np.int32), np.empty(0, np.int32), empty)
+        self._counts: PoolCounts | None = None
+        self.unlabelled = 0
+
+    def add(self, keys: np.ndarray, paths: np.ndarray, codes: np.ndarray | None,
+            locators: np.ndarray) -> None:
+        """One batch of the pool: item keys, (b, L) paths, label codes (-1: none) or None,
+        and where each row's vector is."""
         keys = np.asarray(keys, dtype=np.uint64)
-        if self.size == 0:
-            return np.full(keys.size, -1, np.int64)
-        order, sorted_keys = self._sorted_keys
-        at = np.minimum(np.searchsorted(sorted_keys, keys), self.size - 1)
-        return np.where(sorted_keys[at] == keys, order[at], -1).astype(np.int64)
+        paths = np.asarray(paths, dtype=np.int32)
+        codes = (np.full(keys.size, -1, np.int32) if codes is None
+                 else np.asarray(codes, dtype=np.int32))
+        labelled = codes >= 0
+        self.unlabelled += int(keys.size - labelled.sum())
+        batch = PoolCounts.of(paths, codes[labelled] if self.labelled else None)
+        self._counts = batch if self._counts is None else self._counts.plus(batch)
+        for i, (stream, size) in enumerate(self._lowest):
+            self._best[i] = _merge_lowest(self._best[i], keyed_scores(keys, self.seed, stream),
+                                          keys, size)
+        if self.labelled and labelled.any():
+            self._test = _merge_per_class(self._test, codes[labelled],
+                                          keyed_scores(keys[labelled], self.seed, TEST_STREAM),
+                                          keys[labelled], self.test_per_class)
+        wanted = np.unique(np.concatenate([k for _, k in self._best] + [self._test[2]]))
+        held_keys, held_paths, held_codes, held_locators = self._rows
+        keep_held = _member(held_keys, wanted) | _member(held_keys, self.subset_keys)
+        keep_new = _member(keys, wanted) | _member(keys, self.subset_keys)
+        self._rows = (np.concatenate([held_keys[keep_held], keys[keep_new]]),
+                      np.concatenate([held_paths[keep_held], paths[keep_new]]),
+                      np.concatenate([held_codes[keep_held], codes[keep_new]]),
+                      np.concatenate([held_locators[keep_held],
+                                      np.asarray(locators, dtype=np.uint64)[keep_new]]))
+
+    def result(self, code_rank: np.ndarray | None = None) -> DrawnRows:
+        """The kept rows. `code_rank`: the sorted position of each label code (codes handed
+        out in arrival order become the same codes whatever the order)."""
+        if self._counts is None:
+            raise ValueError("the pool is empty: nothing to evaluate")
+        keys, paths, codes, locators = self._rows
+        order = np.argsort(keys, kind="stable")
+        keys, paths, codes, locators = keys[order], paths[order], codes[order], locators[order]
+        counts = self._counts
+        use_labels = (self.labelled and self.unlabelled == 0 and counts.labels is not None
+                      and counts.labels.size > 0)
+        if use_labels and code_rank is not None:
+            code_rank = np.asarray(code_rank, dtype=np.int32)
+            codes = code_rank[codes]
+            by_rank = np.zeros(code_rank.size, np.int64)
+            by_rank[code_rank[:counts.labels.size]] = counts.labels
+            counts = PoolCounts(counts.clusters, by_rank)
+        selected = np.flatnonzero(_member(keys, self.subset_keys))
+        at = np.searchsorted(self.subset_keys, keys[selected])
+        return DrawnRows(keys, paths, codes if use_labels else None, locators, selected,
+                         self.subset_weights[at],
+                         counts if use_labels else PoolCounts(counts.clusters, None),
+                         self.unlabelled if self.labelled else 0, self.seed,
+                         self.random_draws, self.coverage_sample, self.test_per_class)
 
 
-def index_items(keys: np.ndarray, assigned: Iterable, hierarchy: Hierarchy, fit_version: int,
-                vectors: Callable[[np.ndarray], np.ndarray],
-                items: Callable[[np.ndarray], tuple[list[str], list[str]]] | None = None
-                ) -> PoolIndex:
-    """Place every embedded item (by item key, in the pool's row order) in the current tree:
-    its stored assignment when that is of this fit, else assigned here from its vector (only
-    those are read, ASSIGN_ROWS at a time). `assigned`: pyarrow batches or tables of the
-    stored assignments (item_key or item_id, fit_version, level_1..level_L), streamed: one
-    batch is held at a time. Memory: the index, one batch, ASSIGN_ROWS vectors."""
-    n_levels = hierarchy.n_levels
-    level_cols = [f"level_{lv}" for lv in range(1, n_levels + 1)]
-    index = PoolIndex(np.asarray(keys, dtype=np.uint64),
-                      np.full((len(keys), n_levels), -1, np.int32), vectors, items)
-    for batch in assigned:
-        current = batch["fit_version"].to_numpy() == fit_version
-        if not current.any():
-            continue
-        batch_keys = (batch["item_key"].to_numpy() if "item_key" in batch.column_names
-                      else item_keys(batch["item_id"]))
-        at = index.rows_of(batch_keys[current])
-        stored = np.stack([batch[c].to_numpy()[current] for c in level_cols], axis=1)
-        index.paths[at[at >= 0]] = stored[at >= 0]
-    missing = np.flatnonzero(index.paths[:, 0] < 0)
-    for lo in range(0, missing.size, ASSIGN_ROWS):
-        chunk = missing[lo:lo + ASSIGN_ROWS]
-        index.paths[chunk] = hierarchy.assign(vectors(chunk)).paths
-    return index
+def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each key is in `sorted_set` (sorted uint64)."""
+    if sorted_set.size == 0:
+        return np.zeros(keys.size, bool)
+    at = np.minimum(np.searchsorted(sorted_set, keys), sorted_set.size - 1)
+    return sorted_set[at] == keys
 
 
-def label_codes(index: PoolIndex, labelled: Iterable[tuple[np.ndarray, Sequence[str | None]]]
-                ) -> tuple[np.ndarray | None, int]:
-    """(a label code per pool row, or None; how many rows have no label) from (item keys,
-    labels) pairs, streamed. Codes number the labels in sorted order (the figures are those
-    of the label strings). Labels are used only when every item has one. Memory: 4 B per
-    item plus one pair and the distinct labels."""
-    codes = np.full(index.size, -1, np.int32)
-    names: dict[str, int] = {}
-    for keys, labels in labelled:
-        at = index.rows_of(keys)
-        for row, label in zip(at.tolist(), labels, strict=True):
-            if row >= 0 and label is not None:
-                codes[row] = names.setdefault(label, len(names))
-    missing = int((codes < 0).sum())
-    if not names or missing:
-        return None, missing
-    order = np.argsort(np.asarray(list(names), dtype=object)).astype(np.int32)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size, dtype=np.int32)
-    return rank[codes], 0
+def _merge_lowest(best: tuple[np.ndarray, np.ndarray], scores: np.ndarray, keys: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `size` lowest (score, key) of the kept ones and a batch's."""
+    best_scores, best_keys = best
+    if best_scores.size >= size:  # only scores below the kept maximum can enter
+        entering = scores < best_scores.max(initial=0)
+        scores, keys = scores[entering], keys[entering]
+    if scores.size == 0:
+        return best
+    all_scores = np.concatenate([best_scores, scores])
+    all_keys = np.concatenate([best_keys, keys])
+    keep = lowest(all_scores, size)
+    return all_scores[keep], all_keys[keep]
+
+
+def _merge_per_class(best: tuple, codes: np.ndarray, scores: np.ndarray, keys: np.ndarray,
+                     per_class: int) -> tuple:
+    """Per label code, the `per_class` lowest (score, key) of the kept ones and a batch's."""
+    codes = np.concatenate([best[0], codes])
+    scores = np.concatenate([best[1], scores])
+    keys = np.concatenate([best[2], keys])
+    order = np.lexsort((scores, codes))
+    codes_sorted = codes[order]
+    starts = np.flatnonzero(np.r_[True, codes_sorted[1:] != codes_sorted[:-1]])
+    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+    keep = order[rank < per_class]
+    return codes[keep], scores[keep], keys[keep]
 
 
 def meta_labels(item_ids: Sequence[str], metas: Sequence[str | None]) -> dict[str, str]:
@@ -831,20 +965,17 @@ class SubsetEvaluation:
                 "draw). Balance, leaf share and label figures are exact over the whole pool.")
 
 
-def evaluate_subset(index: PoolIndex, subset_keys: np.ndarray, subset_weights: np.ndarray,
-                    labels: np.ndarray | None, unlabelled: int = 0, *, seed: int,
-                    metric: str = "l2", eval_sample: int = EVAL_SAMPLE,
-                    random_draws: int = RANDOM_DRAWS) -> SubsetEvaluation:
-    """A subset (its item keys and weights) of the pool of `index` against `random_draws`
-    uniform random subsets of the same size (evaluate_selection). Members no longer embedded
-    (a re-embedded drop) drop out; `labels`: a code per pool row (label_codes) or None, with
-    `unlabelled` the rows without one."""
-    rows = index.rows_of(subset_keys)
-    keep = rows >= 0
-    rows, weights = rows[keep], np.asarray(subset_weights)[keep]
-    order = np.argsort(rows)
-    report = evaluate_selection(index.vectors, index.paths, rows[order], weights[order],
-                                labels, keys=index.keys, seed=seed, metric=metric,
-                                eval_sample=eval_sample, random_draws=random_draws)
-    return SubsetEvaluation(report, index.size, int(rows.size), labels is not None,
-                            unlabelled, eval_sample)
+def evaluate_subset(drawn: DrawnRows, vectors: Callable[[np.ndarray], np.ndarray], *,
+                    metric: str = "l2", eval_sample: int = EVAL_SAMPLE) -> SubsetEvaluation:
+    """A subset against uniform random subsets of the same size (evaluate_selection, with the
+    seed and draws the rows were kept for), from the rows SubsetDraws kept of a pass over the
+    pool (members no longer embedded, e.g. of a re-embedded drop, dropped out there).
+    `vectors(locators)` returns the vectors of rows by their locators, in the order asked."""
+    report = evaluate_selection(lambda rows: vectors(drawn.locators[rows]), drawn.paths,
+                                drawn.selected, drawn.weights, drawn.codes, keys=drawn.keys,
+                                seed=drawn.seed, metric=metric, eval_sample=eval_sample,
+                                random_draws=drawn.random_draws,
+                                coverage_sample=drawn.coverage_sample,
+                                test_per_class=drawn.test_per_class, counts=drawn.counts)
+    return SubsetEvaluation(report, drawn.counts.items, int(drawn.selected.size),
+                            drawn.codes is not None, drawn.unlabelled, eval_sample)

@@ -75,7 +75,14 @@ def selection_label_stats(
     if labels.size == 0:
         return {"label_entropy": 0.0, "labels_hit": 0, "top1_share": 0.0}
     _, inverse = np.unique(labels, return_inverse=True)
-    counts = np.bincount(inverse, weights=weights)
+    return label_stats(np.bincount(inverse, weights=weights))
+
+
+def label_stats(counts: np.ndarray) -> dict[str, float]:
+    """selection_label_stats from the items (or weight) per label."""
+    counts = np.asarray(counts)
+    if counts.sum() <= 0:
+        return {"label_entropy": 0.0, "labels_hit": 0, "top1_share": 0.0}
     return {
         "label_entropy": _entropy(counts),
         "labels_hit": int((counts > 0).sum()),

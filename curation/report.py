@@ -243,23 +243,61 @@ def evaluation_figure_markdown(name: str, evaluation: dict) -> str:
 
 # ---- members ------------------------------------------------------------------------------------
 
+class ClusterExamples:
+    """From one pass over a pool in batches (any order), the largest, median and smallest
+    non-empty top-level clusters and a seeded sample of `n_members` members of each: per
+    top-level cluster its size and the members with the lowest keyed scores. Memory: top-level
+    clusters x n_members rows, not the pool's size."""
+
+    def __init__(self, n_members: int = MEMBERS_SHOWN, seed: int = 0):
+        self.n_members, self.seed = n_members, seed
+        self.sizes = np.zeros(0, np.int64)
+        self._kept = (np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, np.uint64))
+
+    def add(self, keys: np.ndarray, top: np.ndarray, locators: np.ndarray) -> None:
+        """A batch: item keys, top-level cluster ids, where each item is (returned as rows)."""
+        from .selection import rank_hash
+
+        top = np.asarray(top, dtype=np.int64)
+        counts = np.bincount(top)
+        if counts.size > self.sizes.size:
+            self.sizes = np.pad(self.sizes, (0, counts.size - self.sizes.size))
+        self.sizes[:counts.size] += counts
+        clusters = np.concatenate([self._kept[0], top])
+        scores = np.concatenate([self._kept[1],
+                                 rank_hash(np.asarray(keys, dtype=np.uint64), self.seed)])
+        rows = np.concatenate([self._kept[2], np.asarray(locators, dtype=np.uint64)])
+        order = np.lexsort((scores, clusters))
+        by_cluster = clusters[order]
+        starts = np.flatnonzero(np.r_[True, by_cluster[1:] != by_cluster[:-1]])
+        rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+        keep = order[rank < self.n_members]
+        self._kept = (clusters[keep], scores[keep], rows[keep])
+
+    def result(self) -> dict[str, dict]:
+        """{"largest" | "median" | "smallest": {"cluster", "size", "rows"}} (rows: sorted
+        locators of the members shown); {} for an empty pool."""
+        present = np.flatnonzero(self.sizes)
+        if present.size == 0:
+            return {}
+        by_size = present[np.lexsort((present, -self.sizes[present]))]  # largest first
+        picks = {"largest": by_size[0], "median": by_size[by_size.size // 2],
+                 "smallest": by_size[-1]}
+        clusters, _, rows = self._kept
+        return {what: {"cluster": int(c), "size": int(self.sizes[c]),
+                       "rows": np.sort(rows[clusters == c]).astype(np.int64)}
+                for what, c in picks.items()}
+
+
 def example_clusters(top: np.ndarray, n_members: int = MEMBERS_SHOWN,
                      seed: int = 0) -> dict[str, dict]:
-    """The largest, median and smallest non-empty top-level clusters of a pool and a seeded
-    sample of their member rows: {"largest": {"cluster", "size", "rows"}, ...}."""
-    top = np.asarray(top, dtype=np.int64)
-    sizes = np.bincount(top)
-    present = np.flatnonzero(sizes)
-    by_size = present[np.lexsort((present, -sizes[present]))]  # largest first, ties by id
-    picks = {"largest": by_size[0], "median": by_size[by_size.size // 2],
-             "smallest": by_size[-1]}
-    rng = np.random.default_rng(seed)
-    out = {}
-    for what, cluster in picks.items():
-        rows = np.flatnonzero(top == cluster)
-        rows = np.sort(rng.choice(rows, size=min(n_members, rows.size), replace=False))
-        out[what] = {"cluster": int(cluster), "size": int(sizes[cluster]), "rows": rows}
-    return out
+    """ClusterExamples of a pool held whole: `top` per row; the rows are row positions."""
+    from .selection import item_keys
+
+    examples = ClusterExamples(n_members, seed)
+    n = np.asarray(top).size
+    examples.add(item_keys([str(i) for i in range(n)]), top, np.arange(n, dtype=np.uint64))
+    return examples.result()
 
 
 def thumbnail(data: bytes, px: int = THUMBNAIL_PX) -> str:

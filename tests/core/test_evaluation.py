@@ -259,113 +259,129 @@ def test_bounded_evaluation_reads_a_bounded_sample_and_is_deterministic(fitted):
 
 # ---- a pool's subset, and which direction is better ---------------------------------------------
 
-def _pool_index(fitted, stale_rows=(), batch_rows=700):
-    """An index over the fitted pool whose stored assignments are of fit 3, except
-    `stale_rows` (of fit 2), streamed in batches of `batch_rows` in reverse order, with a
-    reader that records what it is asked for."""
-    import pyarrow as pa
-
-    from curation.evaluation import index_items
+def _streamed(fitted, order_seed=0, stale_rows=(), parts=1, labels=True, unlabelled=(),
+              chosen=None, **draws):
+    """Stream the fitted pool through curation.pool_stream (its tables given as shuffled
+    batches of uneven sizes: embeddings, assignments of fit 3 except `stale_rows` of fit 2,
+    labels as strings) into SubsetDraws; returns (drawn rows, rows placed from vectors)."""
+    from curation.evaluation import SubsetDraws
+    from curation.pool_stream import LabelNames, stream_pool
     from curation.selection import item_keys
 
-    x, _, fit, _ = fitted
-    ids = [f"item-{i:05d}" for i in range(x.shape[0])]
-    paths = fit.assignment.paths.copy()
-    fit_version = np.full(len(ids), 3)
+    x, pool_labels, fit, sel = fitted
+    n = x.shape[0]
+    keys = item_keys([f"item-{i:05d}" for i in range(n)])
+    rng = np.random.default_rng(order_seed)
+    cuts = np.sort(rng.choice(np.arange(1, n), 6, replace=False))
+
+    def shuffled_batches(*columns):
+        order = rng.permutation(n)
+        return [tuple(c[part] for c in columns) for part in np.split(order, cuts)]
+
+    fit_version = np.full(n, 3)
     fit_version[list(stale_rows)] = 2
-    paths[list(stale_rows)] = -7  # a stale path must not be used
-    assigned = pa.table({"item_id": ids[::-1], "fit_version": fit_version[::-1],
-                         **{f"level_{lv + 1}": paths[::-1, lv] for lv in range(2)},
-                         "item_key": item_keys(ids)[::-1]})
-    asked = []
+    paths = fit.assignment.paths.astype(np.int32).copy()
+    paths[list(stale_rows)] = 0  # a stale path must not be used
+    names = np.asarray([f"class-{v}" for v in pool_labels], dtype=object)
+    names[list(unlabelled)] = None
+    placed = []
 
-    def reader(rows):
-        asked.append(np.asarray(rows).copy())
-        return x[rows]
+    def place(locators):
+        placed.append(np.asarray(locators).copy())
+        return fit.hierarchy.assign(x[locators.astype(np.int64)]).paths
 
-    def items(rows):
-        return [ids[r] for r in rows], [f"u/{ids[r]}" for r in rows]
-
-    batches = assigned.to_batches(max_chunksize=batch_rows)
-    return index_items(item_keys(ids), batches, fit.hierarchy, 3, reader, items), asked, ids
-
-
-def test_index_items_uses_current_assignments_and_assigns_only_the_stale(fitted):
-    from curation.selection import item_keys
-
-    x, _, fit, _ = fitted
-    index, asked, ids = _pool_index(fitted, stale_rows=[5, 17])
-    assert np.array_equal(index.keys, item_keys(ids))
-    assert np.array_equal(index.paths, fit.hierarchy.assign(x).paths)
-    assert index.paths.dtype == np.int32  # fixed width: no per-item object is held
-    (rows,) = asked  # only the two stale items' vectors were read
-    assert rows.tolist() == [5, 17]
-    assert index.items(np.array([17, 5])) == (["item-00017", "item-00005"],
-                                               ["u/item-00017", "u/item-00005"])
+    label_names = LabelNames()
+    stream = stream_pool(
+        lambda: shuffled_batches(keys, np.arange(n, dtype=np.uint64)),
+        lambda: shuffled_batches(keys, fit_version, paths),
+        (lambda: [(k, list(v)) for k, v in shuffled_batches(keys, names)]) if labels else None,
+        fit_version=3, n_levels=2, place=place, names=label_names, parts=parts)
+    members = sel.indices if chosen is None else chosen
+    kept = SubsetDraws(keys[members], sel.weights if chosen is None else np.ones(members.size),
+                       2, labelled=labels, **{"seed": 0, **draws})
+    for batch in stream:
+        kept.add(batch.keys, batch.paths, batch.codes, batch.locators)
+    return kept.result(label_names.rank()), placed, keys
 
 
-def test_index_items_reads_the_vectors_of_unassigned_items_in_bounded_chunks(fitted,
-                                                                             monkeypatch):
-    """Items without a stored assignment of this fit are placed from their vectors,
-    ASSIGN_ROWS at a time: never every such vector at once."""
-    from curation import evaluation
-
-    x, _, fit, _ = fitted
-    monkeypatch.setattr(evaluation, "ASSIGN_ROWS", 1000)
-    index, asked, _ = _pool_index(fitted, stale_rows=range(x.shape[0]))
-    assert [r.size for r in asked] == [1000, 1000, 1000]
-    assert np.array_equal(np.concatenate(asked), np.arange(x.shape[0]))
-    assert np.array_equal(index.paths, fit.hierarchy.assign(x).paths)
+SMALL_DRAWS = {"random_draws": 3, "coverage_sample": 200, "test_per_class": 10}
 
 
-def test_rows_of_finds_keys_and_answers_minus_one_for_others(fitted):
-    from curation.selection import item_keys
-
-    index, _, ids = _pool_index(fitted)
-    asked = item_keys([ids[9], "not-in-pool", ids[0], ids[-1]])
-    assert index.rows_of(asked).tolist() == [9, -1, 0, len(ids) - 1]
-
-
-def test_label_codes_number_labels_in_sorted_order_and_need_every_item(fitted):
-    from curation.evaluation import label_codes
-    from curation.selection import item_keys
-
-    index, _, ids = _pool_index(fitted)
-    names = np.asarray(["cat", "ant", "bee"])[np.arange(len(ids)) % 3]
-    pairs = [(item_keys(ids[lo:lo + 500]), names[lo:lo + 500].tolist())
-             for lo in range(0, len(ids), 500)][::-1]  # streamed, any order
-    codes, missing = label_codes(index, pairs + [(item_keys(["stranger"]), ["zebra"])])
-    assert missing == 0
-    assert np.array_equal(codes, np.searchsorted(["ant", "bee", "cat"], names))
-    holes = [(keys, [None if i == 0 else lab for i, lab in enumerate(labs)])
-             for keys, labs in pairs]
-    assert label_codes(index, holes) == (None, len(pairs))
-
-
-def test_evaluate_subset_matches_keys_and_labels(fitted):
-    from curation.evaluation import evaluate_subset, label_codes
-    from curation.selection import item_keys
+def test_a_streamed_pool_gives_the_figures_of_the_pool_held_whole(fitted):
+    """SubsetDraws keeps a bounded part of the pool (fewer rows than the pool holds), and
+    the evaluation of it equals evaluate_selection over the whole pool, label strings and
+    all; in any arrival order and any number of join partitions."""
+    from curation.evaluation import evaluate_subset
 
     x, labels, fit, sel = fitted
-    index, _, ids = _pool_index(fitted)
-    chosen = [ids[r] for r in sel.indices[::-1]] + ["gone-item"]  # re-embedded away
-    weights = np.append(sel.weights[::-1], 9)
-    codes, _ = label_codes(index, [(item_keys(ids), [str(v) for v in labels])])
-    outcome = evaluate_subset(index, item_keys(chosen), weights, codes, seed=0,
-                              eval_sample=1000)
-    direct = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights,
-                                np.asarray([str(v) for v in labels]), seed=0,
-                                keys=index.keys, eval_sample=1000)
-    assert outcome.report == direct  # codes give the figures of the label strings
-    assert outcome.selected_items == sel.indices.size and outcome.pool_size == x.shape[0]
+    drawn, placed, keys = _streamed(fitted, **SMALL_DRAWS)
+    assert placed == []  # every item had an assignment of this fit
+    bound = 3 * sel.indices.size + 200 + 10 * np.unique(labels).size + sel.indices.size
+    assert drawn.keys.size <= bound < x.shape[0]
+    outcome = evaluate_subset(drawn, lambda at: x[at.astype(np.int64)], eval_sample=250)
+    whole = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights,
+                               np.asarray([f"class-{v}" for v in labels]), keys=keys, seed=0,
+                               eval_sample=250, **SMALL_DRAWS)
+    assert outcome.report == whole
+    assert outcome.pool_size == x.shape[0] and outcome.selected_items == sel.indices.size
     assert outcome.labelled and outcome.unlabelled_items == 0
-    assert outcome.worse_than_random == direct["worse_than_random"]
-    assert "of 3000 items read" in outcome.sample_note()
-    # labels count only when every item has one
-    unlabelled = evaluate_subset(index, item_keys(chosen), weights, None, 2, seed=0,
-                                 eval_sample=1000)
-    assert not unlabelled.labelled and unlabelled.unlabelled_items == 2
-    assert "labels" not in unlabelled.report["curated"]
+    for order_seed, parts in ((1, 1), (2, 3), (3, 7)):
+        again, _, _ = _streamed(fitted, order_seed=order_seed, parts=parts, **SMALL_DRAWS)
+        assert np.array_equal(again.keys, drawn.keys)
+        assert np.array_equal(again.paths, drawn.paths)
+        assert np.array_equal(again.codes, drawn.codes)  # sorted label order, any arrival
+        assert evaluate_subset(again, lambda at: x[at.astype(np.int64)],
+                               eval_sample=250).report == whole
+
+
+def test_items_without_a_current_assignment_are_placed_from_their_vectors(fitted):
+    x, _, fit, _ = fitted
+    drawn, placed, _ = _streamed(fitted, stale_rows=[5, 17, 2999], parts=2)
+    assert sorted(np.concatenate(placed).tolist()) == [5, 17, 2999]  # only those are read
+    rows = np.searchsorted(drawn.locators[np.argsort(drawn.locators)], [5, 17, 2999])
+    at = np.argsort(drawn.locators)[rows]
+    held = drawn.locators[at] == np.array([5, 17, 2999], dtype=np.uint64)
+    expected = fit.hierarchy.assign(x[[5, 17, 2999]]).paths
+    assert np.array_equal(drawn.paths[at[held]], expected[held])
+    assert np.array_equal(drawn.counts.clusters[0],
+                          np.bincount(fit.assignment.paths[:, 0], minlength=60))
+
+
+def test_labels_count_only_when_every_item_has_one(fitted):
+    from curation.evaluation import evaluate_subset
+
+    x, *_ = fitted
+    drawn, _, _ = _streamed(fitted, unlabelled=[3, 4], **SMALL_DRAWS)
+    assert drawn.codes is None and drawn.unlabelled == 2
+    outcome = evaluate_subset(drawn, lambda at: x[at.astype(np.int64)], eval_sample=250)
+    assert not outcome.labelled and outcome.unlabelled_items == 2
+    assert "labels" not in outcome.report["curated"]
+    assert "labels" not in outcome.report["pool"]
+    plain, _, _ = _streamed(fitted, labels=False, **SMALL_DRAWS)
+    assert plain.codes is None and plain.unlabelled == 0
+
+
+def test_subset_members_outside_the_pool_drop_out(fitted):
+    """A member whose item is no longer embedded (its drop re-embedded away) is not found
+    by the pass; the rest are evaluated."""
+    from curation.evaluation import SubsetDraws
+
+    x, _, fit, sel = fitted
+    drawn, _, keys = _streamed(fitted, chosen=sel.indices[:50])
+    assert np.array_equal(np.sort(drawn.keys[drawn.selected]), np.sort(keys[sel.indices[:50]]))
+    kept = SubsetDraws(np.append(keys[:10], np.uint64(12345)), np.ones(11), 2, seed=0)
+    kept.add(keys, fit.assignment.paths, None, np.arange(x.shape[0]))
+    assert kept.result().selected.size == 10
+
+
+def test_partitions_hold_the_join_under_the_budget():
+    from curation.pool_stream import join_bytes, partitions
+
+    assert partitions(10_000_000, join_bytes(2, True)) == 1  # 10M labelled items: one pass
+    need = 1_000_000_000 * join_bytes(2, True)
+    parts = partitions(1_000_000_000, join_bytes(2, True), budget=512 * 2**20)
+    assert (parts - 1) * 512 * 2**20 < need <= parts * 512 * 2**20  # the fewest that fit
+    assert partitions(0, 44) == 1
 
 
 def test_every_figure_says_which_direction_is_better(fitted):

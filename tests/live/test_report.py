@@ -49,9 +49,11 @@ def write_pngs(folder: Path, n: int) -> list[str]:
 def build_page(tmp_path: Path, modality: str = "images") -> tuple[str, dict]:
     x, paths, top = pool_with_paths()
     ids = [f"item-{i:04d}" for i in range(len(x))]
+    examples = example_clusters(top, n_members=6, seed=0)
     if modality == "images":
         uris = write_pngs(tmp_path / "imgs", len(x))
-        uris[int(np.flatnonzero(top == 3)[0])] = str(tmp_path / "missing.png")
+        shown = examples["smallest"]["rows"][0]  # a member the page shows
+        uris[int(shown)] = str(tmp_path / "missing.png")
     else:
         uris = [f"{tmp_path}/v.parquet#row={i}" for i in range(len(x))]
     # a balanced selection: 25 per top-level cluster
@@ -61,7 +63,6 @@ def build_page(tmp_path: Path, modality: str = "images") -> tuple[str, dict]:
     evaluation = evaluate_selection(x, paths, selected, labels=top, seed=0, test_per_class=10)
     sizes = [np.bincount(paths[:, lv], minlength=k) for lv, k in enumerate((20, 4))]
     subset = [np.bincount(paths[selected, lv], minlength=k) for lv, k in enumerate((20, 4))]
-    examples = example_clusters(top, n_members=6, seed=0)
     page = render_report("shop", modality, sizes, {"even": subset}, {"even": evaluation},
                          examples, ids, uris, lambda u: Path(u).read_bytes(),
                          drift={"matched": 4, "appeared": [], "vanished": [],

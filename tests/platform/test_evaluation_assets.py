@@ -162,7 +162,7 @@ def test_labels_file_named_in_the_pool_config(tmp_path):
 
 
 def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
-    from assets.evaluation import pool_index
+    from assets.evaluation import items_at, pool_pass, vectors_at
     from curation.selection import item_keys
     from curation.store import vectors_of
 
@@ -177,16 +177,56 @@ def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
         assert sample["vectors_held_max"] <= values["pool_size"]
         assert sample["vectors_read"] <= sample["random_draws"] * sample["vectors_held_max"]
         assert "seeded sample" in values["sample_note"]
-    # the row-id reader returns each asked-for row's own vector, in the order asked
-    index = pool_index(p.lancedb, p.pool, p.lancedb.store(p.pool.name).load_fit())
+    # one pass streams every embedded item once, placed in the current tree; the row-id
+    # readers return each asked-for row's own vector, id and uri, in the order asked
+    fit = p.lancedb.store(p.pool.name).load_fit()
+    passing = pool_pass(p.lancedb, None, p.pool, fit, labels=False)
+    batches = list(passing.batches())
+    locators = np.concatenate([b.locators for b in batches])
+    keys = np.concatenate([b.keys for b in batches])
+    paths = np.concatenate([b.paths for b in batches])
     full = p.table("embeddings").to_arrow()
+    assert locators.size == full.num_rows == np.unique(keys).size
+    assert paths.shape == (full.num_rows, 2) and (paths >= 0).all()
+    rows = np.random.default_rng(0).permutation(locators.size)[:123]
+    ids, uris = items_at(passing.embeddings, locators[rows])
     by_id = dict(zip(full["item_id"].to_pylist(), vectors_of(full["vector"]), strict=True))
-    rows = np.random.default_rng(0).permutation(index.size)[:123]
-    got = index.vectors(rows)
-    ids, uris = index.items(rows)  # ids and uris of the same rows, in the same order
+    got = vectors_at(passing.embeddings, locators[rows])
     assert np.array_equal(got, np.stack([by_id[i] for i in ids]))
     by_uri = dict(zip(full["item_id"].to_pylist(), full["uri"].to_pylist(), strict=True))
     assert uris == [by_uri[i] for i in ids]
-    assert np.array_equal(index.keys[rows], item_keys(ids))  # keys of the same items
-    assert index.size == full.num_rows and sorted(set(ids)) == sorted(ids)
-    assert index.paths.shape == (index.size, 2) and (index.paths >= 0).all()
+    assert np.array_equal(keys[rows], item_keys(ids))  # keys of the same items
+    stored = p.table("assignments").to_arrow()
+    leaf_of = dict(zip(stored["item_id"].to_pylist(), stored["level_1"].to_pylist(),
+                       strict=True))
+    assert paths[rows, 0].tolist() == [leaf_of[i] for i in ids]
+
+
+def test_a_pool_streamed_in_many_partitions_is_the_same_pool(evaluated, monkeypatch):
+    """Under a join budget too small for the pool, the pass splits the item keys into
+    partitions (one pass over the tables each) and streams the same items, places and
+    labels; the evaluation records how many passes it took."""
+    from assets.evaluation import pool_pass
+    from curation import pool_stream
+
+    p = evaluated
+    fit = p.lancedb.store(p.pool.name).load_fit()
+
+    def streamed():
+        passing = pool_pass(p.lancedb, None, p.pool, fit)
+        batches = list(passing.batches())
+        rank = passing.names.rank()  # once the pass is over: codes in sorted label order
+        rows = sorted((int(b.keys[i]), tuple(b.paths[i].tolist()),
+                       -1 if b.codes is None or b.codes[i] < 0 else int(rank[b.codes[i]]),
+                       int(b.locators[i]))
+                      for b in batches for i in range(b.keys.size))
+        return passing.parts, rows
+
+    one_part, whole = streamed()
+    monkeypatch.setattr(pool_stream, "JOIN_BUDGET", 2000)
+    parts, split = streamed()
+    assert one_part == 1 and parts > 5
+    assert split == whole and len(whole) == p.table("embeddings").count_rows()
+    for spec in p.pool.subsets:
+        values = meta(materialized(p.evaluated, ["tiny", "evaluation", spec.name])[0])
+        assert values["pool_passes"] == 1
