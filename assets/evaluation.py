@@ -127,6 +127,8 @@ def pool_pass(lancedb: LanceDBResource, landing: LandingStorage | None, pool: Po
     table.checkout(table.version)  # ids and later takes see one version
     n_levels = fit.hierarchy.n_levels
     stored = store.table("assignments")
+    if stored is not None:
+        stored.checkout(stored.version)  # every partition's pass reads the same rows
     levels = [f"level_{lv}" for lv in range(1, n_levels + 1)]
 
     def embedded():
@@ -175,6 +177,7 @@ def label_source(lancedb: LanceDBResource, landing: LandingStorage | None, pool:
         raw = store.table("raw")
         if raw is None:
             return None
+        raw.checkout(raw.version)  # every partition's pass reads the same rows
 
         def from_meta():
             for batch in stream(raw, ["item_id", "meta"]):

@@ -95,7 +95,13 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--subset", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--join-budget-mib", type=int, default=None,
+                        help="curation.pool_stream.JOIN_BUDGET for this run (default 512)")
     args = parser.parse_args()
+    if args.join_budget_mib:
+        from curation import pool_stream
+
+        pool_stream.JOIN_BUDGET = args.join_budget_mib * 2**20
 
     from dagster import DagsterInstance, build_asset_context
 
@@ -129,7 +135,7 @@ def main() -> int:
     print(f"pool {values['pool_size']} x {args.dim}, subset {values['selected_items']}: "
           f"evaluation {statistics.median(times):.2f} s median of {args.repeats} "
           f"({', '.join(f'{t:.2f}' for t in times)}), CPU {statistics.median(cpu):.2f} s "
-          f"median, peak RSS {peak:.0f} MiB, vectors read "
+          f"median, peak RSS {peak:.0f} MiB, pool passes {values['pool_passes']}, vectors read "
           f"{values.get('vectors_read', values['pool_size'])}, coverage p99 curated "
           f"{values['coverage_p99_curated']:.3f} random {values['coverage_p99_random']:.3f}")
     return 0
