@@ -62,6 +62,7 @@ from curation.report import (
     versus_random_markdown,
 )
 from curation.selection import item_keys
+from curation.settings import join_budget_bytes
 from curation.store import stream, vectors_of
 from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
@@ -148,7 +149,7 @@ def pool_pass(lancedb: LanceDBResource, landing: LandingStorage | None, pool: Po
     labelled = label_source(lancedb, landing, pool, notes) if labels else None
     names = LabelNames()
     items = table.count_rows()
-    parts = partitions(items, join_bytes(n_levels, labelled is not None))
+    parts = partitions(items, join_bytes(n_levels, labelled is not None), join_budget_bytes())
 
     def place(row_ids: np.ndarray) -> np.ndarray:
         return fit.hierarchy.assign(vectors_at(table, row_ids)).paths

@@ -32,3 +32,20 @@ def s3_endpoint_url() -> str | None:
 
 def reports_dir() -> Path:
     return curation_home() / "reports"
+
+
+def join_budget_bytes() -> int | None:
+    """Bytes one pass over a pool may hold in join maps ($CURATION_JOIN_BUDGET_MIB, a whole
+    number of MiB; default None: curation.pool_stream.JOIN_BUDGET, 512 MiB). A larger budget
+    on a large machine means fewer passes over the tables (docs/SCALE.md)."""
+    value = os.environ.get("CURATION_JOIN_BUDGET_MIB")
+    if not value:
+        return None
+    try:
+        mib = int(value)
+    except ValueError:
+        raise ValueError(f"$CURATION_JOIN_BUDGET_MIB={value!r} must be a whole number of MiB"
+                         ) from None
+    if mib < 1:
+        raise ValueError(f"$CURATION_JOIN_BUDGET_MIB={value!r} must be at least 1")
+    return mib * 2**20

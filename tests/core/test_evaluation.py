@@ -384,6 +384,21 @@ def test_partitions_hold_the_join_under_the_budget():
     assert partitions(0, 44) == 1
 
 
+def test_the_join_budget_is_a_validated_setting(monkeypatch):
+    from curation.pool_stream import join_bytes, partitions
+    from curation.settings import join_budget_bytes
+
+    monkeypatch.delenv("CURATION_JOIN_BUDGET_MIB", raising=False)
+    assert join_budget_bytes() is None
+    monkeypatch.setenv("CURATION_JOIN_BUDGET_MIB", "64")
+    assert join_budget_bytes() == 64 * 2**20
+    assert partitions(10_000_000, join_bytes(2, True), join_budget_bytes()) == 7
+    for bad in ("0", "-3", "1.5", "lots"):
+        monkeypatch.setenv("CURATION_JOIN_BUDGET_MIB", bad)
+        with pytest.raises(ValueError, match="CURATION_JOIN_BUDGET_MIB"):
+            join_budget_bytes()
+
+
 def test_every_figure_says_which_direction_is_better(fitted):
     """Each figure of a report has a declared direction; tables, panels, headline figures and
     the UI's Markdown say it (coverage is a distance: lower is better)."""
