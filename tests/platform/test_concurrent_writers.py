@@ -73,21 +73,26 @@ def _writer(writer: int, rounds: list[tuple[str, list]], options: dict, env: dic
         out.put((writer, repr(exc)))
 
 
-def _race(root: str, options: dict, env: dict) -> list[tuple[str, dict[str, int]]]:
-    """Run every seed's round; returns (uri, {drop: items}) per round."""
-    plans = {seed: _plan(seed) for seed in SEEDS}
-    uris = {seed: f"{root}/seed-{seed}" for seed in SEEDS}
+def _run_processes(target, arguments: list[tuple]) -> None:
+    """One spawned process per argument tuple, sharing a barrier and a result queue (the
+    last two arguments of `target`); every one must report "ok"."""
     spawn = multiprocessing.get_context("spawn")
-    barrier, out = spawn.Barrier(WRITERS), spawn.Queue()
-    workers = [spawn.Process(target=_writer, args=(
-        w, [(uris[s], plans[s][w]) for s in SEEDS], options, env, barrier, out))
-        for w in range(WRITERS)]
+    barrier, out = spawn.Barrier(len(arguments)), spawn.Queue()
+    workers = [spawn.Process(target=target, args=(*a, barrier, out)) for a in arguments]
     for w in workers:
         w.start()
     outcomes = dict(out.get(timeout=600) for _ in workers)
     for w in workers:
         w.join(timeout=60)
     assert set(outcomes.values()) == {"ok"}, outcomes
+
+
+def _race(root: str, options: dict, env: dict) -> list[tuple[str, dict[str, int]]]:
+    """Run every seed's round; returns (uri, {drop: items}) per round."""
+    plans = {seed: _plan(seed) for seed in SEEDS}
+    uris = {seed: f"{root}/seed-{seed}" for seed in SEEDS}
+    _run_processes(_writer, [(w, [(uris[s], plans[s][w]) for s in SEEDS], options, env)
+                             for w in range(WRITERS)])
     return [(uris[s], {d: n for drops in plans[s].values() for d, n, *_ in drops})
             for s in SEEDS]
 
@@ -157,16 +162,7 @@ def test_racing_creates_of_a_table_on_s3_keep_every_append(s3_bucket, moto_s3, m
         monkeypatch.setenv(key, value)
     options = storage_options(moto_s3, region=S3_CREDENTIALS["region_name"])
     uris = [f"s3://{bucket}/creates/round-{r}" for r in range(ROUNDS)]
-    spawn = multiprocessing.get_context("spawn")
-    barrier, out = spawn.Barrier(CREATORS), spawn.Queue()
-    workers = [spawn.Process(target=_creator, args=(i, uris, options, env, barrier, out))
-               for i in range(CREATORS)]
-    for w in workers:
-        w.start()
-    outcomes = dict(out.get(timeout=600) for _ in workers)
-    for w in workers:
-        w.join(timeout=60)
-    assert set(outcomes.values()) == {"ok"}, outcomes
+    _run_processes(_creator, [(i, uris, options, env) for i in range(CREATORS)])
     expected = {f"c{i}": 20 + i for i in range(CREATORS)}
     for uri in uris:
         store = PoolStore.open_uri(uri, POOL, options)
