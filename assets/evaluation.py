@@ -242,11 +242,11 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
         subset_table = store.table(f"subset_{spec.name}")
-        if subset_table is None or subset_table.count_rows() == 0:
+        keyed = subset_table is not None and "item_key" in subset_table.schema.names
+        subset = None if subset_table is None else subset_table.search().select(
+            ["item_key" if keyed else "item_id", "weight"]).limit(None).to_arrow()
+        if subset is None or subset.num_rows == 0:
             raise ValueError(f"subset {spec.name} of pool {pool.name} is empty or missing")
-        keyed = "item_key" in subset_table.schema.names  # subsets of older versions lack it
-        subset = store.read(pool.table(f"subset_{spec.name}"),
-                            ["item_key" if keyed else "item_id", "weight"])
         notes: list[str] = []
         passing = pool_pass(lancedb, landing, pool, fit, notes)
         draws = SubsetDraws(subset["item_key"].to_numpy() if keyed

@@ -21,6 +21,7 @@ from dagster import (
     asset,
 )
 
+from curation.evaluation import PoolCounts
 from curation.pools import PoolConfig
 from curation.report import (
     ClusterExamples,
@@ -79,14 +80,11 @@ def build_report_asset(pool: PoolConfig):
         # one bounded pass over the pool: leaf sizes and a few members of three clusters
         passing = pool_pass(lancedb, None, pool, fit, labels=False)
         examples_kept = ClusterExamples(seed=0)
-        leaf_counts = np.zeros(0, np.int64)
-        pool_size = 0
+        counts = PoolCounts((np.zeros(0, np.int64),))
         for batch in passing.batches():
             examples_kept.add(batch.keys, batch.paths[:, -1], batch.locators)
-            counts = np.bincount(batch.paths[:, 0])
-            leaf_counts = np.pad(leaf_counts, (0, max(counts.size - leaf_counts.size, 0)))
-            leaf_counts[:counts.size] += counts
-            pool_size += batch.keys.size
+            counts = counts.plus(PoolCounts.of(batch.paths[:, :1]))
+        leaf_counts, pool_size = counts.clusters[0], counts.items
         n_clusters = [c.shape[0] for c in fit.hierarchy.centroids]
         subset_sizes, evaluations, tables = {}, {}, {}
         for spec in pool.subsets:

@@ -55,6 +55,7 @@ import numpy as np
 
 from .hierarchy import normalize_rows, validate_points
 from .metrics import balance_stats, label_stats, selection_label_stats
+from .sampling import rank_in_group
 from .selection import rank_hash, splitmix64
 
 COVERAGE_SAMPLE = 5000
@@ -225,13 +226,9 @@ def balanced_test_split(labels: np.ndarray, per_class: int = TEST_PER_CLASS,
         inverse = inverse.reshape(-1)
     else:
         inverse = labels.astype(np.int64)
-    order = np.lexsort((scores, inverse))
-    counts = np.bincount(inverse, minlength=0 if class_counts is None else class_counts.size)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(labels.size, dtype=np.int64)
-    rank[order] = np.arange(labels.size) - np.repeat(starts, counts)
-    take = np.minimum(per_class, (counts if class_counts is None else class_counts) // 2)
-    return np.flatnonzero(rank < take[inverse]).astype(np.int64)
+    counts = np.bincount(inverse) if class_counts is None else class_counts
+    take = np.minimum(per_class, counts // 2)
+    return np.flatnonzero(rank_in_group(inverse, scores) < take[inverse]).astype(np.int64)
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -840,8 +837,8 @@ class SubsetDraws:
                                           keys[labelled], self.test_per_class)
         wanted = np.unique(np.concatenate([k for _, k in self._best] + [self._test[2]]))
         held_keys, held_paths, held_codes, held_locators = self._rows
-        keep_held = _member(held_keys, wanted) | _member(held_keys, self.subset_keys)
-        keep_new = _member(keys, wanted) | _member(keys, self.subset_keys)
+        keep_held = np.isin(held_keys, wanted) | np.isin(held_keys, self.subset_keys)
+        keep_new = np.isin(keys, wanted) | np.isin(keys, self.subset_keys)
         self._rows = (np.concatenate([held_keys[keep_held], keys[keep_new]]),
                       np.concatenate([held_paths[keep_held], paths[keep_new]]),
                       np.concatenate([held_codes[keep_held], codes[keep_new]]),
@@ -865,21 +862,13 @@ class SubsetDraws:
             by_rank = np.zeros(code_rank.size, np.int64)
             by_rank[code_rank[:counts.labels.size]] = counts.labels
             counts = PoolCounts(counts.clusters, by_rank)
-        selected = np.flatnonzero(_member(keys, self.subset_keys))
+        selected = np.flatnonzero(np.isin(keys, self.subset_keys))
         at = np.searchsorted(self.subset_keys, keys[selected])
         return DrawnRows(keys, paths, codes if use_labels else None, locators, selected,
                          self.subset_weights[at],
                          counts if use_labels else PoolCounts(counts.clusters, None),
                          self.unlabelled if self.labelled else 0, self.seed,
                          self.random_draws, self.coverage_sample, self.test_per_class)
-
-
-def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """Whether each key is in `sorted_set` (sorted uint64)."""
-    if sorted_set.size == 0:
-        return np.zeros(keys.size, bool)
-    at = np.minimum(np.searchsorted(sorted_set, keys), sorted_set.size - 1)
-    return sorted_set[at] == keys
 
 
 def _merge_lowest(best: tuple[np.ndarray, np.ndarray], scores: np.ndarray, keys: np.ndarray,
@@ -903,11 +892,7 @@ def _merge_per_class(best: tuple, codes: np.ndarray, scores: np.ndarray, keys: n
     codes = np.concatenate([best[0], codes])
     scores = np.concatenate([best[1], scores])
     keys = np.concatenate([best[2], keys])
-    order = np.lexsort((scores, codes))
-    codes_sorted = codes[order]
-    starts = np.flatnonzero(np.r_[True, codes_sorted[1:] != codes_sorted[:-1]])
-    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
-    keep = order[rank < per_class]
+    keep = rank_in_group(codes, scores) < per_class
     return codes[keep], scores[keep], keys[keep]
 
 

@@ -127,9 +127,9 @@ def stream_pool(embedded: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
             def coded(batches):
                 for keys, labels in batches:
                     keys = np.asarray(keys, dtype=np.uint64)
-                    keep = mine(keys)
-                    yield keys[keep], names.encode([lab for lab, k in zip(labels, keep,
-                                                                           strict=True) if k])
+                    codes = names.encode(labels)
+                    keep = mine(keys) & (codes >= 0)  # an item without a label: no entry
+                    yield keys[keep], codes[keep]
 
             label_map = KeyMap.build(coded(labelled()), (), np.int32)
         for keys, locators in embedded():

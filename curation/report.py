@@ -256,6 +256,7 @@ class ClusterExamples:
 
     def add(self, keys: np.ndarray, top: np.ndarray, locators: np.ndarray) -> None:
         """A batch: item keys, top-level cluster ids, where each item is (returned as rows)."""
+        from .sampling import rank_in_group
         from .selection import rank_hash
 
         top = np.asarray(top, dtype=np.int64)
@@ -267,11 +268,7 @@ class ClusterExamples:
         scores = np.concatenate([self._kept[1],
                                  rank_hash(np.asarray(keys, dtype=np.uint64), self.seed)])
         rows = np.concatenate([self._kept[2], np.asarray(locators, dtype=np.uint64)])
-        order = np.lexsort((scores, clusters))
-        by_cluster = clusters[order]
-        starts = np.flatnonzero(np.r_[True, by_cluster[1:] != by_cluster[:-1]])
-        rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
-        keep = order[rank < self.n_members]
+        keep = rank_in_group(clusters, scores) < self.n_members
         self._kept = (clusters[keep], scores[keep], rows[keep])
 
     def result(self) -> dict[str, dict]:

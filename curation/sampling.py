@@ -18,6 +18,14 @@ def group_starts(sorted_groups: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(is_start, np.arange(n), 0))
 
 
+def rank_in_group(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each element's rank (0 = lowest score) among the elements of its group."""
+    order = np.lexsort((scores, groups))
+    rank = np.empty(order.size, np.int64)
+    rank[order] = np.arange(order.size) - group_starts(np.asarray(groups)[order])
+    return rank
+
+
 def grouped_water_fill(
     groups: np.ndarray, capacities: np.ndarray, group_quotas: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
