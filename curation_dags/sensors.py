@@ -16,7 +16,8 @@
   ``<prefix>/_takedowns/`` (each handled once per name and content; a bad one logged with its
   reason) or takedowns recorded by ``curate takedown`` (pending) request a run of
   ``[pool, "takedowns"]``, which records them and deletes the items from raw, embeddings and
-  assignments; the subsets follow by automation. The drop sensor ignores ``_takedowns``.
+  assignments; the subsets follow by automation. Pending rows wait while a takedowns run of
+  the pool is in flight (it applies them). The drop sensor ignores ``_takedowns``.
 - ``<pool>_refit_schedule`` (one per pool with ``refit.cron``): materialises the hierarchy assets
   with the refit forced.
 - ``curation_run_failure_sensor``: logs pool, drop partition, failed steps and their errors.
@@ -424,13 +425,17 @@ def decide_takedowns(
     *,
     parse: Callable[[TakedownFile], list],
     pending_audit: int | None,
+    run_in_flight: bool = False,
 ) -> TakedownDecision:
     """Plain inputs: the listing (None: it failed, try again next tick), the hidden names found
-    there, `parse(file)` (its rows; raises on a bad file) and the audit-table version when
-    rows recorded by `curate takedown` wait (None: none do). Each file is handled once per
-    (name, content): a good one gets a run, a bad one is logged and left alone until its
-    content changes. Pending rows get one run per audit version, unless a file's run (which
-    applies them too) is asked for anyway."""
+    there, `parse(file)` (its rows; raises on a bad file), the audit-table version when
+    rows recorded by `curate takedown` wait (None: none do) and whether a run of the pool's
+    takedowns is queued or running. Each file is handled once per (name, content): a good one
+    gets a run, a bad one is logged and left alone until its content changes. Pending rows get
+    one run per audit version, unless a file's run (which applies them too) is asked for
+    anyway, or a run in flight will apply them: a file's run records its rows pending before
+    it stamps them, so they are seen pending while it runs. Such a version is looked at again
+    once that run ended (still pending: it was killed, or the rows came after its purge)."""
     data = json.loads(cursor) if cursor else {}
     done: dict[str, str] = dict(data.get("done", {}))
     pending_seen = data.get("pending_version")
@@ -461,13 +466,23 @@ def decide_takedowns(
                          "progress); rename it without the dot")
              for name in sorted(hidden_now - hidden_seen)]
     pending_run = None
-    if pending_audit is not None:
+    if pending_audit is not None and not run_in_flight:
         if pending_audit != pending_seen and not files:
             pending_run = pending_audit
         pending_seen = pending_audit
     cursor = json.dumps({"done": done, "pending_version": pending_seen,
                          "hidden": sorted(hidden_now)}, sort_keys=True, ensure_ascii=True)
     return TakedownDecision(files, pending_run, logs, cursor)
+
+
+def takedowns_in_flight(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
+    """A run of the pool's takedowns asset is queued or running."""
+    from curation_dags.refit import IN_FLIGHT
+
+    key = takedowns_key(pool)
+    runs = instance.get_run_records(
+        dg.RunsFilter(statuses=IN_FLIGHT, tags={POOL_TAG: pool.name}), limit=1000)
+    return any(key in (r.dagster_run.asset_selection or ()) for r in runs)
 
 
 def evaluate_takedowns(context: dg.SensorEvaluationContext, pool: PoolConfig,
@@ -484,6 +499,8 @@ def evaluate_takedowns(context: dg.SensorEvaluationContext, pool: PoolConfig,
     except Exception as exc:  # storage unreachable: try again next tick
         context.log.error(f"pool {name}: cannot list takedown files: {exc}")
         listed = None
+    # read before the table: a run that ends in between leaves its rows stamped, not pending
+    running = takedowns_in_flight(context.instance, pool)
     try:
         store = lancedb.store(name)
         pending_audit = store.audit_version() if store.pending_takedowns() else None
@@ -491,7 +508,7 @@ def evaluate_takedowns(context: dg.SensorEvaluationContext, pool: PoolConfig,
         context.log.error(f"pool {name}: cannot read pending takedowns: {exc}")
         pending_audit = None
     decision = decide_takedowns(
-        name, context.cursor, listed, hidden, pending_audit=pending_audit,
+        name, context.cursor, listed, hidden, pending_audit=pending_audit, run_in_flight=running,
         parse=lambda file: parse_takedown_file(file.name, storage.read_bytes(file.uri)))
     _log_all(context, decision.logs)
     op = naming.op_name(naming.asset_path(name, "takedowns"))

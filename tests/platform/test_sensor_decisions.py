@@ -150,6 +150,25 @@ def test_takedown_files_are_handled_once_per_content_and_pending_rows_once_per_v
     assert [f for f, _ in refixed.files] == ["bad.txt"]
 
 
+def test_pending_rows_wait_while_a_takedowns_run_is_in_flight():
+    # a file's run records its rows pending, then purges, then stamps them: a tick in between
+    # sees them pending with no new file, and must leave them to that run
+    good = TakedownFile("legal.txt", "uri/legal.txt", 10, "t1")
+    asked = decide_takedowns("p", None, [good], [], parse=lambda f: [], pending_audit=None)
+    assert [f for f, _ in asked.files] == ["legal.txt"]
+    during = decide_takedowns("p", asked.cursor, [good], [], parse=lambda f: [],
+                              pending_audit=4, run_in_flight=True)
+    assert during.files == [] and during.pending_run is None
+    # the run ended and stamped them: nothing pending, nothing asked
+    done = decide_takedowns("p", during.cursor, [good], [], parse=lambda f: [],
+                            pending_audit=None)
+    assert done.pending_run is None
+    # the run was killed before stamping: the same version gets its run once it is over
+    killed = decide_takedowns("p", during.cursor, [good], [], parse=lambda f: [],
+                              pending_audit=4)
+    assert killed.pending_run == 4
+
+
 def test_takedown_listing_failure_forgets_nothing():
     good = TakedownFile("legal.txt", "uri", 10, "t1")
     first = decide_takedowns("p", None, [good], [".x"], parse=lambda f: [], pending_audit=None)

@@ -192,6 +192,34 @@ def test_a_purge_killed_midway_is_finished_by_the_next_run_which_the_audit_names
     assert {r["run"] for r in audit} == {finished.run_id}
 
 
+def test_rows_a_running_takedowns_run_recorded_get_no_second_run_unless_it_dies(pf):
+    """A file's run records the file's rows pending, purges, then stamps them. A tick while
+    it runs sees them pending and must leave them to it; once it died unstamped, one run
+    finishes them. The run in flight is a run record (a live run cannot be held between
+    its record and its stamp); the sensor, the instance and the tables are real."""
+    from dagster._core.test_utils import create_run_for_test
+
+    from curation.takedowns import record_takedowns
+
+    folder = pf.landing / pf.pool.prefix / "_takedowns"
+    folder.mkdir(parents=True)
+    (folder / "t.txt").write_text("# reason: privacy\nc\n")
+    (request,) = tick(pf)
+    running = create_run_for_test(pf.instance, status=dg.DagsterRunStatus.STARTED,
+                                  tags=request.tags,
+                                  asset_selection=frozenset(request.asset_selection))
+    record_takedowns(pf.lancedb.store(pf.pool.name), [("c", "privacy")], by="file:_takedowns/t.txt")
+    assert tick(pf) == []  # pending, but the run in flight applies them
+    assert tick(pf) == []
+    pf.instance.report_run_failed(running)
+    (again,) = tick(pf)  # it died before stamping: the pending rows get their run
+    assert again.run_config in (None, {})
+    apply(pf, again)
+    assert "c" not in raw_ids(pf)
+    assert {r["run"] for r in pf.table("takedowns").to_arrow().to_pylist()} != {""}
+    assert tick(pf) == []
+
+
 def test_a_subset_removed_from_the_config_is_purged_too(fitted):
     p = fitted
     victim = sorted(p.table("subset_core").to_arrow()["item_id"].to_pylist())[0]
