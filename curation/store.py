@@ -1108,13 +1108,29 @@ class PoolStore(Database):
             return 0
         return table.count_rows("run = ''") if "run" in table.schema.names else table.count_rows()
 
-    def mark_applied(self, run: str) -> int:
-        """Stamp the pending audit rows with the run that applied them; returns how many."""
+    def pending_takedown_ids(self) -> list[str]:
+        """Distinct item ids of the audit rows not applied yet (bounded by the takedowns
+        waiting, not by the pool)."""
+        import pyarrow.compute as pc
+
         table = self._audit()
-        n = table.count_rows("run = ''") if table is not None else 0
-        if n:
-            table.update(where="run = ''", values={"run": run})
-        return n
+        if table is None:
+            return []
+        got = table.search().where("run = ''").select(["item_id"]).limit(None).to_arrow()
+        return pc.unique(got["item_id"].combine_chunks()).to_pylist() if got.num_rows else []
+
+    def mark_applied(self, run: str, ids) -> int:
+        """Stamp the pending audit rows of these items with the run that applied them;
+        returns how many. Rows recorded after the run read its ids stay pending: their
+        items may not have been removed."""
+        table = self._audit()
+        ids = sorted(set(ids))
+        stamped = 0
+        for start in range(0, len(ids) if table is not None else 0, IN_CHUNK):
+            where = f"run = '' AND {in_list('item_id', ids[start:start + IN_CHUNK])}"
+            if table.count_rows(where):
+                stamped += table.update(where=where, values={"run": run}).rows_updated
+        return stamped
 
     def purge(self, ids, kinds) -> dict:
         """Delete the rows of these items from the pool's `kinds` tables, then forget the

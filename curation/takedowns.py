@@ -104,7 +104,10 @@ def purge_and_apply(store: PoolStore, run: str, configured_subsets: list[str], r
     """Remove every taken-down item from raw, embeddings, assignments and the tables of
     subsets no longer configured (their older versions too), then stamp the pending audit
     rows with `run`: a run killed before the end leaves them pending, and the next one
-    deletes again (idempotent) and stamps them."""
+    deletes again (idempotent) and stamps them. Only the rows pending when it started are
+    stamped: one recorded meanwhile (`curate takedown`, another file's run) names an item it
+    may not have removed, and waits for the next run."""
+    pending = store.pending_takedown_ids()  # before the ids: each of them is among those
     ids = store.taken_down_ids().to_pylist()
     # the texts' content keys, read before their rows go: a re-delivery of the same text
     # in another container (another id) is refused by raw too
@@ -113,7 +116,7 @@ def purge_and_apply(store: PoolStore, run: str, configured_subsets: list[str], r
         raw_rows, read_bytes, modality)) if raw_rows is not None else 0
     retired = store.retired_subset_kinds(configured_subsets)
     purged = store.purge(ids, kinds=(*PURGED_KINDS, *retired))
-    applied = store.mark_applied(run)  # after the purge only
+    applied = store.mark_applied(run, pending)  # after the purge only
     return PurgeOutcome(len(ids), contents, retired, purged, applied, store.audit_version())
 
 

@@ -152,9 +152,43 @@ def test_takedown_audit_pending_then_applied(store):
     assert done["recorded"] == 2 and store.pending_takedowns() == 2
     assert record_takedowns(store, [("a", "privacy")], "cli:x")["recorded"] == 0
     assert store.takedown_reasons(["a", "b", "c"]) == {"a": "privacy", "b": "dmca"}
-    assert store.mark_applied("run-1") == 2 and store.pending_takedowns() == 0
+    assert sorted(store.pending_takedown_ids()) == ["a", "b"]
+    assert store.mark_applied("run-1", ["a"]) == 1 and store.pending_takedowns() == 1
+    assert store.mark_applied("run-1", ["a", "b", "c"]) == 1 and store.pending_takedowns() == 0
     assert sorted(store.taken_down_ids().to_pylist()) == ["a", "b"]
     assert pa.types.is_string(store.takedown_audit().schema.field("run").type)
+
+
+def test_a_takedown_recorded_during_a_purge_stays_pending_for_the_next(store, monkeypatch):
+    """`curate takedown` records 'b' while a run purges 'a' (the recording is timed into the
+    purge by wrapping it; both writes are real): that run must not stamp 'b', whose item it
+    never looked for; the next run removes it and stamps it."""
+    from curation.takedowns import purge_and_apply, record_takedowns
+
+    store.claim_raw("d0", rows("raw", {
+        "item_id": ["a", "b", "c"], "drop": ["d0"] * 3, "uri": ["f#1", "f#2", "f#3"],
+        "size": [1] * 3, "source": ["f"] * 3, "row": [0, 1, 2], "meta": [""] * 3,
+        "ingested_at": [""] * 3, "text": ["x", "y", "z"], "values": [None] * 3}))
+    record_takedowns(store, [("a", "privacy")], "file:_takedowns/t.txt")
+    real = PoolStore.purge
+
+    def purge_while_b_is_recorded(self, ids, kinds):
+        out = real(self, ids, kinds)
+        record_takedowns(store, [("b", "dmca")], "cli:someone")
+        return out
+
+    monkeypatch.setattr(PoolStore, "purge", purge_while_b_is_recorded)
+    first = purge_and_apply(store, "run-1", [], lambda uri: b"", "text")
+    monkeypatch.setattr(PoolStore, "purge", real)
+    assert first.applied == 1
+    runs = {r["item_id"]: r["run"] for r in store.takedown_audit().to_pylist()}
+    assert runs == {"a": "run-1", "b": ""}
+    assert store.pending_takedowns() == 1  # the sensor asks for a run of it
+    second = purge_and_apply(store, "run-2", [], lambda uri: b"", "text")
+    assert second.applied == 1
+    runs = {r["item_id"]: r["run"] for r in store.takedown_audit().to_pylist()}
+    assert runs == {"a": "run-1", "b": "run-2"}
+    assert sorted(store.table("raw").to_arrow()["item_id"].to_pylist()) == ["c"]
 
 
 def test_raw_rows_of_an_older_version_keep_working_after_the_payload_columns(store):
