@@ -790,9 +790,11 @@ class SubsetDraws:
     of one subset draws (evaluate_selection with `counts`): the pool's counts (PoolCounts),
     the subset's members, the `subset size` lowest keyed scores of every random draw, the
     probe's `coverage_sample` lowest, and per label the `test_per_class` lowest test scores.
-    Memory: (random_draws + 1) x subset size + coverage_sample + labels x test_per_class
-    rows of (8 + 4 L + 4 + 8) B and a batch, not the pool's size. The kept rows are the same
-    whatever order the pool arrives in."""
+    Memory: at most twice (random_draws + 1) x subset size + coverage_sample + labels x
+    test_per_class rows of (8 + 4 L + 4 + 8) B, and a batch, not the pool's size: a batch's
+    rows that may be drawn are appended, and the rows no draw wants any more are dropped
+    when the kept rows double (not at every batch: that re-sorted them all each time). The
+    rows `result` gives are the same whatever order the pool arrives in."""
 
     def __init__(self, subset_keys: np.ndarray, subset_weights: np.ndarray, n_levels: int, *,
                  seed: int, random_draws: int = RANDOM_DRAWS,
@@ -828,28 +830,52 @@ class SubsetDraws:
         self.unlabelled += int(keys.size - labelled.sum())
         batch = PoolCounts.of(paths, codes[labelled] if self.labelled else None)
         self._counts = batch if self._counts is None else self._counts.plus(batch)
+        keep_new = self._members(keys)
         for i, (stream, size) in enumerate(self._lowest):
-            self._best[i] = _merge_lowest(self._best[i], keyed_scores(keys, self.seed, stream),
-                                          keys, size)
+            scores = keyed_scores(keys, self.seed, stream)
+            self._best[i] = _merge_lowest(self._best[i], scores, keys, size)
+            kept_scores = self._best[i][0]
+            # a superset of the batch's rows that entered: every score up to the kept maximum
+            keep_new |= (scores <= kept_scores.max(initial=0)) if kept_scores.size >= size \
+                else np.ones(keys.size, bool)
         if self.labelled and labelled.any():
             self._test = _merge_per_class(self._test, codes[labelled],
                                           keyed_scores(keys[labelled], self.seed, TEST_STREAM),
                                           keys[labelled], self.test_per_class)
-        wanted = np.unique(np.concatenate([k for _, k in self._best] + [self._test[2]]))
+            keep_new |= np.isin(keys, self._test[2])
         held_keys, held_paths, held_codes, held_locators = self._rows
-        keep_held = np.isin(held_keys, wanted) | np.isin(held_keys, self.subset_keys)
-        keep_new = np.isin(keys, wanted) | np.isin(keys, self.subset_keys)
-        self._rows = (np.concatenate([held_keys[keep_held], keys[keep_new]]),
-                      np.concatenate([held_paths[keep_held], paths[keep_new]]),
-                      np.concatenate([held_codes[keep_held], codes[keep_new]]),
-                      np.concatenate([held_locators[keep_held],
+        self._rows = (np.concatenate([held_keys, keys[keep_new]]),
+                      np.concatenate([held_paths, paths[keep_new]]),
+                      np.concatenate([held_codes, codes[keep_new]]),
+                      np.concatenate([held_locators,
                                       np.asarray(locators, dtype=np.uint64)[keep_new]]))
+        if self._rows[0].size > 2 * self._bound():
+            self._prune()
+
+    def _members(self, keys: np.ndarray) -> np.ndarray:
+        """Which of these keys are the subset's (its keys are sorted)."""
+        if self.subset_keys.size == 0:
+            return np.zeros(keys.size, bool)
+        at = np.minimum(np.searchsorted(self.subset_keys, keys), self.subset_keys.size - 1)
+        return self.subset_keys[at] == keys
+
+    def _bound(self) -> int:
+        return (sum(size for _, size in self._lowest) + self.subset_keys.size
+                + self._test[2].size)
+
+    def _prune(self) -> None:
+        """Keep only the rows a draw, the probe, the test split or the subset wants now."""
+        wanted = np.unique(np.concatenate([k for _, k in self._best] + [self._test[2]]))
+        keys = self._rows[0]
+        keep = np.isin(keys, wanted) | self._members(keys)
+        self._rows = tuple(a[keep] for a in self._rows)
 
     def result(self, code_rank: np.ndarray | None = None) -> DrawnRows:
         """The kept rows. `code_rank`: the sorted position of each label code (codes handed
         out in arrival order become the same codes whatever the order)."""
         if self._counts is None:
             raise ValueError("the pool is empty: nothing to evaluate")
+        self._prune()
         keys, paths, codes, locators = self._rows
         order = np.argsort(keys, kind="stable")
         keys, paths, codes, locators = keys[order], paths[order], codes[order], locators[order]

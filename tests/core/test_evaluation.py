@@ -374,6 +374,40 @@ def test_subset_members_outside_the_pool_drop_out(fitted):
     assert kept.result().selected.size == 10
 
 
+def test_kept_rows_stay_within_twice_the_draws_and_give_the_same_rows_in_any_batching():
+    """Over a pool many times the draws' size, streamed in small batches, the kept rows are
+    dropped back when they double (never more than twice the bound and a batch), and the
+    rows given are those of one whole batch, in any order and batch size."""
+    from curation.evaluation import SubsetDraws
+
+    rng = np.random.default_rng(7)
+    n = 40_000
+    keys = np.unique(rng.integers(0, 2**63 - 1, 2 * n, dtype=np.int64))[:n].astype(np.uint64)
+    paths = np.stack([rng.integers(0, 50, n), rng.integers(0, 5, n)], axis=1).astype(np.int32)
+    codes = rng.integers(0, 4, n).astype(np.int32)
+    members = rng.choice(n, 300, replace=False)
+
+    def kept_rows(order, batch):
+        kept = SubsetDraws(keys[members], np.ones(members.size), 2, seed=3, random_draws=3,
+                           coverage_sample=200, test_per_class=10)
+        held = []
+        for lo in range(0, n, batch):
+            part = order[lo:lo + batch]
+            kept.add(keys[part], paths[part], codes[part], part.astype(np.uint64))
+            held.append(kept._rows[0].size)
+            assert held[-1] <= 2 * kept._bound() + batch
+        return kept.result(), held
+
+    whole, _ = kept_rows(np.arange(n), n)
+    for seed, batch in ((1, 500), (2, 1_337)):
+        drawn, held = kept_rows(np.random.default_rng(seed).permutation(n), batch)
+        assert any(b < a for a, b in zip(held, held[1:], strict=False))  # dropped back
+        for got, want in ((drawn.keys, whole.keys), (drawn.paths, whole.paths),
+                          (drawn.codes, whole.codes), (drawn.locators, whole.locators),
+                          (drawn.selected, whole.selected)):
+            assert np.array_equal(got, want)
+
+
 def test_partitions_hold_the_join_under_the_budget():
     from curation.pool_stream import join_bytes, partitions
 
