@@ -888,7 +888,7 @@ class SubsetDraws:
             by_rank = np.zeros(code_rank.size, np.int64)
             by_rank[code_rank[:counts.labels.size]] = counts.labels
             counts = PoolCounts(counts.clusters, by_rank)
-        selected = np.flatnonzero(np.isin(keys, self.subset_keys))
+        selected = np.flatnonzero(self._members(keys))
         at = np.searchsorted(self.subset_keys, keys[selected])
         return DrawnRows(keys, paths, codes if use_labels else None, locators, selected,
                          self.subset_weights[at],

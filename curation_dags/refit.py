@@ -38,12 +38,17 @@ IN_FLIGHT = [
 ]
 
 
-def in_flight(instance: dg.DagsterInstance, pool_name: str) -> tuple[bool, int]:
-    """(a fit of the pool is queued or running, number of its drop runs in flight)."""
-    runs = instance.get_run_records(
+def pool_runs_in_flight(instance: dg.DagsterInstance, pool_name: str) -> list[dg.DagsterRun]:
+    """The pool's runs that are queued or running."""
+    records = instance.get_run_records(
         dg.RunsFilter(statuses=IN_FLIGHT, tags={POOL_TAG: pool_name}), limit=1000
     )
-    tags = [r.dagster_run.tags for r in runs]
+    return [r.dagster_run for r in records]
+
+
+def in_flight(instance: dg.DagsterInstance, pool_name: str) -> tuple[bool, int]:
+    """(a fit of the pool is queued or running, number of its drop runs in flight)."""
+    tags = [run.tags for run in pool_runs_in_flight(instance, pool_name)]
     return any(FIT_TAG in t for t in tags), sum(DROP_TAG in t for t in tags)
 
 

@@ -477,12 +477,11 @@ def decide_takedowns(
 
 def takedowns_in_flight(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
     """A run of the pool's takedowns asset is queued or running."""
-    from curation_dags.refit import IN_FLIGHT
+    from curation_dags.refit import pool_runs_in_flight
 
     key = takedowns_key(pool)
-    runs = instance.get_run_records(
-        dg.RunsFilter(statuses=IN_FLIGHT, tags={POOL_TAG: pool.name}), limit=1000)
-    return any(key in (r.dagster_run.asset_selection or ()) for r in runs)
+    runs = pool_runs_in_flight(instance, pool.name)
+    return any(key in (run.asset_selection or ()) for run in runs)
 
 
 def evaluate_takedowns(context: dg.SensorEvaluationContext, pool: PoolConfig,
