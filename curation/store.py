@@ -144,6 +144,24 @@ def _as_array(values, type_):
     return pa.array(values, type_)
 
 
+def list_array(vectors: list) -> Any:
+    """Float32 arrays of any lengths (None for none) -> pyarrow list<float32>, in one copy of
+    the values: pa.array over the rows converts each one (about 20x slower at 100k x 384)."""
+    import pyarrow as pa
+
+    sizes = np.fromiter((0 if v is None else len(v) for v in vectors), np.int64, len(vectors))
+    offsets = np.zeros(len(vectors) + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    if offsets[-1] >= 2**31:  # list<float32> holds int32 offsets
+        raise ValueError(f"{offsets[-1]:,} values in one list column: split the drop")
+    present = [v for v in vectors if v is not None]
+    flat = (np.concatenate(present).astype(np.float32, copy=False) if present
+            else np.zeros(0, np.float32))
+    missing = np.fromiter((v is None for v in vectors), bool, len(vectors))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat),
+                                    mask=pa.array(missing) if missing.any() else None)
+
+
 def vector_array(vectors: np.ndarray):
     """(n, d) float32 -> pyarrow fixed_size_list<float32, d> (what LanceDB indexes as vectors)."""
     import pyarrow as pa
@@ -252,7 +270,17 @@ def _signed(rows, key: str, compare: tuple[str, ...]):
 
 
 def count_in(table, column: str, values, where: str | None = None) -> int:
+    """Rows of `table` whose `column` is one of `values` (and `where`): `IN_CHUNK` per filter,
+    or one streamed pass over the column above `STREAM_ABOVE` (each filter scans the table:
+    50 of them for a drop of 100k ids took 22 s at 10M rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     values = list(values)
+    if len(values) > STREAM_ABOVE:
+        wanted = pa.array(values, pa.string())
+        return sum(int(pc.sum(pc.is_in(batch.column(column), value_set=wanted)).as_py() or 0)
+                   for batch in stream(table, [column], where))
     total = 0
     for start in range(0, len(values), IN_CHUNK):
         filter_ = in_list(column, values[start:start + IN_CHUNK])

@@ -96,6 +96,12 @@ def test_a_lookup_of_many_ids_streams_once_and_finds_what_the_filters_find(store
     few = wanted[:10]  # a few ids: IN filters, no streamed pass, the same answer
     assert store.raw_holders(few, "b") == {i: "a" for i in few if drops[ids.index(i)] == "a"}
     assert len(passes) == 2  # only the find_in above streamed
+    # counts too: one pass, the same count as the filters
+    assert store_module.count_in(table, "item_id", wanted, "drop != 'b'") == len(got)
+    assert len(passes) == 3
+    assert store_module.count_in(table, "item_id", few, "drop != 'b'") == len(
+        [i for i in few if i in got])
+    assert len(passes) == 3
 
 def _fit_record(version: int) -> FitRecord:
     config = HierarchyConfig(n_clusters=[6, 2], resampling_steps=[1], seed=0)
