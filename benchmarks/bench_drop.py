@@ -8,15 +8,15 @@ folder and are ingested and embedded by the core (`ingest_drop`, `embed_drop`) u
 holds `--pools` drops; then one more drop goes through the drop run's steps, each in a fresh
 process: raw (`ingest_drop`: parse the parquet files, look up and claim the ids), embeddings
 (`embed_drop`: the drop's raw values, checks, one commit) and the embeddings asset's blocking
-read-back check (`check_stored_embeddings`). Printed per step: seconds and peak RSS (ru_maxrss
-of its process; the first row is a process that only imports them, the floor under each step).
+read-back check (`check_stored_embeddings`). Printed per step: seconds and peak RSS (VmHWM of
+its process, which unlike ru_maxrss does not carry the parent's peak across exec; the first
+row is a process that only imports them, the floor under each step).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +29,7 @@ STEPS = ("imports", "raw", "embeddings", "check")
 
 
 def run_step(step: str, root: Path, drop: str, dim: int) -> dict:
-    """One step of one drop in this process: {"s": seconds, "peak_mib": ru_maxrss}."""
+    """One step of one drop in this process: {"s": seconds, "peak_mib": VmHWM}."""
     from curation.drops import check_stored_embeddings, embed_drop, ingest_drop
     from curation.store import PoolStore
     from resources.storage import LandingStorage
@@ -44,8 +44,10 @@ def run_step(step: str, root: Path, drop: str, dim: int) -> dict:
     elif step == "check":
         got = check_stored_embeddings(store.table("embeddings"), drop)
         assert got.duplicate_ids == 0 and got.non_finite_rows == 0, got
-    return {"s": time.perf_counter() - started,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+    seconds = time.perf_counter() - started
+    status = Path("/proc/self/status").read_text().splitlines()
+    (hwm,) = [int(line.split()[1]) for line in status if line.startswith("VmHWM:")]
+    return {"s": seconds, "peak_mib": hwm // 1024}
 
 
 def main() -> None:
