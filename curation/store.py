@@ -144,16 +144,23 @@ def _as_array(values, type_):
     return pa.array(values, type_)
 
 
+LIST_VALUES_MAX = 2**31 - 1  # values one list<float32> array can hold (int32 offsets)
+
+
 def list_array(vectors: list) -> Any:
     """Float32 arrays of any lengths (None for none) -> pyarrow list<float32>: one
-    concatenation of the values and their offsets, not a conversion row by row."""
+    concatenation of the values and their offsets, not a conversion row by row; chunked past
+    `LIST_VALUES_MAX` values (a drop of 5.6M x 384)."""
     import pyarrow as pa
 
     sizes = np.fromiter((0 if v is None else len(v) for v in vectors), np.int64, len(vectors))
     offsets = np.zeros(len(vectors) + 1, np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    if offsets[-1] >= 2**31:  # list<float32> holds int32 offsets
-        raise ValueError(f"{offsets[-1]:,} values in one list column: split the drop")
+    if offsets[-1] > LIST_VALUES_MAX and len(vectors) > 1:  # int32 offsets: chunks
+        half = len(vectors) // 2
+        parts = [list_array(vectors[:half]), list_array(vectors[half:])]
+        return pa.chunked_array([c for part in parts for c in
+                                 (part.chunks if isinstance(part, pa.ChunkedArray) else [part])])
     present = [v for v in vectors if v is not None]
     flat = (np.concatenate(present).astype(np.float32, copy=False) if present
             else np.zeros(0, np.float32))

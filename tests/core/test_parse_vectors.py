@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation import store as store_module
 from curation.drops import _raw_rows
 from curation.items import parse_file
 
@@ -66,3 +67,19 @@ def test_values_beyond_float32_become_infinite_not_an_error():
 def test_texts_keep_no_values():
     table = _raw_rows("d", parse_file("texts", "a.txt", b"hello").items)
     assert table["values"].to_pylist() == [None]
+
+
+def test_values_past_one_arrays_offsets_are_chunked_not_lost(monkeypatch):
+    """A drop holding more values than int32 offsets address becomes a chunked column."""
+    monkeypatch.setattr(store_module, "LIST_VALUES_MAX", 7)
+    vectors = [np.arange(k, k + 3, dtype=np.float32) for k in range(6)]
+    vectors[2] = None
+    column = store_module.list_array(vectors)
+    assert isinstance(column, pa.ChunkedArray) and column.num_chunks > 1
+    assert all(len(pa.compute.list_flatten(c)) <= 7 for c in column.chunks)
+    assert column.to_pylist() == [None if v is None else v.tolist() for v in vectors]
+    table = store_module.rows("raw", {
+        "item_id": [str(i) for i in range(6)], "drop": ["d"] * 6, "uri": ["u"] * 6,
+        "size": [12] * 6, "source": ["s"] * 6, "row": list(range(6)), "meta": [""] * 6,
+        "ingested_at": [""] * 6, "text": [None] * 6, "values": column})
+    assert table["values"].to_pylist() == column.to_pylist()
