@@ -278,16 +278,11 @@ def _signed(rows, key: str, compare: tuple[str, ...]):
 
 def count_in(table, column: str, values, where: str | None = None) -> int:
     """Rows of `table` whose `column` is one of `values` (and `where`): `IN_CHUNK` per filter,
-    or one streamed pass over the column above `STREAM_ABOVE` (each filter scans the table:
-    50 of them for a drop of 100k ids took 22 s at 10M rows)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    or `find_streamed`'s one pass above `STREAM_ABOVE` (each filter scans the table: the
+    embeddings' check of a 100k drop took 6.8 s at 2M rows with 50 of them, 1.7 s in one)."""
     values = list(values)
     if len(values) > STREAM_ABOVE:
-        wanted = pa.array(values, pa.string())
-        return sum(int(pc.sum(pc.is_in(batch.column(column), value_set=wanted)).as_py() or 0)
-                   for batch in stream(table, [column], where))
+        return find_streamed(table, column, values, [column], where).num_rows
     total = 0
     for start in range(0, len(values), IN_CHUNK):
         filter_ = in_list(column, values[start:start + IN_CHUNK])
