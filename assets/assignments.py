@@ -40,6 +40,7 @@ from resources.lancedb import LanceDBResource
 from .automation import assignments_condition
 from .keys import asset_key, level_keys
 from .partitions import drops_partitions
+from .retries import retried_on_storage_errors
 
 
 def build_assignments_asset(pool: PoolConfig):
@@ -60,6 +61,7 @@ def _build(pool: PoolConfig, keys):
         automation_condition=assignments_condition(keys[0]),
         description="Each item of the drop assigned to the current tree (leaf, then up).",
     )
+    @retried_on_storage_errors
     def assignments(
         context: AssetExecutionContext, lancedb: LanceDBResource, clustering: ClusteringResource
     ) -> MaterializeResult:

@@ -189,5 +189,45 @@ def fan_in_condition(ignore: Sequence[AssetKey] = ()) -> AutomationCondition:
         "upstream newer than consumed, no upstream run in flight")
 
 
-def subsets_condition(level_keys: Sequence[AssetKey]) -> AutomationCondition:
-    return fan_in_condition(ignore=level_keys)
+def placed_in_current_tree(instance: dg.DagsterInstance, tree_key: AssetKey,
+                           embeddings_key: AssetKey, assignments_key: AssetKey) -> bool:
+    """Every drop with embeddings was assigned after the current tree (`tree_key`: level_1,
+    materialised right after the fit's commit): the pool is one complete snapshot of the
+    tree, so the re-assignment after a refit, however many runs its backfill takes, is over
+    only when its last drop is placed. From the event log alone: three partition queries,
+    O(drops); no table is read. False before the first tree."""
+    tree_event = newest_upstream_event(instance, [tree_key])
+    if not tree_event:
+        return False
+    embedded = instance.get_materialized_partitions(embeddings_key)
+    placed = instance.get_materialized_partitions(assignments_key, after_cursor=tree_event)
+    return not (embedded - placed)
+
+
+class PoolPlacedInTree(AutomationCondition):
+    """True while every drop with embeddings is placed in the current tree
+    (`placed_in_current_tree`). The subsets wait on it: a refresh during the re-assignment
+    after a refit would draw from the drops re-assigned so far."""
+
+    def __init__(self, tree_key: AssetKey, embeddings_key: AssetKey,
+                 assignments_key: AssetKey):
+        self._keys = (tree_key, embeddings_key, assignments_key)
+
+    @property
+    def name(self) -> str:
+        return "pool_placed_in_tree"
+
+    @property
+    def description(self) -> str:
+        return "Every drop with embeddings was assigned after the current tree"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        settled = placed_in_current_tree(context.asset_graph_view.instance, *self._keys)
+        true_subset = context.candidate_subset if settled else context.get_empty_subset()
+        return dg.AutomationResult(true_subset=true_subset, context=context)
+
+
+def subsets_condition(level_keys: Sequence[AssetKey], embeddings_key: AssetKey,
+                      assignments_key: AssetKey) -> AutomationCondition:
+    return (fan_in_condition(ignore=level_keys)
+            & PoolPlacedInTree(level_keys[0], embeddings_key, assignments_key))

@@ -24,11 +24,12 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from curation.dedup import dedup_pool, memory_bound
 from curation.pools import PoolConfig
 from curation.report import markdown_table, near_duplicates_rows
-from curation.store import forget_old_versions
+from curation.store import erase_old_versions
 from resources.lancedb import LanceDBResource
 
 from .automation import consumed_metadata, fan_in_condition, newest_upstream_event, refresh_state
 from .keys import dedup_upstream, level_keys, near_duplicates_key
+from .retries import retried_on_storage_errors
 
 
 def build_dedup_asset(pool: PoolConfig):
@@ -45,6 +46,7 @@ def build_dedup_asset(pool: PoolConfig):
         description=f"Near duplicates inside each leaf (cosine > {config.threshold}) collapsed "
         "to one representative; the subsets sample representatives only.",
     )
+    @retried_on_storage_errors
     def near_duplicates(context: AssetExecutionContext,
                         lancedb: LanceDBResource) -> MaterializeResult:
         upstream = dedup_upstream(pool)
@@ -58,7 +60,7 @@ def build_dedup_asset(pool: PoolConfig):
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
         out = dedup_pool(store, fit, config)
         table = store.table("near_duplicates")
-        forgotten = forget_old_versions(table) if takedown_since and table is not None else 0
+        forgotten = erase_old_versions(table) if takedown_since and table is not None else 0
         summary = {"threshold": out.threshold, "items": out.items, "removed": out.removed,
                    "removed_per_level": out.by_level(fit.hierarchy.parents),
                    "similarity_histogram": {"edges": out.bin_edges(),

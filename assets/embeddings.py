@@ -39,6 +39,7 @@ from resources.storage import LandingStorage
 from .keys import asset_key
 from .partitions import drops_partitions
 from .raw import checked_drop
+from .retries import retried_on_storage_errors
 
 CHECKS = ("dimension", "finite", "unique_ids")
 
@@ -95,6 +96,7 @@ def build_embeddings_asset(pool: PoolConfig, gpu_op_tags: dict[str, str] | None 
         op_tags=(gpu_op_tags or {}) if pool.modality != "vectors" else {},
         description=f"One vector per ingested item of pool {pool.name!r}, per drop.",
     )
+    @retried_on_storage_errors
     def embeddings(context: AssetExecutionContext) -> MaterializeResult:
         drop = checked_drop(context)
         embedder = None

@@ -58,6 +58,7 @@ from resources.lancedb import LanceDBResource
 
 from .automation import FOLLOW
 from .keys import asset_key, level_keys
+from .retries import retried_on_storage_errors
 
 
 class RefitConfig(Config):
@@ -105,6 +106,7 @@ def build_level_assets(pool: PoolConfig, gpu_op_tags: dict[str, str] | None = No
         description="Fits the whole tree on a sample of the embedded items (asked for by the "
         "refit sensor, the refit schedule or a user); serves level 1.",
     )
+    @retried_on_storage_errors
     def level_1(
         context: AssetExecutionContext,
         config: RefitConfig,
@@ -153,6 +155,7 @@ def _build_upper_level(pool: PoolConfig, keys, level: int):
         automation_condition=FOLLOW,
         description=f"Level {level} of the tree: clusters of level {level - 1}'s centroids.",
     )
+    @retried_on_storage_errors
     def upper_level(lancedb: LanceDBResource) -> MaterializeResult:
         store = lancedb.store(pool.name)
         fit = store.load_fit()

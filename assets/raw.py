@@ -22,6 +22,7 @@ from resources.storage import LandingStorage
 
 from .keys import asset_key
 from .partitions import drops_partitions
+from .retries import retried_on_storage_errors
 
 
 def checked_drop(context: AssetExecutionContext) -> str:
@@ -40,6 +41,7 @@ def build_raw_asset(pool: PoolConfig):
         kinds={"lancedb"},
         description=f"Items delivered to pool {pool.name!r}, one partition per drop.",
     )
+    @retried_on_storage_errors
     def raw(
         context: AssetExecutionContext, landing: LandingStorage, lancedb: LanceDBResource
     ) -> MaterializeResult:

@@ -26,6 +26,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
     AssetSpec,
     MaterializeResult,
     MetadataValue,
@@ -35,7 +36,7 @@ from dagster import (
 from curation import naming
 from curation.pools import PoolConfig
 from curation.selection import tree_paths
-from curation.store import forget_old_versions
+from curation.store import erase_old_versions
 from curation.subsets import (
     balance_from_counts,
     read_previous,
@@ -50,12 +51,35 @@ from .automation import (
     refresh_state,
     subsets_condition,
 )
-from .keys import level_keys, subset_key, subset_upstream
+from .keys import asset_key, level_keys, subset_key, subset_upstream
+from .retries import retried_on_storage_errors
 
 
 def balance_check(pool_balance: dict, subset_balance: dict) -> bool:
     return (subset_balance["label_entropy"] >= pool_balance["label_entropy"] - 1e-9
             and subset_balance["top1_share"] <= pool_balance["top1_share"] + 1e-9)
+
+
+def not_published(context: AssetExecutionContext, pool: PoolConfig, wanted, fit_version: int,
+                  gaps: dict[str, str], snapshot: dict):
+    """What a refresh that found its snapshot incomplete leaves instead of a subset version:
+    an observation per subset saying why (the latest version stays the published one). The
+    step ends without materialising, so the condition asks again once the assignments that
+    complete the snapshot land (assets.automation)."""
+    shown = dict(list(gaps.items())[:20])
+    reason = (f"not published: {len(gaps)} drop(s) of pool {pool.name} are not all assigned "
+              f"at fit {fit_version} in the snapshot read (a re-assignment or a drop's run in "
+              f"flight): {', '.join(shown)}{' ...' if len(gaps) > len(shown) else ''}")
+    context.log.warning(reason)
+    for spec in wanted:
+        yield AssetObservation(asset_key=subset_key(pool, spec.name), metadata={
+            "not_published": reason,
+            "incomplete_drops": MetadataValue.json(shown),
+            "incomplete_drop_count": len(gaps),
+            "fit_version": fit_version,
+            "table_versions": MetadataValue.json(
+                {kind: t.version for kind, t in snapshot.items() if t is not None}),
+        })
 
 
 def build_subsets_asset(pool: PoolConfig):
@@ -67,7 +91,8 @@ def build_subsets_asset(pool: PoolConfig):
             deps=[keys[-1], *subset_upstream(pool)],
             group_name=pool.name,
             kinds={"lancedb"},
-            automation_condition=subsets_condition(keys),
+            automation_condition=subsets_condition(keys, asset_key(pool, "embeddings"),
+                                                   asset_key(pool, "assignments")),
             skippable=True,
             description=f"Balanced subset {spec.name!r}: {spec.target_size} items, "
             f"{spec.strategy}, seed {spec.seed}.",
@@ -78,6 +103,7 @@ def build_subsets_asset(pool: PoolConfig):
 
     @multi_asset(specs=specs, check_specs=checks, can_subset=True,
                  name=naming.subsets_op(pool.name))
+    @retried_on_storage_errors
     def subsets(context: AssetExecutionContext, lancedb: LanceDBResource):
         # what this refresh consumes, read before any table (assets.automation)
         upstream = subset_upstream(pool)
@@ -94,17 +120,23 @@ def build_subsets_asset(pool: PoolConfig):
         fit = store.load_fit()
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        assignments = store.table("assignments")
+        # every table read at one version, and drawn from only when complete
+        snapshot = store.snapshot(("embeddings", "assignments", "near_duplicates"))
+        assignments = snapshot["assignments"]
         if assignments is None or assignments.count_rows() == 0:
             raise ValueError(f"pool {pool.name} has no assigned items yet")
+        gaps = store.assignment_gaps(fit, snapshot["embeddings"], assignments)
+        if gaps:
+            yield from not_published(context, pool, wanted, fit.fit_version, gaps, snapshot)
+            return
         parents = fit.hierarchy.parents
         n_leaves = fit.hierarchy.centroids[0].shape[0]
         configs = {s.name: s for s in wanted}  # a SubsetSpec is a SampleConfig
         previous = {s.name: read_previous(store, s.name, n_leaves) for s in wanted}
         excluded = excluded_version = None
         if pool.dedup.enabled:  # representatives only
-            excluded = store.near_duplicate_keys(fit.fit_version)
-            dedup_table = store.table("near_duplicates")
+            dedup_table = snapshot["near_duplicates"]
+            excluded = store.near_duplicate_keys(fit.fit_version, dedup_table)
             excluded_version = dedup_table.version if dedup_table is not None else 0
         scan = select_subsets(assignments, parents, n_leaves, fit.fit_version, configs,
                               takedowns=store.taken_down_ids(), previous=previous,
@@ -115,7 +147,7 @@ def build_subsets_asset(pool: PoolConfig):
             result = scan.subsets[spec.name]
             sel = result.selection
             table = store.write_subset(spec.name, result.rows)
-            forgotten = forget_old_versions(table) if takedown_since[spec.name] else 0
+            forgotten = erase_old_versions(table) if takedown_since[spec.name] else 0
             top = tree_paths(parents, sel.leaf)[:, -1]
             subset_balance = balance_from_counts(
                 np.bincount(top, weights=sel.weight, minlength=n_top))

@@ -29,6 +29,7 @@ from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
 from .keys import asset_key
+from .retries import retried_on_storage_errors
 
 
 class TakedownsConfig(Config):
@@ -43,6 +44,7 @@ def build_takedowns_asset(pool: PoolConfig):
         description=f"Takedowns of pool {pool.name!r}: audit table, and the items removed "
         "from raw, embeddings and assignments.",
     )
+    @retried_on_storage_errors
     def takedowns(context: AssetExecutionContext, config: TakedownsConfig,
                   landing: LandingStorage, lancedb: LanceDBResource) -> MaterializeResult:
         store = lancedb.store(pool.name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,11 @@ IN_CHUNK = 2000  # values per `IN (...)` filter: long filters are slow to parse 
 # More values than this and one streamed pass over the table beats the IN filters: each filter
 # scans the table's column again (100,000 ids were 50 scans of a 10M-row raw table per drop).
 STREAM_ABOVE = 4 * IN_CHUNK
+INDEXED_IN_CHUNK = 50_000  # values per filter on an indexed column (`in_chunk`)
 RETRIES = 8  # commits that conflict with a concurrent writer's are retried this often
+# what LanceDB raises for a lost commit race or a missing file (`transient` tells them apart
+# from the rest)
+STORAGE_ERRORS = (RuntimeError, OSError, ValueError)
 BATCH_ROWS = 65536  # rows per batch of a streaming read
 # Memory LanceDB's reader holds beyond the rows it returns (decode buffers; its allocator
 # keeps freed batches a while): measured up to ~300 MiB in a fit or a run over 100 drops of
@@ -206,6 +211,17 @@ def canonical_order(item_ids) -> np.ndarray:
 # --- chunked lookups -------------------------------------------------------------------------
 
 
+def in_chunk(table, column: str) -> int:
+    """Values per `IN (...)` filter on `column`: `INDEXED_IN_CHUNK` where a BTREE index
+    answers it (each filter then reads the index and the rows appended since it was built, not
+    the table: 0.6 s for 100,000 ids into 8M rows, measured), else `IN_CHUNK`."""
+    try:
+        indexed = any(list(i.columns) == [column] for i in table.list_indices())
+    except (AttributeError, *STORAGE_ERRORS):  # a table kind without indexes
+        indexed = False
+    return INDEXED_IN_CHUNK if indexed else IN_CHUNK
+
+
 def find_in(table, column: str, values, columns: list[str], where: str | None = None,
             row_id: bool = False):
     """`columns` of the rows of `table` whose `column` is one of `values` (any number of
@@ -214,11 +230,12 @@ def find_in(table, column: str, values, columns: list[str], where: str | None = 
     import pyarrow as pa
 
     values = list(values)
-    if len(values) > STREAM_ABOVE:
+    chunk = in_chunk(table, column)
+    if len(values) > STREAM_ABOVE and chunk == IN_CHUNK:
         return find_streamed(table, column, values, columns, where, row_id)
     parts = []
-    for start in range(0, len(values), IN_CHUNK):
-        filter_ = in_list(column, values[start:start + IN_CHUNK])
+    for start in range(0, len(values), chunk):
+        filter_ = in_list(column, values[start:start + chunk])
         query = table.search().where(f"{filter_} AND ({where})" if where else filter_)
         query = query.select(list(columns)).limit(None)
         parts.append((query.with_row_id(True) if row_id else query).to_arrow())
@@ -281,11 +298,12 @@ def count_in(table, column: str, values, where: str | None = None) -> int:
     or `find_streamed`'s one pass above `STREAM_ABOVE` (each filter scans the table: the
     embeddings' check of a 100k drop took 6.8 s at 2M rows with 50 of them, 1.7 s in one)."""
     values = list(values)
-    if len(values) > STREAM_ABOVE:
+    chunk = in_chunk(table, column)
+    if len(values) > STREAM_ABOVE and chunk == IN_CHUNK:
         return find_streamed(table, column, values, [column], where).num_rows
     total = 0
-    for start in range(0, len(values), IN_CHUNK):
-        filter_ = in_list(column, values[start:start + IN_CHUNK])
+    for start in range(0, len(values), chunk):
+        filter_ = in_list(column, values[start:start + chunk])
         total += table.count_rows(f"{filter_} AND ({where})" if where else filter_)
     return total
 
@@ -296,8 +314,9 @@ def delete_in(table, column: str, values, where: str | None = None) -> int:
     `_rowid`, which LanceDB cannot count by)."""
     values = list(values)
     deleted = 0
-    for start in range(0, len(values), IN_CHUNK):
-        filter_ = in_list(column, values[start:start + IN_CHUNK])
+    chunk = in_chunk(table, column)
+    for start in range(0, len(values), chunk):
+        filter_ = in_list(column, values[start:start + chunk])
         filter_ = f"{filter_} AND ({where})" if where else filter_
         if column == "_rowid" or table.count_rows(filter_):
             deleted += table.delete(filter_).num_deleted_rows
@@ -332,28 +351,113 @@ def fetch_row_batches(table, row_ids: np.ndarray, columns, chunk: int):
         yield got.select(list(columns)).take(pa.array(pos))
 
 
-def forget_old_versions(table) -> int:
-    """Compact `table` and remove every version but the latest, so rows a takedown deleted
-    live in no version anyone can open (a Lance delete only hides rows from later versions).
-    Compaction rewrites the fragments that held them; the removed versions' files are
-    deleted. Returns how many versions were removed."""
+def erase_old_versions(table, ids=(), column: str = "item_id") -> int:
+    """Remove every version of `table` but the latest, so rows a takedown deleted live in no
+    version anyone can open (a Lance delete only hides rows from later versions). Returns how
+    many versions were removed.
+
+    Safe beside concurrent writers of the same table: `optimize`'s compaction, which can lose
+    a race with a writer's commit, is retried on the latest version; its cleanup never
+    deletes files no manifest references yet (`delete_unverified` stays off: they belong to a
+    write in progress). A writer or reader still working on a removed version meets a
+    missing file, which `transient` names and the store's writes retry on the latest version.
+    With `ids`, every version left is read back and the cleanup redone while one of them
+    still holds one of the ids (a writer that committed meanwhile): when this returns, no
+    readable version holds them."""
     before = len(table.list_versions())
-    table.optimize(cleanup_older_than=timedelta(0))
-    return max(before - len(table.list_versions()), 0)
+    for attempt in range(RETRIES):
+        try:
+            table.checkout_latest()
+            with warnings.catch_warnings():  # its warning is the hazard the docstring handles
+                warnings.simplefilter("ignore", UserWarning)
+                table.optimize(cleanup_older_than=timedelta(0), delete_unverified=False)
+            held = _versions_holding(table, ids, column) if len(ids) else []
+        except STORAGE_ERRORS as exc:
+            if attempt == RETRIES - 1 or not transient(exc, attempt):
+                raise
+            continue
+        if not held:
+            return max(before - len(table.list_versions()), 0)
+        delete_in(table, column, ids)  # a writer that read before the takedown put them back
+    raise TakedownIncomplete(f"{table.name}: versions {held} still hold taken-down items "
+                             f"after {RETRIES} cleanups")
 
 
-def _conflict(exc: BaseException, attempt: int | None = None) -> bool:
-    """A LanceDB commit that lost a race with a concurrent commit (safe to retry). With
-    `attempt`, a conflict first waits a random moment, up to 50 ms x 2^attempt: writers that
-    retry at once on a slow object store (moto's S3 server) lost every retry together."""
+def _versions_holding(table, ids, column: str) -> list[int]:
+    """The versions of `table` in which one of `ids` is readable (each version checked out
+    in turn, then the latest again)."""
+    held = []
+    for version in [v["version"] for v in table.list_versions()]:
+        table.checkout(int(version))
+        if count_in(table, column, ids):
+            held.append(int(version))
+    table.checkout_latest()
+    return held
+
+
+class TakedownIncomplete(RuntimeError):
+    """A readable version still holds a taken-down item: the takedown did not happen."""
+
+
+def transient(exc: BaseException, attempt: int | None = None) -> bool:
+    """A storage failure that a retry on the latest version heals: a commit that lost a race
+    with a concurrent commit, or a file of an older version that a takedown's cleanup
+    removed while this process still read that version. With `attempt`, first waits a
+    random moment, up to 50 ms x 2^attempt: writers that retry at once on a slow object
+    store (moto's S3 server) lost every retry together."""
     text = str(exc).lower()
-    lost = "incompatible transaction" in text or "conflict" in text
+    lost = ("incompatible transaction" in text or "conflict" in text
+            or ("not found" in text and (".lance" in text or "/data/" in text)))
     if lost and attempt is not None:
         import random
         import time
 
         time.sleep(random.uniform(0, 0.05 * 2 ** min(attempt, 6)))
     return lost
+
+
+def retried(table, operation):
+    """`operation()` on the latest version of `table`, again (up to RETRIES times) while it
+    fails on a transient storage error (`transient`)."""
+    for attempt in range(RETRIES):
+        try:
+            table.checkout_latest()
+            return operation()
+        except STORAGE_ERRORS as exc:
+            if attempt == RETRIES - 1 or not transient(exc, attempt):
+                raise
+    raise AssertionError("unreachable")
+
+
+# Scalar (BTREE) indexes of the per-drop tables: the key a drop's rows are upserted on and
+# looked up by, and the column its scope filter reads, so that a drop's write and lookups
+# read the index and the rows appended since, not the whole table
+INDEXED_COLUMNS = {"raw": ("item_id", "drop"), "embeddings": ("item_id", "drop"),
+                   "assignments": ("item_id", "drop"), "near_duplicates": ("item_id", "leaf")}
+# an index is rebuilt once the rows appended since it was built exceed this share of the
+# rows it covers (and INDEX_LAG_MIN_ROWS): rebuilds cost O(table) per O(table / 8) new rows
+INDEX_LAG = 0.125
+INDEX_LAG_MIN_ROWS = 65536
+
+
+def keep_indexed(table, columns) -> None:
+    """BTREE indexes on `columns` of `table`, created when missing and rebuilt when too many
+    rows came since (`INDEX_LAG`). An index build reads one column of the table and rewrites
+    no data (row addresses stay what claims compare). Best effort: a build that loses a race
+    with a concurrent commit is tried again at the next write."""
+    try:
+        built = {i.columns[0]: i for i in table.list_indices() if len(i.columns) == 1}
+        stale = [c for c in columns if c not in built or built[c].num_unindexed_rows > max(
+            INDEX_LAG_MIN_ROWS, INDEX_LAG * built[c].num_indexed_rows)]
+        if not stale or not table.count_rows():
+            return
+        with warnings.catch_warnings():  # create_scalar_index: deprecated alias, same call
+            warnings.simplefilter("ignore")
+            for column in stale:
+                table.create_scalar_index(column, index_type="BTREE", replace=True)
+    except STORAGE_ERRORS as exc:
+        if not transient(exc):
+            raise
 
 
 # --- the database ----------------------------------------------------------------------------
@@ -510,8 +614,8 @@ class Database:
                     .execute(data)
                 )
                 return table
-            except RuntimeError as exc:
-                if attempt == RETRIES - 1 or not _conflict(exc, attempt):
+            except STORAGE_ERRORS as exc:
+                if attempt == RETRIES - 1 or not transient(exc, attempt):
                     raise
         raise AssertionError("unreachable")
 
@@ -529,10 +633,10 @@ class Database:
         commit order) wins; a writer that finds its own row behind another deletes it.
 
         Memory: this owner's rows and `data`, never the table: the writes are a delete and an
-        append, and who holds each key is read back in one streamed pass over the key and
-        owner columns (a `merge_insert` reads the whole table through its join: 3.7 GiB into a
-        2M-row raw table of 384-d values, measured; this: 0.3 GiB at 0.5M and at 2M rows).
-        Time: that pass reads two columns of the whole table.
+        append, and who holds each key is read back by key (a `merge_insert` reads the whole
+        table through its join: 3.7 GiB into a 2M-row raw table of 384-d values, measured).
+        Time: the key and owner columns are BTREE-indexed (`keep_indexed`), so the owner's rows
+        and the read-back are index lookups plus the rows appended since the index was built.
         """
         import pyarrow.compute as pc
 
@@ -542,6 +646,7 @@ class Database:
             if data.num_rows == 0:
                 return table, {}
             try:
+                keep_indexed(table, (key, owner))
                 mine = table.search().where(f"{owner} = {sql_str(me)}").select(
                     [key, *compare]).limit(None).to_arrow()
                 # this owner's rows that left the delivery or changed go; unchanged ones stay
@@ -556,11 +661,11 @@ class Database:
                                                        value_set=unchanged.column(key))))
                 if fresh.num_rows:
                     table.add(fresh)
-            except RuntimeError as exc:
-                if attempt == RETRIES - 1 or not _conflict(exc, attempt):
+            except STORAGE_ERRORS as exc:
+                if attempt == RETRIES - 1 or not transient(exc, attempt):
                     raise
                 continue
-            holders = self._resolve(table, data, key, owner, me)
+            holders = retried(table, lambda t=table: self._resolve(t, data, key, owner, me))
             if len(holders) == data.num_rows or attempt == RETRIES - 1:
                 return table, holders
             # keys held by nobody: a concurrent table creation overwrote our commit; again
@@ -572,8 +677,7 @@ class Database:
         another row of the same key are deleted."""
         import pyarrow.compute as pc
 
-        found = find_streamed(table, key, data.column(key).to_pylist(), [key, owner],
-                              row_id=True)
+        found = find_in(table, key, data.column(key).to_pylist(), [key, owner], row_id=True)
         ordered = found.take(pc.sort_indices(found["_rowid"])).to_pylist()
         holders: dict[str, str] = {}
         mine_behind: list[int] = []
@@ -687,16 +791,50 @@ class PoolStore(Database):
 
     def _value_counts(self, kind: str, column: str) -> dict[str, int]:
         """Rows per value of one column, counted batch by batch (memory: one batch)."""
+        return dict(self._counts_of(self.table(kind), column, None))
+
+    def snapshot(self, kinds) -> dict[str, Any | None]:
+        """The pool's `kinds` tables, each pinned at its version now (None: no such table):
+        a reader that reads them all, and checks `assignment_gaps` on them, reads one
+        consistent state whatever is committed meanwhile."""
+        pinned = {}
+        for kind in kinds:
+            table = self.table(kind)
+            if table is not None:
+                table.checkout(table.version)
+            pinned[kind] = table
+        return pinned
+
+    def assignment_gaps(self, fit, embeddings: Any, assignments: Any) -> dict[str, str]:
+        """{drop: what is missing} for every drop whose embeddings (of the tree's model) are
+        not all assigned at `fit` in these (pinned) tables: empty when the snapshot is
+        complete. A subset, an evaluation or a report is only drawn from a complete one: a
+        drop being re-assigned after a refit, or between its embeddings and its assignment,
+        would be missing from it. One streamed pass over two columns of each table (memory:
+        one batch plus a count per drop)."""
+        where = f"model_hash = {sql_str(fit.model_hash)}" if fit.model_hash else None
+        embedded = self._counts_of(embeddings, "drop", where)
+        placed = self._counts_of(assignments, "drop", f"fit_version = {int(fit.fit_version)}")
+        gaps = {}
+        for drop, n in sorted(embedded.items()):
+            have = placed.get(drop, 0)
+            if have != n:
+                gaps[drop] = (f"{have} of {n} embedded items assigned at fit "
+                              f"{fit.fit_version}")
+        return gaps
+
+    @staticmethod
+    def _counts_of(table: Any, column: str, where: str | None) -> Counter:
+        """Rows per value of one column of a (pinned) table, batch by batch."""
         import pyarrow.compute as pc
 
-        table = self.table(kind)
-        if table is None or column not in table.schema.names:
-            return {}
         counts: Counter = Counter()
-        for batch in table.search().select([column]).limit(None).to_batches(BATCH_ROWS):
+        if table is None or column not in table.schema.names:
+            return counts
+        for batch in stream(table, [column], where):
             for v in pc.value_counts(batch.column(column)).to_pylist():
                 counts[str(v["values"])] += int(v["counts"])
-        return dict(counts)
+        return counts
 
     def vector_batches(self, kind: str, where: str | None = None,
                        columns=("item_id", "drop", "uri"), batch_rows: int = BATCH_ROWS):
@@ -829,40 +967,54 @@ class PoolStore(Database):
     # -- embeddings, levels, assignments --
 
     def rewrite_drop(self, kind: str, drop: str, data) -> Any:
-        """Make the drop's rows of `kind` equal to `data` (none when empty): a delete of its
-        rows, then an append; each commit retried when it conflicts with a concurrent
-        writer's. Unlike a merge_insert, whose join holds memory in proportion
-        to the whole table (about 190 MiB per million assignment rows, measured), this holds
-        `data` alone, whatever the table holds; the price is two commits (a reader in between
-        sees the drop without rows; a re-run heals a crash in between)."""
+        """Make the drop's rows of `kind` equal to `data` (none when empty), with no moment in
+        which a reader sees the drop without its rows (`_replace_scope`)."""
         table = self.table_for(self.name(kind), data.schema)
-        return self._delete_then_append(table, [f"drop = {sql_str(drop)}"], data)
+        return self._replace_scope(table, kind, f"drop = {sql_str(drop)}", data)
 
     @staticmethod
-    def _delete_then_append(table: Any, scopes: list[str], data) -> Any:
-        """Delete the rows of each SQL filter of `scopes` (disjoint), then append `data` (rows
-        inside them); each commit retried when it conflicts with a concurrent writer's, and
-        the whole write redone when the latest version does not hold exactly `data`'s rows
-        there. Tables are created once (`_create`); the check still catches an Overwrite
-        from a create that went unguarded (a claimer outwaited after a crash, a store
-        without create-if-absent) and writes again."""
+    def _replace_scope(table: Any, kind: str, scope: str, data, key: str = "item_id") -> Any:
+        """Make the rows matching the SQL filter `scope` equal to `data` (rows inside it,
+        unique `key`s): one commit deletes the scope's rows whose key leaves it (none on a
+        re-run or a first write), one upsert commit (`merge_insert` on `key`) writes the
+        rest. Every version a reader can open holds the scope's old rows, its old rows less
+        those leaving, or its new rows: never the scope without its rows.
+
+        Why not one `merge_insert ... when_not_matched_by_source_delete(scope)`: its join reads
+        the whole table (3.6 GiB and 7.5 s for a 100k-row drop into 8M x 64-d rows, measured;
+        0.46 s and 0.44 GiB for the upsert alone, the same as into 2M). The upsert finds the
+        keys through the BTREE index on `key` (`keep_indexed`) and the index-less tail
+        appended since it was built, so it costs the drop, not the table.
+
+        Each commit is retried on the latest version when it loses a race (`transient`); the
+        write is redone when the latest version does not hold exactly `data`'s rows in the
+        scope (an Overwrite by a create that went unguarded: a claimer outwaited after a
+        crash, a store without create-if-absent)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         for attempt in range(RETRIES):
             try:
-                for scope in scopes:
-                    if table.count_rows(scope):  # a delete of nothing still commits
-                        table.delete(scope)
-                if data.num_rows:
-                    table.add(data)
                 table.checkout_latest()
-                if sum(table.count_rows(scope) for scope in scopes) == data.num_rows:
+                keep_indexed(table, INDEXED_COLUMNS.get(kind, (key,)))
+                held = table.search().where(scope).select([key]).limit(None).to_arrow()
+                leaving = pc.filter(held[key], pc.invert(pc.is_in(
+                    held[key], value_set=data[key] if data.num_rows else pa.array(
+                        [], held.schema.field(key).type))))
+                if len(leaving):
+                    delete_in(table, key, pc.unique(leaving).to_pylist(), scope)
+                if data.num_rows:
+                    (table.merge_insert(key).when_matched_update_all()
+                     .when_not_matched_insert_all().execute(data))
+                table.checkout_latest()
+                if table.count_rows(scope) == data.num_rows:
                     return table
                 if attempt == RETRIES - 1:
-                    raise RuntimeError(f"{table.name}: the rows of {scopes[:1]}... did not "
+                    raise RuntimeError(f"{table.name}: the rows of {scope[:80]} did not "
                                        f"stay after {RETRIES} writes (concurrent overwrites)")
-            except RuntimeError as exc:
-                if attempt == RETRIES - 1 or not _conflict(exc, attempt):
+            except STORAGE_ERRORS as exc:
+                if attempt == RETRIES - 1 or not transient(exc, attempt):
                     raise
-                table.checkout_latest()  # a retry on the stale version meets the same commit
         raise AssertionError("unreachable")
 
     def write_level(self, level: int, data) -> Any:
@@ -1021,21 +1173,20 @@ class PoolStore(Database):
         return x
 
     def write_near_duplicates(self, leaves, data) -> Any:
-        """Make the near-duplicate rows of these leaves (any fit) equal to `data`: a delete,
-        then an append (a crash in between leaves the leaves without rows, which the next run
-        recomputes: their fingerprint no longer matches)."""
+        """Make the near-duplicate rows of these leaves (any fit) equal to `data`, with no
+        version in which the leaves lack their rows (`_replace_scope`; an item moved to one
+        of these leaves by a refit has its row of the older fit replaced)."""
         table = self.table_for(self.name("near_duplicates"), schema("near_duplicates"))
         leaves = sorted({int(v) for v in leaves})
-        return self._delete_then_append(table, [
-            in_list("leaf", leaves[start:start + IN_CHUNK])
-            for start in range(0, len(leaves), IN_CHUNK)], data)
+        return self._replace_scope(table, "near_duplicates", in_list("leaf", leaves), data)
 
-    def near_duplicate_keys(self, fit_version: int) -> np.ndarray:
+    def near_duplicate_keys(self, fit_version: int, table: Any = None) -> np.ndarray:
         """Sorted uint64 item keys of the items that are near duplicates of another item in
-        the given fit (what the subsets leave out). Memory: 8 B per duplicate plus one batch."""
+        the given fit (what the subsets leave out), of `table` when given (a pinned version).
+        Memory: 8 B per duplicate plus one batch."""
         parts = [np.empty(0, np.uint64)]
         for batch in self.scan("near_duplicates", ["item_key", "representative_key"],
-                               f"fit_version = {int(fit_version)}"):
+                               f"fit_version = {int(fit_version)}", table=table):
             key = batch.column("item_key").to_numpy().astype(np.uint64)
             parts.append(key[key != batch.column("representative_key").to_numpy()])
         return np.sort(np.concatenate(parts))
@@ -1109,7 +1260,7 @@ class PoolStore(Database):
         late = sorted(i for i in set(ids) if i in down) if down else []
         table = self.table(kind) if late else None
         if table is not None:
-            delete_in(table, "item_id", late, scope)
+            retried(table, lambda: delete_in(table, "item_id", late, scope))
         return late
 
     def record_content_keys(self, keys: dict[str, str]) -> int:
@@ -1163,9 +1314,12 @@ class PoolStore(Database):
         return stamped
 
     def purge(self, ids, kinds) -> dict:
-        """Delete the rows of these items from the pool's `kinds` tables, then forget the
-        tables' older versions. Returns {kind: {"deleted": rows, "version": table version or
-        None, "versions_removed": n}}. A table with none of them is left alone."""
+        """Delete the rows of these items from the pool's `kinds` tables, then remove the
+        tables' older versions, checking that no version left holds one of them
+        (`erase_old_versions`; safe beside the pool's writers). Returns {kind: {"deleted":
+        rows, "version": table version or None, "versions_removed": n}}. A table with none of
+        them is left alone; raises `TakedownIncomplete` rather than return while a readable
+        version holds one."""
         out = {}
         ids = sorted(set(ids))
         for kind in kinds:
@@ -1173,9 +1327,8 @@ class PoolStore(Database):
             if table is None:
                 out[kind] = {"deleted": 0, "version": None, "versions_removed": 0}
                 continue
-            deleted = delete_in(table, "item_id", ids)
-            # the deleted rows must not stay readable in older versions
-            removed = forget_old_versions(table) if deleted else 0
+            deleted = retried(table, lambda t=table: delete_in(t, "item_id", ids))
+            removed = erase_old_versions(table, ids) if deleted else 0
             out[kind] = {"deleted": deleted, "version": table.version, "versions_removed": removed}
         return out
 

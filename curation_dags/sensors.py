@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import dagster as dg
 
+from assets.automation import placed_in_current_tree
 from assets.keys import (
     drop_run_keys,
     ingest_keys,
@@ -83,16 +84,16 @@ def embedded(instance: dg.DagsterInstance, pool: PoolConfig, drop: str) -> bool:
 
 
 def tree_settled(instance: dg.DagsterInstance, pool: PoolConfig) -> bool:
-    """The pool's items are all placed in the latest tree: an assignment run ended after the
-    latest fit (after a fit every drop is re-assigned in one run) and no fit is queued or
+    """The pool's items are all placed in the latest tree: every drop with embeddings was
+    assigned after the latest fit (however many runs the re-assignment backfill takes, it
+    counts as the fit in flight until its last drop is placed), and no fit is queued or
     running. Only then may a drop's run refresh the subsets: before, the rows of the older fit
-    are excluded and a refresh would publish a subset of the re-assigned drops alone."""
+    are excluded and a refresh would publish a subset of the re-assigned drops alone (the
+    subsets refuse such a snapshot anyway: assets.subsets)."""
     from curation_dags.refit import in_flight
 
-    top, assignments = level_keys(pool)[-1], drop_run_keys(pool)[2]
-    ids = {r.asset_entry.asset_key: r.asset_entry.last_materialization_storage_id or 0
-           for r in instance.get_asset_records([top, assignments])}
-    if not ids.get(top) or ids.get(assignments, 0) < ids[top]:
+    if not placed_in_current_tree(instance, level_keys(pool)[0], ingest_keys(pool)[1],
+                                  drop_run_keys(pool)[2]):
         return False
     return not in_flight(instance, pool.name)[0]
 

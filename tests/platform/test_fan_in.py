@@ -160,3 +160,37 @@ def test_a_drop_run_refreshes_the_subsets_only_over_a_settled_tree(fitted):
     assert not tree_settled(p.instance, p.pool)
     p.instance.report_run_canceled(queued)
     assert tree_settled(p.instance, p.pool)
+
+
+def test_a_refresh_over_a_half_reassigned_pool_publishes_nothing(fitted):
+    """After a refit with one drop of two re-assigned, a subsets refresh finds the snapshot
+    incomplete: no new subset version, no materialisation, an observation naming the drop
+    left; once the last drop is placed the refresh publishes, with nothing stale excluded
+    (before: a version drawn from d0 alone, d1's rows counted `stale_excluded`)."""
+    p = fitted
+    store = p.lancedb.store("tiny")
+    key = dg.AssetKey(SUBSETS[0])
+    def published():
+        return p.instance.get_asset_records([key])[0].asset_entry.last_materialization_storage_id
+
+    before = published()
+    version = store.subset_table("even").version
+    assert p.run([["tiny", "level_1"], ["tiny", "level_2"]],
+                 tags={"curation/refit": "force"}).success
+    assert p.run([["tiny", "assignments"]], partition_key="d0").success
+    assert p.run(SUBSETS).success  # the step ends well: it refused, it did not fail
+    assert published() == before
+    assert store.subset_table("even").version == version
+    seen = p.instance.fetch_observations(key, limit=1).records[0]
+    told = seen.asset_observation.metadata
+    assert "not published" in told["not_published"].value
+    assert list(told["incomplete_drops"].value) == ["d1"]
+    assert not _state(p).due  # not asked for again until the snapshot can be complete...
+    assert p.run([["tiny", "assignments"]], partition_key="d1").success
+    assert _state(p).due  # ...which the last drop's assignment makes it
+    result = p.run(SUBSETS)
+    got = [e for e in result.get_asset_materialization_events()
+           if e.asset_key == key][0].materialization.metadata
+    assert got["stale_excluded"].value == 0
+    assert got["pool_size"].value == 600
+    assert store.subset_table("even").version > version
