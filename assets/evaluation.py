@@ -15,7 +15,10 @@ too often for a red light; the description says which of the two it is.
 
 Labels come from the pool's labels file (`labels:` in the pool config, a CSV with item_id and
 label under the pool's landing prefix), else from a `label` field of the items' metadata (a
-column of the parquet drops, kept in `<pool>__raw`'s `meta` JSON).
+column of the parquet drops, kept in `<pool>__raw`'s `meta` JSON). A pool without labels (the
+normal case for a web-scale SSL pool) is evaluated on coverage, balance and leaf share, which
+need none; the label figures need a label on every item and are otherwise absent (no key, no
+zero), and the metadata `label_figures` and the check's description say why.
 
 The pool is read in one bounded pass (`pool_pass`, curation.pool_stream: item keys, places in
 the tree and label codes, a batch at a time), of which `SubsetDraws` keeps what the draws need;
@@ -230,9 +233,10 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
             f"accuracy ({better('balanced_accuracy')}); WARN when one is no better than "
             "random (inside the noise) or worse than random")],
         description=f"Subset {spec.name!r} against {pool.eval_random_draws} uniform random "
-        f"subsets of the same size (seed {spec.seed}): coverage, balance per level, labels and "
-        "k-NN accuracy with the random mean, spread and a verdict per figure, as a table and a "
-        "figure that say which direction is better.",
+        f"subsets of the same size (seed {spec.seed}): coverage, balance per level and, when "
+        "every item has a label, label balance and k-NN accuracy, with the random mean, spread "
+        "and a verdict per figure, as a table and a figure that say which direction is "
+        "better.",
     )
     def evaluation(context: AssetExecutionContext, lancedb: LanceDBResource,
                    landing: LandingStorage) -> MaterializeResult:
@@ -260,6 +264,11 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
                                   metric=pool.hierarchy.metric, eval_sample=pool.eval_sample)
         report, headline = outcome.report, outcome.headline()
         verdict, reasons = check_outcome(report)
+        label_figures, absent = outcome.label_figures(), outcome.labels_absent()
+        described = (f"{verdict} on the headline figures" if verdict == BETTER_VERDICT
+                     else f"{verdict}: " + "; ".join(reasons))
+        if absent is not None:  # judged without the label figures: say so, and why
+            described += f"; label figures absent: {absent}"
         headline_md = MetadataValue.md(versus_random_markdown(report, headline_only=True))
         return MaterializeResult(
             metadata={
@@ -272,6 +281,7 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
                 "selected_items": outcome.selected_items,
                 "labelled": outcome.labelled,
                 "unlabelled_items": outcome.unlabelled_items,
+                "label_figures": label_figures,
                 "labels_note": "; ".join(notes),
                 "fit_version": fit.fit_version,
                 "eval_sample": pool.eval_sample,
@@ -292,9 +302,9 @@ def build_evaluation_asset(pool: PoolConfig, spec: SubsetSpec):
             check_results=[AssetCheckResult(
                 check_name="not_worse_than_random", passed=verdict == BETTER_VERDICT,
                 severity=AssetCheckSeverity.WARN,
-                description=(f"{verdict} on the headline figures" if verdict == BETTER_VERDICT
-                             else f"{verdict}: " + "; ".join(reasons)),
+                description=described,
                 metadata={"verdict": verdict, "reasons": MetadataValue.json(reasons),
+                          "label_figures": label_figures,
                           "random_draws": pool.eval_random_draws,
                           "versus_random_table": headline_md,
                           **headline, **headline_spread(report)},

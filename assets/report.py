@@ -86,7 +86,7 @@ def build_report_asset(pool: PoolConfig):
             counts = counts.plus(PoolCounts.of(batch.paths[:, :1]))
         leaf_counts, pool_size = counts.clusters[0], counts.items
         n_clusters = [c.shape[0] for c in fit.hierarchy.centroids]
-        subset_sizes, evaluations, tables = {}, {}, {}
+        subset_sizes, evaluations, tables, label_notes = {}, {}, {}, {}
         for spec in pool.subsets:
             rows = store.read(pool.table(f"subset_{spec.name}"), ["path", "weight"])
             if rows is not None and rows.num_rows:
@@ -101,6 +101,8 @@ def build_report_asset(pool: PoolConfig):
             evaluation = _latest_json(context, evaluation_key(pool, spec.name), "evaluation")
             if evaluation is not None:
                 evaluations[spec.name] = evaluation
+                label_notes[spec.name] = _latest_json(
+                    context, evaluation_key(pool, spec.name), "label_figures")
                 tables[f"evaluation_{spec.name}"] = MetadataValue.md(
                     evaluation_markdown(evaluation))
         examples = examples_kept.result() or None
@@ -114,6 +116,7 @@ def build_report_asset(pool: PoolConfig):
             drift=_latest_json(context, level_keys(pool)[0], "drift"),
             near_duplicates=_latest_json(context, near_duplicates_key(pool), "summary")
             if pool.dedup.enabled else None,
+            label_notes=label_notes,
             generated=f"{datetime.now(UTC).isoformat(timespec='seconds')}, fit "
             f"{fit.fit_version}",
         )

@@ -10,7 +10,9 @@ random subsets of the same size (seeded draws), so that a difference inside thei
 - with labels: label entropy, labels hit, top-1 share (curation.metrics.selection_label_stats)
   and the balanced accuracy (mean per-class recall) of a k-NN classifier (cosine, majority
   vote of k neighbours) trained on the selection and tested on a class-balanced sample of the
-  pool held out from training.
+  pool held out from training. They need a label on every item; a pool with none (a
+  web-scale SSL pool) or only some has the figures above only, the label ones absent (no
+  key), and `labels_absent` / `label_figures_note` say why.
 
 Against random (compare_with_random): every figure with a direction (BETTER) of the curated
 side is set against `random_draws` (default RANDOM_DRAWS = 5) seeded uniform draws: their
@@ -933,6 +935,30 @@ def meta_labels(item_ids: Sequence[str], metas: Sequence[str | None]) -> dict[st
     return found
 
 
+LABEL_FREE = "coverage, balance and leaf share need none"
+
+
+def labels_absent(labelled: bool, unlabelled: int, items: int) -> str | None:
+    """Why an evaluation of a pool of `items` has no label figures (label entropy, labels
+    hit, label top-1 share, k-NN accuracy), or None when it has them: they need a label on
+    every item. `unlabelled` is 0 when the pool has no label source at all."""
+    if labelled:
+        return None
+    if unlabelled in (0, items):
+        return "the pool has no labels (none from a labels file or a `label` of the items)"
+    return (f"{unlabelled} of {items} items carry no label (the label figures need one on "
+            "every item)")
+
+
+def label_figures_note(labelled: bool, unlabelled: int, items: int) -> str:
+    """"present: ..." or "absent: <why>; ...": what the evaluation's metadata and check say
+    about its label figures."""
+    why = labels_absent(labelled, unlabelled, items)
+    if why is None:
+        return f"present: every one of the {items} items carries a label"
+    return f"absent: {why}; {LABEL_FREE}"
+
+
 def labels_of(item_ids: list[str], found: dict[str, str]) -> tuple[np.ndarray | None, int]:
     """(labels of item_ids as strings, or None; how many items have none). Labels are used
     only when every item has one."""
@@ -964,16 +990,25 @@ class SubsetEvaluation:
     def headline(self) -> dict[str, float]:
         return headline_figures(self.report)
 
+    def labels_absent(self) -> str | None:
+        """Why the label figures are absent (labels_absent), None when they are there."""
+        return labels_absent(self.labelled, self.unlabelled_items, self.pool_size)
+
+    def label_figures(self) -> str:
+        return label_figures_note(self.labelled, self.unlabelled_items, self.pool_size)
+
     def sample_note(self) -> str:
         sample = self.report["sample"]
-        return (f"Coverage and k-NN figures come from a seeded sample: {sample['probe_items']} "
-                f"probe items, {sample['test_items']} k-NN test items, at most "
-                f"{self.eval_sample} members per side (curated {sample['curated_vector_items']}, "
-                f"each of {sample['random_draws']} random draws "
-                f"{sample['random_vector_items']}); vectors of at most "
+        sampled, exact = (("Coverage and k-NN figures", "Balance, leaf share and label figures")
+                          if self.labelled else ("Coverage figures", "Balance and leaf share"))
+        test = f"{sample['test_items']} k-NN test items, " if self.labelled else ""
+        return (f"{sampled} come from a seeded sample: {sample['probe_items']} probe items, "
+                f"{test}at most {self.eval_sample} members per side (curated "
+                f"{sample['curated_vector_items']}, each of {sample['random_draws']} random "
+                f"draws {sample['random_vector_items']}); vectors of at most "
                 f"{sample['vectors_held_max']} of {self.pool_size} items read at once "
                 f"({sample['vectors_read']} in {sample['random_draws']} blocks, one per "
-                "draw). Balance, leaf share and label figures are exact over the whole pool.")
+                f"draw). {exact} are exact over the whole pool.")
 
 
 def evaluate_subset(drawn: DrawnRows, vectors: Callable[[np.ndarray], np.ndarray], *,

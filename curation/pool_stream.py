@@ -17,7 +17,8 @@ partition reads it again:
 - embedded(): (item keys, locators) per batch; a locator says where the item's vector is
   (the embeddings table's row id);
 - assigned(): (item keys, fit_version, (b, L) paths) per batch;
-- labelled(): (item keys, labels, None where an item has none) per batch, or no labels.
+- labelled(): (item keys, labels, None where an item has none) per batch, or no labels; a
+  pool (or a partition) where no item has one streams with every code -1.
 
 Label codes are handed out in arrival order; `LabelNames.rank()` maps them to sorted label
 order at the end, so the figures do not depend on the order the tables are read in.
@@ -79,6 +80,15 @@ class KeyMap:
             return np.zeros(keys.size, bool), np.zeros(keys.size, np.int64)
         at = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
         return self.keys[at] == keys, at
+
+    def get(self, keys: np.ndarray, missing) -> np.ndarray:
+        """The value of each key, `missing` where it is not held. An empty map (a pool, or a
+        partition, without a single labelled item) holds none: `find`'s positions then point
+        past its values and must not index them."""
+        held, at = self.find(keys)
+        out = np.full((keys.size, *self.values.shape[1:]), missing, self.values.dtype)
+        out[held] = self.values[at[held]]
+        return out
 
 
 class LabelNames:
@@ -143,8 +153,5 @@ def stream_pool(embedded: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
             paths[found] = tree.values[at[found]]
             if not found.all():
                 paths[~found] = place(locators[~found])
-            codes = None
-            if label_map is not None:
-                held, where = label_map.find(keys)
-                codes = np.where(held, label_map.values[where], -1).astype(np.int32)
+            codes = None if label_map is None else label_map.get(keys, -1)
             yield PoolBatch(keys, paths, codes, locators)

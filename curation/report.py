@@ -1,8 +1,10 @@
 """A self-contained HTML report of a pool's curation (pure core, no Dagster): cluster-size
 distributions per level before and after curation (log scale), the evaluation figures of every
 subset (curation.evaluation), members of the largest, median and smallest top-level clusters
-(image thumbnails, text snippets or item ids) and the drift of the last refit. Plots are
-matplotlib PNGs and thumbnails are PNGs, both inlined as base64: the file opens anywhere.
+(image thumbnails, text snippets or item ids) and the drift of the last refit. An evaluation
+without label figures (a pool without labels) shows the others and says why those are absent.
+Plots are matplotlib PNGs and thumbnails are PNGs, both inlined as base64: the file opens
+anywhere.
 Also Markdown for Dagster metadata: the evaluation table and its figure (the same PNG as the
 page's, as a data URI, which the Dagster UI's Markdown renders). Every figure and table says
 which direction is better (curation.evaluation.BETTER).
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import settings
-from .evaluation import BETTER_VERDICT, better, check_outcome, headline_paths
+from .evaluation import BETTER_VERDICT, LABEL_FREE, better, check_outcome, headline_paths
 
 MEMBERS_SHOWN = 12
 THUMBNAIL_PX = 64
@@ -376,13 +378,16 @@ def render_report(
     drift: dict | None = None,
     generated: str = "",
     near_duplicates: dict | None = None,
+    label_notes: Mapping[str, str] | None = None,
 ) -> str:
     """The report page. pool_sizes: items beneath each cluster, per level (level 1 first);
     subset_sizes: the same per subset (selected items, copies counted); evaluations: per
     subset, evaluate_selection's result; examples: example_clusters' result, whose rows index
     item_ids / uris (lists over the pool, or {row: value} of the rows shown);
     read_bytes(uri) -> bytes reads items (local paths or s3://);
-    near_duplicates: the dedup's summary (`near_duplicates_rows`), when the pool deduplicates."""
+    near_duplicates: the dedup's summary (`near_duplicates_rows`), when the pool deduplicates;
+    label_notes: per subset, its evaluation's `label_figures` (why the label figures are
+    absent, shown under an evaluation without them)."""
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -412,6 +417,8 @@ def render_report(
             f"<h3>{e(name)}</h3><p>{e(verdict)}</p>",
             f"<p>Against {draws} seeded random subset(s) of the same size."
             + (f" Also worse than random: {e('; '.join(losses))}." if losses else "") + "</p>",
+            *([f'<p class="labels">{e(labels_absent_sentence((label_notes or {}).get(name)))}'
+               "</p>"] if "labels" not in evaluation["curated"] else []),
             f'<img class="plot" alt="{e(name)} against random" '
             f'src="{_png_data_uri(evaluation_png(name, evaluation))}">',
             f'<p class="caption">{e(evaluation_caption(evaluation))}</p>',
@@ -437,6 +444,14 @@ def render_report(
                                for k, v in drift.items() if k != "permutation"])]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def labels_absent_sentence(note: str | None) -> str:
+    """"Label figures absent: <why>; ..." from an evaluation's `label_figures` note
+    (curation.evaluation.label_figures_note), or a general one for an evaluation without it."""
+    why = (note or "").removeprefix("absent: ") or (
+        f"the items carry no labels, or not every item has one; {LABEL_FREE}")
+    return f"Label figures absent: {why}."
 
 
 def near_duplicates_rows(summary: dict) -> tuple[list[list[Any]], list[list[Any]]]:

@@ -3,7 +3,9 @@
 --pool fashion (default): long-tailed drops of real Fashion-MNIST images (Zipf class sizes,
 shuffled across the drops; labels in <landing>/fashion/labels.csv), embedded by the pool's
 EfficientNet-Lite0 at 64 px. --pool texts: a long-tailed templated corpus through MiniLM.
---pool demo: synthetic precomputed 64-d vectors (no model).
+--pool demo: synthetic precomputed 64-d vectors (no model), without labels (as a web-scale
+SSL pool: its evaluations have coverage, balance and leaf share, and say the label figures
+are absent).
 
 Lands the drops in the landing folder, starts `dagster-daemon` over workspace.yaml with an
 instance under $CURATION_HOME/dagster (deploy/dagster.local.yaml; `make dev` shows it
@@ -14,7 +16,8 @@ lands one more drop and times it until every subset includes it (no refit). Says
 what happens as it happens (drops landed, runs started and finished with their assets, items
 embedded per second, the fit, each subset, evaluation and report refreshed; a bar counts the
 drops embedded). Prints one JSON line on stdout: subset tables, report paths (JSON summary and
-HTML), pool size, items selected, curated-vs-random figures and, for the labelled pools, the
+HTML), pool size, items selected, curated-vs-random figures (the label-free ones only, with
+`label_figures` saying why, for a pool without labels) and, for the labelled pools, the
 class balance of pool, subsets and a uniform random subset of equal size.
 """
 
@@ -121,9 +124,15 @@ def class_balance(labels_csv: Path, lancedb, pool, subsets: dict, seed: int = 0)
 
 
 def evaluation_figures(meta: dict) -> dict:
-    """Curated vs random headline figures of one evaluation asset's metadata, rounded."""
+    """Curated vs random headline figures of one evaluation asset's metadata, rounded; for a
+    pool without labels the label-free ones, and `label_figures` saying why the rest are
+    absent."""
     keys = [k for k in meta if k.endswith(("_curated", "_random"))]
-    return {k: round(float(meta[k]), 4) for k in keys}
+    out: dict = {k: round(float(meta[k]), 4) for k in keys}
+    note = str(meta.get("label_figures", ""))
+    if note.startswith("absent"):
+        out["label_figures"] = note
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,8 +175,9 @@ def run(args: argparse.Namespace) -> int:
     extra = max(n_items // args.drops, 1)  # items of the drop added for the incremental path
     if pool.modality == "vectors":
         existing = len(list(prefix_dir.glob("drop-*")))
+        # unlabelled, as a web-scale SSL pool: its evaluations show the label-free figures
         drops = build_synthetic_drops(landing, pool.prefix, args.drops, n_items // args.drops,
-                                      pool.dim or 64, args.seed, first=existing)
+                                      pool.dim or 64, args.seed, first=existing, labels=False)
     else:
         # All drops come from one draw (one class distribution, no item twice); the last is
         # held back outside the landing folder until the incremental step lands it.
@@ -183,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     def land_extra() -> list[str]:
         if pool.modality == "vectors":
             return build_synthetic_drops(landing, pool.prefix, 1, extra, pool.dim or 64,
-                                         args.seed, first=existing + args.drops)
+                                         args.seed, first=existing + args.drops, labels=False)
         shutil.move(str(held), str(prefix_dir / held.name))
         return [held.name]
 

@@ -80,7 +80,7 @@ class DemoProgress:
             for meta, *_ in self._new_events(instance, naming.evaluation_path(self.pool.name,
                                                                               spec.name)):
                 self.say(f"evaluation of {spec.name} refreshed (curated, random): "
-                         + curated_vs_random(meta))
+                         + curated_vs_random(meta) + labels_absent(meta))
         for meta, *_ in self._new_events(instance, naming.asset_path(self.pool.name, "report")):
             self.say(f"report written: {meta.get('path')}")
 
@@ -174,3 +174,12 @@ def curated_vs_random(meta: dict) -> str:
     names = [k.removesuffix("_curated") for k in meta if k.endswith("_curated")]
     return ", ".join(f"{n} {float(meta[f'{n}_curated']):.3g} / "
                      f"{float(meta.get(f'{n}_random', float('nan'))):.3g}" for n in names)
+
+
+def labels_absent(meta: dict) -> str:
+    """"; label figures absent: <why>" for an evaluation without label figures (its
+    `label_figures` metadata), "" for one with them."""
+    note = str(meta.get("label_figures", ""))
+    if not note.startswith("absent: "):
+        return ""
+    return "; label figures absent: " + note.removeprefix("absent: ").split("; ")[0]

@@ -88,18 +88,21 @@ def write_vector_drop(folder: Path, vectors: np.ndarray, item_ids: list[str],
 
 
 def build_synthetic_drops(landing: Path, prefix: str, n_drops: int, drop_size: int, dim: int,
-                          seed: int = 0, first: int = 0) -> list[str]:
+                          seed: int = 0, first: int = 0, labels: bool = True) -> list[str]:
     """Drops drop-<first>.. of one long-tailed Gaussian mixture (fixed concepts, fresh points
-    per drop). A `label` column (the mixture component) rides along as item metadata so the
-    balance of a subset can be scored later. Swap this function for real data (images)."""
+    per drop). With `labels`, a `label` column (the mixture component) rides along as item
+    metadata so the balance of a subset can be scored later; without, the drops hold item_id
+    and vector only, as a web-scale SSL pool's do (the `demo` pool's: `curate demo --pool
+    demo`). The points are the same either way. Swap this function for real data (images)."""
     import pyarrow as pa
 
     drops = []
     for d in range(first, first + n_drops):
-        x, labels = fixed_mixture_draw(drop_size, dim, seed * 1_000_003 + d)
+        x, components = fixed_mixture_draw(drop_size, dim, seed * 1_000_003 + d)
         drop = f"drop-{d:05d}"
         ids = [f"{drop}-{i:06d}" for i in range(drop_size)]
-        write_vector_drop(landing / prefix / drop, x, ids, {"label": pa.array(labels)})
+        write_vector_drop(landing / prefix / drop, x, ids,
+                          {"label": pa.array(components)} if labels else None)
         drops.append(drop)
     return drops
 

@@ -17,11 +17,14 @@ from servers import (  # noqa: F401 - fixtures exposed to every test module
 
 
 @pytest.fixture
-def platform(tmp_path):
+def platform(tmp_path, request):
+    """The small platform; parametrised indirectly with a kit.LABELLINGS value, its drops
+    carry labels on all items (the default), some or none."""
     from dagster import instance_for_test
 
     with instance_for_test() as instance:
-        yield Platform(tmp_path, instance, small_pool())
+        yield Platform(tmp_path, instance, small_pool(),
+                       labels=getattr(request, "param", "all"))
 
 
 @pytest.fixture(scope="module")

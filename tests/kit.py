@@ -8,6 +8,9 @@ from curation.pools import PoolConfig, SubsetSpec
 from curation_demo.synthetic import fixed_mixture_draw, write_vector_drop
 
 DIM = 8
+# How many of a drop's items carry a `label` column value (Platform(labels=...)): every one,
+# every other one (the rest null), or none (no column at all: a web-scale SSL pool).
+LABELLINGS = ("all", "some", "none")
 
 
 def small_pool(**overrides) -> PoolConfig:
@@ -30,9 +33,13 @@ class Platform:
     """A pool wired to real resources under tmp_path, with helpers to land and run drops."""
 
     def __init__(self, tmp_path, instance, pool: PoolConfig, landing_storage=None,
-                 lancedb=None):
+                 lancedb=None, labels: str = "all"):
         """`landing_storage` / `lancedb` replace the local folders under tmp_path (e.g. S3);
-        `land` still writes drops under tmp_path/landing (upload them from `folder(drop)`)."""
+        `land` still writes drops under tmp_path/landing (upload them from `folder(drop)`).
+        `labels` (LABELLINGS): which of the landed items carry a label."""
+        if labels not in LABELLINGS:
+            raise ValueError(f"labels must be one of {LABELLINGS}, got {labels!r}")
+        self.labels = labels
         from curation_dags.definitions import build_definitions
         from resources.clustering import ClusteringResource
         from resources.lancedb import LanceDBResource
@@ -61,13 +68,20 @@ class Platform:
         return self.landing / self.pool.prefix / drop
 
     def land(self, drop: str, n: int = 300, shift: float = 0.0, ids: list[str] | None = None):
-        """A good drop of `n` vectors of the pool's mixture (optionally shifted far away)."""
+        """A good drop of `n` vectors of the pool's mixture (optionally shifted far away),
+        labelled as the platform's `labels` say."""
         self.next_seed += 1
         x, labels = fixed_mixture_draw(n, DIM, self.next_seed)
         import pyarrow as pa
 
         ids = ids or [f"{drop}-{i}" for i in range(n)]
-        write_vector_drop(self.folder(drop), x + shift, ids, {"label": pa.array(labels)})
+        extra = {}
+        if self.labels == "all":
+            extra = {"label": pa.array(labels)}
+        elif self.labels == "some":  # odd rows null: no label for them
+            extra = {"label": pa.array([int(v) if i % 2 == 0 else None
+                                        for i, v in enumerate(labels)], pa.int64())}
+        write_vector_drop(self.folder(drop), x + shift, ids, extra)
         return drop
 
     # In-process steps for asset-level tests. The live path (sensors, automation, daemon) is

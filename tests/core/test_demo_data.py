@@ -97,3 +97,25 @@ def test_read_idx_rejects_other_files(tmp_path):
     bad.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match="not an IDX file"):
         read_idx(bad)
+
+
+def test_synthetic_vector_drops_with_and_without_labels(tmp_path):
+    """The `demo` pool's drops (labels=False) hold item_id and vector only, as a web-scale
+    SSL pool's do; labels=True adds the mixture component as a `label` column, the points
+    unchanged."""
+    import pyarrow.parquet as pq
+
+    from curation_demo.synthetic import build_synthetic_drops
+
+    def drop_table(labels: bool):
+        (drop,) = build_synthetic_drops(tmp_path / str(labels), "demo", 1, 50, 8, seed=3,
+                                        labels=labels)
+        assert (tmp_path / str(labels) / "demo" / drop / SUCCESS_MARKER).exists()
+        return pq.read_table(tmp_path / str(labels) / "demo" / drop / "part-0.parquet")
+
+    bare, labelled = drop_table(False), drop_table(True)
+    assert bare.column_names == ["item_id", "vector"]
+    assert labelled.column_names == ["item_id", "vector", "label"]
+    assert labelled["label"].null_count == 0 and len(set(labelled["label"].to_pylist())) > 1
+    assert bare["vector"].to_pylist() == labelled["vector"].to_pylist()
+    assert bare["item_id"].to_pylist() == labelled["item_id"].to_pylist()

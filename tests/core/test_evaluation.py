@@ -361,6 +361,48 @@ def test_labels_count_only_when_every_item_has_one(fitted):
     assert plain.codes is None and plain.unlabelled == 0
 
 
+@pytest.mark.parametrize("parts", [1, 7])
+@pytest.mark.parametrize("labelling", ["none", "one", "half", "all"])
+def test_a_pool_with_no_some_or_all_labels_is_evaluated(fitted, labelling, parts):
+    """A pool whose items carry no label at all (a web-scale SSL pool), one label, half or
+    all, in one join partition or several (some then hold no labelled item): the pass and
+    the evaluation go through; coverage, balance and leaf share equal those of the pool held
+    whole, and the label figures are there only when every item has a label, else absent
+    (no key, not a zero or a NaN), with a note that says why."""
+    import json
+
+    from curation.evaluation import evaluate_subset, headline_figures
+
+    x, labels, fit, sel = fitted
+    n = x.shape[0]
+    carrying = {"none": [], "one": [7], "half": range(0, n, 2), "all": range(n)}[labelling]
+    unlabelled = np.setdiff1d(np.arange(n), np.asarray(list(carrying), dtype=np.int64))
+    drawn, _, keys = _streamed(fitted, parts=parts, unlabelled=unlabelled, **SMALL_DRAWS)
+    outcome = evaluate_subset(drawn, lambda at: x[at.astype(np.int64)], eval_sample=250)
+    every = labelling == "all"
+    assert outcome.labelled is every and outcome.unlabelled_items == unlabelled.size
+    whole = evaluate_selection(x, fit.assignment.paths, sel.indices, sel.weights,
+                               np.asarray([f"class-{v}" for v in labels]) if every else None,
+                               keys=keys, seed=0, eval_sample=250, **SMALL_DRAWS)
+    assert outcome.report == whole
+    json.dumps(outcome.report, allow_nan=False)  # metadata-ready: no NaN in place of a figure
+    for side in (outcome.report["curated"], outcome.report["random"],
+                 *outcome.report["random_draws"], outcome.report["pool"]):
+        assert ("labels" in side) is every
+        assert "knn" not in side or every
+    assert set(headline_figures(outcome.report)) == {
+        f"{name}_{side}" for side in ("curated", "random")
+        for name in ("coverage_p99", "leaf_share", "top_entropy",
+                     *(("label_entropy", "knn_balanced_accuracy") if every else ()))}
+    note = outcome.label_figures()
+    if every:
+        assert note.startswith("present")
+    elif labelling == "none":
+        assert note.startswith("absent: the pool has no labels"), note
+    else:
+        assert note.startswith(f"absent: {unlabelled.size} of {n} items carry no label"), note
+
+
 def test_subset_members_outside_the_pool_drop_out(fitted):
     """A member whose item is no longer embedded (its drop re-embedded away) is not found
     by the pass; the rest are evaluated."""

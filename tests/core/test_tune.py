@@ -201,7 +201,8 @@ def test_cli_sample_does_not_depend_on_the_files_row_order(tmp_path, capsys):
 
 def write_demo_pool(lancedb: Path, n: int = 1500, dim: int = 64) -> None:
     """The bundled `demo` pool's embeddings and raw tables (real LanceDB), with the demo's own
-    generator (labels in the items' metadata, as its drops carry them)."""
+    generator, labelled here (labels in the items' metadata, as build_synthetic_drops writes
+    them with labels=True; the demo's own drops carry none) so the sweep has label figures."""
     from curation.store import PoolStore, rows
 
     x, labels = fixed_mixture_draw(n, dim, seed=11)

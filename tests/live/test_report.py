@@ -46,7 +46,10 @@ def write_pngs(folder: Path, n: int) -> list[str]:
     return uris
 
 
-def build_page(tmp_path: Path, modality: str = "images") -> tuple[str, dict]:
+def build_page(tmp_path: Path, modality: str = "images",
+               labelled: bool = True) -> tuple[str, dict]:
+    """The page of a pool of 800 items; `labelled=False`: its items carry no label (the
+    evaluation has coverage, balance and leaf share only)."""
     x, paths, top = pool_with_paths()
     ids = [f"item-{i:04d}" for i in range(len(x))]
     examples = example_clusters(top, n_members=6, seed=0)
@@ -60,7 +63,8 @@ def build_page(tmp_path: Path, modality: str = "images") -> tuple[str, dict]:
     rng = np.random.default_rng(0)
     selected = np.sort(np.concatenate(
         [rng.choice(np.flatnonzero(top == c), 25, replace=False) for c in range(4)]))
-    evaluation = evaluate_selection(x, paths, selected, labels=top, seed=0, test_per_class=10)
+    evaluation = evaluate_selection(x, paths, selected, labels=top if labelled else None,
+                                    seed=0, test_per_class=10)
     sizes = [np.bincount(paths[:, lv], minlength=k) for lv, k in enumerate((20, 4))]
     subset = [np.bincount(paths[selected, lv], minlength=k) for lv, k in enumerate((20, 4))]
     page = render_report("shop", modality, sizes, {"even": subset}, {"even": evaluation},
@@ -87,6 +91,27 @@ def test_image_report_has_plots_thumbnails_and_tables(tmp_path):
     assert "Coverage: distance to nearest selected item (lower is better)" in page
     assert page.count("cluster sizes (flatter is more balanced: better)") == 2
     assert "src=\"http" not in page and "<script" not in page  # self-contained
+
+
+def test_report_of_an_unlabelled_pool_has_the_label_free_figures_and_says_why(tmp_path):
+    """An evaluation without labels renders: coverage, balance and leaf share in the tables
+    and the plot, no label or k-NN row, no NaN, and a line that says why the label figures
+    are absent (the evaluation's own note when the report is given it)."""
+    page, info = build_page(tmp_path, "vectors", labelled=False)
+    assert "labels" not in info["evaluation"]["curated"]
+    json.dumps(info["evaluation"], allow_nan=False)
+    assert len(re.findall(r'<img class="plot"[^>]*src="data:image/png;base64,', page)) == 3
+    for row in ("coverage p99 distance", "leaf clusters hit (share)", "level_2 entropy"):
+        assert f"<td>{row}</td>" in page
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert "k-NN" not in text and "label entropy" not in text
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    assert page.count("Label figures absent: ") == 1
+    x, paths, top = pool_with_paths()
+    given = render_report("shop", "vectors", [np.bincount(paths[:, 0])], {},
+                          {"even": info["evaluation"]},
+                          label_notes={"even": "absent: the pool has no labels; fine"})
+    assert "Label figures absent: the pool has no labels; fine." in given
 
 
 def test_vectors_report_shows_item_ids(tmp_path):
@@ -134,11 +159,13 @@ def _browser_available() -> bool:
 
 @pytest.mark.skipif(not _browser_available(),
                     reason="needs playwright (pip) and Debian's chromium (apt)")
-def test_report_in_headless_chromium(tmp_path):
-    """The page loads with no console errors and renders every plot and thumbnail."""
+@pytest.mark.parametrize("labelled", [True, False], ids=["labelled", "unlabelled"])
+def test_report_in_headless_chromium(tmp_path, labelled):
+    """The page loads with no console errors and renders every plot and thumbnail, for a
+    pool with labels and one without."""
     from playwright.sync_api import sync_playwright
 
-    page_html, _ = build_page(tmp_path)
+    page_html, _ = build_page(tmp_path, labelled=labelled)
     path = tmp_path / "report.html"
     path.write_text(page_html, encoding="utf-8")
     expected = page_html.count("<img ")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from curation_demo.progress import DemoProgress
 
 
@@ -17,7 +19,10 @@ def said(capsys) -> list[str]:
     return [x for x in captured.err.splitlines() if re.match(r"\[ *\d+\.\d s\] ", x)]
 
 
+@pytest.mark.parametrize("platform", ["all", "none"], indirect=True)
 def test_progress_reports_runs_embeddings_fit_and_subsets(platform, capsys):
+    """With labels and without (the demo pool's drops carry none): an unlabelled pool's
+    evaluations say their label-free figures and that the label figures are absent."""
     progress = DemoProgress(platform.pool)  # on stderr
     drops = ["d0", "d1"]
     with progress:
@@ -62,6 +67,27 @@ def test_progress_reports_runs_embeddings_fit_and_subsets(platform, capsys):
     figure = r"[\d.e+-]+ / [\d.e+-]+"
     for spec in platform.pool.subsets:
         assert re.search(rf"subset {spec.name} refreshed: \d+ of 600 items \(fit 1\)", text), text
-        assert re.search(rf"evaluation of {spec.name} refreshed \(curated, random\): "
-                         rf"coverage_p99 {figure}, .*knn_balanced_accuracy {figure}", text), text
+        said_of = re.search(rf"evaluation of {spec.name} refreshed \(curated, random\): "
+                            rf"coverage_p99 {figure}, leaf_share {figure}, top_entropy "
+                            rf"{figure}(.*)$", text, re.MULTILINE)
+        assert said_of, text
+        if platform.labels == "all":
+            assert re.fullmatch(rf", label_entropy {figure}, knn_balanced_accuracy {figure}",
+                                said_of[1]), said_of[1]
+        else:
+            assert said_of[1] == "; label figures absent: the pool has no labels (none from " \
+                "a labels file or a `label` of the items)", said_of[1]
     assert re.search(r"report written: \S+tiny\.html$", text, re.MULTILINE), text
+    # the demo's final JSON line: the figures the evaluation has, and why the rest are absent
+    from curation_demo.command import evaluation_figures
+    from curation_demo.live import latest_metadata
+
+    for spec in platform.pool.subsets:
+        _, values = latest_metadata(platform.instance, [name, "evaluation", spec.name])
+        figures = evaluation_figures(values)
+        names = {k.rsplit("_", 1)[0] for k in figures if k != "label_figures"}
+        assert names == {"coverage_p99", "leaf_share", "top_entropy"} | (
+            {"label_entropy", "knn_balanced_accuracy"} if platform.labels == "all" else set())
+        assert ("label_figures" in figures) is (platform.labels != "all")
+        assert figures.get("label_figures", "absent: the pool has no labels").startswith(
+            "absent: the pool has no labels")

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 from dagster import AssetCheckSeverity, AssetKey
-from kit import materialized, meta
+from kit import LABELLINGS, materialized, meta
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +230,118 @@ def test_a_pool_streamed_in_many_partitions_is_the_same_pool(evaluated, monkeypa
     for spec in p.pool.subsets:
         values = meta(materialized(p.evaluated, ["tiny", "evaluation", spec.name])[0])
         assert values["pool_passes"] == 1
+
+
+# ---- pools with no labels, some labels or all labels -------------------------------------------
+
+@pytest.fixture(scope="module", params=LABELLINGS)
+def labelled_as(request, tmp_path_factory):
+    """A pool of three drops whose items carry a label: all of them, every other one, or none
+    (no `label` column, no labels file: a web-scale SSL pool), with every evaluation and the
+    report materialised."""
+    from dagster import instance_for_test
+    from kit import Platform, small_pool
+
+    tmp = tmp_path_factory.mktemp(f"labels_{request.param}")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CURATION_HOME", str(tmp / "home"))
+    with instance_for_test() as instance:
+        p = Platform(tmp, instance, small_pool(), labels=request.param)
+        drops = [p.land(f"d{i}") for i in range(3)]
+        for d in drops:
+            assert p.ingest(d).success
+        p.refresh(drops)
+        p.evaluated = p.run([[p.pool.name, "evaluation", s.name] for s in p.pool.subsets])
+        p.reported = p.run([[p.pool.name, "report"]])
+        p.home = tmp / "home"
+        yield p
+    mp.undo()
+
+
+LABEL_HEADLINES = {"label_entropy", "knn_balanced_accuracy"}
+LABEL_FREE_HEADLINES = {"coverage_p99", "leaf_share", "top_entropy"}
+
+
+def test_evaluation_and_report_with_no_some_or_all_labels(labelled_as):
+    """Coverage, balance and leaf share need no labels: they are there for every pool. The
+    label figures are there only when every item has a label, and otherwise absent (no key,
+    not a zero or a NaN), the metadata and the check saying why."""
+    p = labelled_as
+    labelled = p.labels == "all"
+    unlabelled = {"all": 0, "some": 450, "none": 900}[p.labels]
+    assert p.evaluated.success and p.reported.success
+    checks = {e.asset_check_key.asset_key.path[-1]: e
+              for e in p.evaluated.get_asset_check_evaluations()}
+    assert set(checks) == {s.name for s in p.pool.subsets}
+    for spec in p.pool.subsets:
+        values = meta(materialized(p.evaluated, ["tiny", "evaluation", spec.name])[0])
+        report = values["evaluation"]
+        json.dumps(report, allow_nan=False)  # JSON-ready: no NaN stands in for a figure
+        assert values["labelled"] is labelled and values["unlabelled_items"] == unlabelled
+        assert values["pool_size"] == 900
+        headline = {k.removesuffix("_curated") for k in values if k.endswith("_curated")}
+        assert headline == LABEL_FREE_HEADLINES | (LABEL_HEADLINES if labelled else set())
+        assert set(values["directions"]) == headline
+        for name in LABEL_FREE_HEADLINES:
+            assert np.isfinite(values[f"{name}_curated"]) and np.isfinite(values[f"{name}_random"])
+        assert set(report["curated"]["balance"]) == {"level_1", "level_2"}
+        assert 0.0 < report["curated"]["coverage"]["leaf_share"] <= 1.0
+        for side in (report["curated"], report["random"], *report["random_draws"]):
+            assert ("labels" in side) is labelled and ("knn" in side) is labelled
+        assert ("labels" in report["pool"]) is labelled
+        assert (report["sample"]["test_items"] > 0) is labelled  # no k-NN split without
+        judged_labels = {path for path in report["versus_random"]
+                         if path.startswith(("labels.", "knn."))}
+        assert bool(judged_labels) is labelled
+        assert ("k-NN" in values["summary"]) is labelled
+        assert "| coverage p99 distance | lower is better |" in values["summary"]
+        caption = values["figure"].lower()
+        assert "top-1 share per level (lower is better)" in caption
+        assert ("k-nn balanced accuracy" in caption) is labelled
+        note = values["label_figures"]
+        check = checks[spec.name]
+        assert check.metadata["label_figures"].value == note
+        if labelled:
+            assert note.startswith("present")
+            assert "label figures" not in check.description
+        else:
+            why = ("the pool has no labels" if p.labels == "none"
+                   else "450 of 900 items carry no label")
+            assert note.startswith(f"absent: {why}"), note
+            assert f"label figures absent: {why}" in check.description, check.description
+    page = (p.home.resolve() / "reports" / "tiny.html").read_text()
+    assert meta(materialized(p.reported, ["tiny", "report"])[0])["evaluated_subsets"] == [
+        "core", "even"]
+    assert len(re.findall(r'<img class="plot"[^>]*src="data:image/png;base64,', page)) == 4
+    assert page.count("coverage p99 distance") >= 2
+    assert ("k-NN balanced_accuracy" in page) is labelled
+    assert (page.count("Label figures absent") == 2) is not labelled
+
+
+def test_a_pool_with_no_some_or_all_labels_streams_the_same_in_many_partitions(labelled_as,
+                                                                                monkeypatch):
+    """Under a join budget too small for the pool, a partition may hold no labelled item at
+    all (every one, without labels): the pass streams the same items, places and label
+    codes (-1 for an item without a label) as in one partition."""
+    from assets.evaluation import pool_pass
+    from curation import pool_stream
+
+    p = labelled_as
+    fit = p.lancedb.store(p.pool.name).load_fit()
+
+    def streamed():
+        passing = pool_pass(p.lancedb, None, p.pool, fit)
+        rows = sorted((int(b.keys[i]), tuple(b.paths[i].tolist()),
+                       -1 if b.codes is None else int(b.codes[i]))
+                      for b in passing.batches() for i in range(b.keys.size))
+        return passing.parts, rows
+
+    one_part, whole = streamed()
+    monkeypatch.setattr(pool_stream, "JOIN_BUDGET", 2000)
+    parts, split = streamed()
+    assert one_part == 1 and parts > 5 and len(whole) == 900
+    labelled = sum(code >= 0 for *_, code in whole)
+    assert labelled == {"all": 900, "some": 450, "none": 0}[p.labels]
+    # codes are handed out in arrival order: compare which items carry one
+    assert [(k, path, code >= 0) for k, path, code in split] == \
+        [(k, path, code >= 0) for k, path, code in whole]

@@ -88,3 +88,18 @@ def test_padded_ids_leave_items_unlabelled_and_say_why(filed):
     values = meta(materialized(result, ["filed", "evaluation", "even"])[0])
     assert values["labelled"] is False and values["unlabelled_items"] == 5
     assert "5 of them only by leading or trailing spaces" in values["labels_note"]
+    assert values["label_figures"].startswith(f"absent: 5 of {len(ids)} items carry no label")
+
+
+def test_a_labels_file_with_no_label_leaves_the_label_figures_absent(filed):
+    """A labels file that holds its header only labels no item: the pool is evaluated on the
+    figures that need no labels, and says the label figures are absent because it has none."""
+    result = _evaluate(filed, b"item_id,label\n")
+    assert result.success
+    values = meta(materialized(result, ["filed", "evaluation", "even"])[0])
+    assert values["labelled"] is False and values["unlabelled_items"] == len(filed.ids)
+    assert values["label_figures"].startswith("absent: the pool has no labels")
+    assert "labels" not in values["evaluation"]["curated"]
+    assert {"coverage_p99_curated", "leaf_share_curated", "top_entropy_curated"} <= set(values)
+    (check,) = result.get_asset_check_evaluations()
+    assert "label figures absent: the pool has no labels" in check.description
