@@ -628,13 +628,15 @@ class Database:
         Rows the same owner already holds are replaced when a `compare` column changed; rows of
         another owner are never touched; this owner's rows whose key is not in `data` are
         deleted. The outcome is read back from the table after the commit, so two writers that
-        race on the same keys never both win one: LanceDB commits concurrent inserts of one key
-        side by side, and the row stored first (lowest row address: fragments are numbered in
-        commit order) wins; a writer that finds its own row behind another deletes it.
+        race on the same keys never both win one: LanceDB may commit concurrent inserts of one
+        key side by side, and the row stored first (lowest row address: fragments are numbered
+        in commit order) wins; a writer that finds its own row behind another deletes it.
 
-        Memory: this owner's rows and `data`, never the table: the writes are a delete and an
-        append, and who holds each key is read back by key (a `merge_insert` reads the whole
-        table through its join: 3.7 GiB into a 2M-row raw table of 384-d values, measured).
+        Memory: this owner's rows and `data`, never the table: the writes are a delete of the
+        leaving keys and an upsert found through the key's index, and who holds each key is
+        read back by key (a `merge_insert` without the index, or with a by-source delete,
+        reads the whole table through its join: 3.7 GiB into a 2M-row raw table of 384-d
+        values, measured).
         Time: the key and owner columns are BTREE-indexed (`keep_indexed`), so the owner's rows
         and the read-back are index lookups plus the rows appended since the index was built.
         """
@@ -649,18 +651,21 @@ class Database:
                 keep_indexed(table, (key, owner))
                 mine = table.search().where(f"{owner} = {sql_str(me)}").select(
                     [key, *compare]).limit(None).to_arrow()
-                # this owner's rows that left the delivery or changed go; unchanged ones stay
+                # this owner's rows that left the delivery go (one commit); unchanged ones
+                # stay; changed and new ones are one upsert commit, which updates only this
+                # owner's rows and inserts keys nobody holds: no version lacks a row that
+                # stays. Keys inserted by two owners at once are resolved after the commit
                 unchanged = _signed(mine, key, compare).join(
                     _signed(data, key, compare), keys=[key, "_signature"], join_type="inner")
-                kept = set(unchanged.column(key).to_pylist())
-                gone = [k for k in mine.column(key).to_pylist() if k not in kept]
+                gone = pc.filter(mine.column(key), pc.invert(pc.is_in(
+                    mine.column(key), value_set=data.column(key)))).to_pylist()
                 delete_in(table, key, gone, f"{owner} = {sql_str(me)}")
-                # the rest is appended; keys another owner holds are resolved after the
-                # commit (rare: re-deliveries under a new drop), as concurrent inserts are
                 fresh = data.filter(pc.invert(pc.is_in(data.column(key),
                                                        value_set=unchanged.column(key))))
                 if fresh.num_rows:
-                    table.add(fresh)
+                    (table.merge_insert(key)
+                     .when_matched_update_all(where=f"target.{owner} = source.{owner}")
+                     .when_not_matched_insert_all().execute(fresh))
             except STORAGE_ERRORS as exc:
                 if attempt == RETRIES - 1 or not transient(exc, attempt):
                     raise
