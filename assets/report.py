@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from curation.evaluation import PoolCounts
+from curation.pool_pass import SnapshotIncomplete, items_by_row, open_snapshot, pool_pass
 from curation.pools import PoolConfig
 from curation.report import (
     ClusterExamples,
@@ -35,8 +36,9 @@ from resources.lancedb import LanceDBResource
 from resources.storage import LandingStorage
 
 from .automation import consumed_metadata, fan_in_condition
-from .evaluation import items_at, pool_pass
+from .evaluation import not_read
 from .keys import asset_key, evaluation_key, level_keys, near_duplicates_key
+from .retries import retried_on_storage_errors
 
 
 def _latest_json(context: AssetExecutionContext, key: AssetKey, name: str):
@@ -53,7 +55,7 @@ def shown_items(embeddings, examples: dict | None) -> tuple[dict, dict]:
     rows = sorted({int(r) for info in (examples or {}).values() for r in info["rows"]})
     if not rows:
         return {}, {}
-    ids, uris = items_at(embeddings, np.asarray(rows, dtype=np.uint64))
+    ids, uris = items_by_row(embeddings, np.asarray(rows, dtype=np.uint64))
     return dict(zip(rows, ids, strict=True)), dict(zip(rows, uris, strict=True))
 
 
@@ -65,20 +67,25 @@ def build_report_asset(pool: PoolConfig):
         deps=[evaluation_key(pool, spec.name) for spec in pool.subsets],
         group_name=pool.name,
         kinds={"html"},
+        output_required=False,  # an incomplete snapshot is observed, not reported
         automation_condition=fan_in_condition(),
         description=f"HTML report of pool {pool.name!r}: cluster sizes before and after "
         "curation, subsets vs random, members of large and small clusters, drift.",
     )
+    @retried_on_storage_errors
     def report(context: AssetExecutionContext, lancedb: LanceDBResource,
-               landing: LandingStorage) -> MaterializeResult:
+               landing: LandingStorage):
         consumed = consumed_metadata(context, [evaluation_key(pool, spec.name)
                                                for spec in pool.subsets])
         store = lancedb.store(pool.name)
-        fit = store.load_fit()
-        if fit is None:
-            raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
+        try:  # one complete snapshot, or an observation saying why not
+            snapshot = open_snapshot(store, ("embeddings", "assignments"))
+        except SnapshotIncomplete as exc:
+            yield not_read(context, key, exc)
+            return
+        fit = snapshot.fit
         # one bounded pass over the pool: leaf sizes and a few members of three clusters
-        passing = pool_pass(lancedb, None, pool, fit, labels=False)
+        passing = pool_pass(snapshot, labels=False)
         examples_kept = ClusterExamples(seed=0)
         counts = PoolCounts((np.zeros(0, np.int64),))
         for batch in passing.batches():
@@ -121,9 +128,10 @@ def build_report_asset(pool: PoolConfig):
             f"{fit.fit_version}",
         )
         path = write_page(report_file(pool.name), page)
-        return MaterializeResult(
+        yield MaterializeResult(
             metadata={
                 **consumed,
+                "table_versions": MetadataValue.json(snapshot.versions),
                 "path": MetadataValue.path(str(path)),
                 "url": MetadataValue.url(path.as_uri()),
                 "bytes": len(page.encode()),

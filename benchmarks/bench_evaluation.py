@@ -45,8 +45,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
 
-    from assets.evaluation import items_at, pool_pass, vectors_at
+    from assets.evaluation import read_labels_file
     from curation.evaluation import evaluate_selection
+    from curation.pool_pass import items_by_row, open_snapshot, pool_pass
     from curation.pools import load_pools
     from curation.selection import sample_rows
     from curation_dags import settings
@@ -61,12 +62,12 @@ def main() -> int:
         raise SystemExit(f"pool {pool.name} has no fit under {settings.lancedb_uri()}: run "
                          "`curate demo` first")
     # every item, id, vector and label at once: offline, unlike the asset's bounded pass
-    passing = pool_pass(lancedb, landing, pool, fit)
+    passing = pool_pass(open_snapshot(lancedb.store(pool.name)), read_labels_file(landing, pool))
     batches = list(passing.batches())
     locators = np.concatenate([b.locators for b in batches])
     paths = np.concatenate([b.paths for b in batches])
-    ids, _ = items_at(passing.embeddings, locators)
-    x = vectors_at(passing.embeddings, locators)
+    ids, _ = items_by_row(passing.embeddings, locators)
+    x = lancedb.store(pool.name).vectors_by_row(passing.embeddings, locators)
     codes = (np.concatenate([b.codes for b in batches]) if passing.labelled
              else np.full(locators.size, -1))
     missing = int((codes < 0).sum())

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation import store as store_module
+from curation.store import schema as store_module
 from curation.drops import _raw_rows
 from curation.items import parse_file
 

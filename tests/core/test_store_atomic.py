@@ -12,14 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from curation.store import (
-    PoolStore,
-    _versions_holding,
-    erase_old_versions,
-    retried,
-    rows,
-    transient,
-)
+from curation.store import PoolStore, erase_old_versions, retried, rows, transient
+from curation.store.tables import _versions_holding
 
 DIM = 4
 SEEDS = range(12)

@@ -162,9 +162,9 @@ def test_labels_file_named_in_the_pool_config(tmp_path):
 
 
 def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
-    from assets.evaluation import items_at, pool_pass, vectors_at
+    from curation.pool_pass import items_by_row, open_snapshot, pool_pass
     from curation.selection import item_keys
-    from curation.store import vectors_of
+    from curation.store import PoolStore, vectors_of
 
     p = evaluated
     for spec in p.pool.subsets:
@@ -179,8 +179,7 @@ def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
         assert "seeded sample" in values["sample_note"]
     # one pass streams every embedded item once, placed in the current tree; the row-id
     # readers return each asked-for row's own vector, id and uri, in the order asked
-    fit = p.lancedb.store(p.pool.name).load_fit()
-    passing = pool_pass(p.lancedb, None, p.pool, fit, labels=False)
+    passing = pool_pass(open_snapshot(p.lancedb.store(p.pool.name)), labels=False)
     batches = list(passing.batches())
     locators = np.concatenate([b.locators for b in batches])
     keys = np.concatenate([b.keys for b in batches])
@@ -189,9 +188,9 @@ def test_evaluation_records_its_sample_and_reads_vectors_by_row(evaluated):
     assert locators.size == full.num_rows == np.unique(keys).size
     assert paths.shape == (full.num_rows, 2) and (paths >= 0).all()
     rows = np.random.default_rng(0).permutation(locators.size)[:123]
-    ids, uris = items_at(passing.embeddings, locators[rows])
+    ids, uris = items_by_row(passing.embeddings, locators[rows])
     by_id = dict(zip(full["item_id"].to_pylist(), vectors_of(full["vector"]), strict=True))
-    got = vectors_at(passing.embeddings, locators[rows])
+    got = PoolStore.vectors_by_row(passing.embeddings, locators[rows])
     assert np.array_equal(got, np.stack([by_id[i] for i in ids]))
     by_uri = dict(zip(full["item_id"].to_pylist(), full["uri"].to_pylist(), strict=True))
     assert uris == [by_uri[i] for i in ids]
@@ -206,14 +205,13 @@ def test_a_pool_streamed_in_many_partitions_is_the_same_pool(evaluated, monkeypa
     """Under a join budget too small for the pool, the pass splits the item keys into
     partitions (one pass over the tables each) and streams the same items, places and
     labels; the evaluation records how many passes it took."""
-    from assets.evaluation import pool_pass
     from curation import pool_stream
+    from curation.pool_pass import open_snapshot, pool_pass
 
     p = evaluated
-    fit = p.lancedb.store(p.pool.name).load_fit()
 
     def streamed():
-        passing = pool_pass(p.lancedb, None, p.pool, fit)
+        passing = pool_pass(open_snapshot(p.lancedb.store(p.pool.name)))
         batches = list(passing.batches())
         rank = passing.names.rank()  # once the pass is over: codes in sorted label order
         rows = sorted((int(b.keys[i]), tuple(b.paths[i].tolist()),
@@ -323,14 +321,13 @@ def test_a_pool_with_no_some_or_all_labels_streams_the_same_in_many_partitions(l
     """Under a join budget too small for the pool, a partition may hold no labelled item at
     all (every one, without labels): the pass streams the same items, places and label
     codes (-1 for an item without a label) as in one partition."""
-    from assets.evaluation import pool_pass
     from curation import pool_stream
+    from curation.pool_pass import open_snapshot, pool_pass
 
     p = labelled_as
-    fit = p.lancedb.store(p.pool.name).load_fit()
 
     def streamed():
-        passing = pool_pass(p.lancedb, None, p.pool, fit)
+        passing = pool_pass(open_snapshot(p.lancedb.store(p.pool.name)))
         rows = sorted((int(b.keys[i]), tuple(b.paths[i].tolist()),
                        -1 if b.codes is None else int(b.codes[i]))
                       for b in passing.batches() for i in range(b.keys.size))
