@@ -40,7 +40,8 @@ def storage_retries():
 
 def retried_on_storage_errors(fn):
     """An asset's compute function under `storage_retries` (generators stay generators, and
-    the signature Dagster reads for resources is the function's own)."""
+    the signature Dagster reads for resources is the function's own: its annotations must be
+    objects, not postponed strings, as Dagster resolves strings in this module)."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def steps(*args, **kwargs):

@@ -19,7 +19,6 @@ and `consumed_upstream_event` (what the fan-in condition compares, assets.automa
 refresh after a takedown removes the table's older versions (they hold the items).
 """
 
-import numpy as np
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
@@ -35,14 +34,7 @@ from dagster import (
 
 from curation import naming
 from curation.pools import PoolConfig
-from curation.selection import tree_paths
-from curation.store import erase_old_versions
-from curation.subsets import (
-    balance_from_counts,
-    read_previous,
-    select_subsets,
-    top_level_counts,
-)
+from curation.subsets import publish_subsets
 from resources.lancedb import LanceDBResource
 
 from .automation import (
@@ -61,7 +53,7 @@ def balance_check(pool_balance: dict, subset_balance: dict) -> bool:
 
 
 def not_published(context: AssetExecutionContext, pool: PoolConfig, wanted, fit_version: int,
-                  gaps: dict[str, str], snapshot: dict):
+                  gaps: dict[str, str], versions: dict[str, int]):
     """What a refresh that found its snapshot incomplete leaves instead of a subset version:
     an observation per subset saying why (the latest version stays the published one). The
     step ends without materialising, so the condition asks again once the assignments that
@@ -77,8 +69,7 @@ def not_published(context: AssetExecutionContext, pool: PoolConfig, wanted, fit_
             "incomplete_drops": MetadataValue.json(shown),
             "incomplete_drop_count": len(gaps),
             "fit_version": fit_version,
-            "table_versions": MetadataValue.json(
-                {kind: t.version for kind, t in snapshot.items() if t is not None}),
+            "table_versions": MetadataValue.json(versions),
         })
 
 
@@ -116,45 +107,19 @@ def build_subsets_asset(pool: PoolConfig):
             for s in pool.subsets}
         selected = context.selected_asset_keys
         wanted = [s for s in pool.subsets if subset_key(pool, s.name) in selected]
-        store = lancedb.store(pool.name)
-        fit = store.load_fit()
-        if fit is None:
-            raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
-        # every table read at one version, and drawn from only when complete
-        snapshot = store.snapshot(("embeddings", "assignments", "near_duplicates"))
-        assignments = snapshot["assignments"]
-        if assignments is None or assignments.count_rows() == 0:
-            raise ValueError(f"pool {pool.name} has no assigned items yet")
-        gaps = store.assignment_gaps(fit, snapshot["embeddings"], assignments)
-        if gaps:
-            yield from not_published(context, pool, wanted, fit.fit_version, gaps, snapshot)
+        done = publish_subsets(lancedb.store(pool.name), {s.name: s for s in wanted},
+                               dedup=pool.dedup.enabled, forget_older=takedown_since)
+        if done.gaps:  # an incomplete snapshot: nothing published
+            yield from not_published(context, pool, wanted, done.fit_version, done.gaps,
+                                     done.versions)
             return
-        parents = fit.hierarchy.parents
-        n_leaves = fit.hierarchy.centroids[0].shape[0]
-        configs = {s.name: s for s in wanted}  # a SubsetSpec is a SampleConfig
-        previous = {s.name: read_previous(store, s.name, n_leaves) for s in wanted}
-        excluded = excluded_version = None
-        if pool.dedup.enabled:  # representatives only
-            dedup_table = snapshot["near_duplicates"]
-            excluded = store.near_duplicate_keys(fit.fit_version, dedup_table)
-            excluded_version = dedup_table.version if dedup_table is not None else 0
-        scan = select_subsets(assignments, parents, n_leaves, fit.fit_version, configs,
-                              takedowns=store.taken_down_ids(), previous=previous,
-                              excluded_keys=excluded, excluded_version=excluded_version)
-        pool_balance = balance_from_counts(top_level_counts(scan.leaf_size, parents))
-        n_top = fit.hierarchy.centroids[-1].shape[0]
+        scan, pool_balance = done.scan, done.pool_balance
         for spec in wanted:
-            result = scan.subsets[spec.name]
+            published = done.published[spec.name]
+            result, subset_balance = published.result, published.balance
             sel = result.selection
-            table = store.write_subset(spec.name, result.rows)
-            forgotten = erase_old_versions(table) if takedown_since[spec.name] else 0
-            top = tree_paths(parents, sel.leaf)[:, -1]
-            subset_balance = balance_from_counts(
-                np.bincount(top, weights=sel.weight, minlength=n_top))
             passed = balance_check(pool_balance, subset_balance)
-            manifest = {**result.manifest,
-                        "table_versions": {**result.manifest["table_versions"],
-                                           pool.table(f"subset_{spec.name}"): table.version}}
+            manifest = published.manifest
             change = result.churn.as_dict() if result.churn else None
             metadata = {
                 "manifest_sha256": manifest["sha256"],
@@ -168,10 +133,10 @@ def build_subsets_asset(pool: PoolConfig):
                 "seed": spec.seed,
                 "stability": spec.stability,
                 "sticky_base_version": result.sticky_base or 0,
-                "fit_version": fit.fit_version,
+                "fit_version": done.fit_version,
                 "stale_excluded": scan.stale_excluded,
                 "taken_down_excluded": scan.taken_down_excluded,
-                "versions_removed_after_takedown": forgotten,
+                "versions_removed_after_takedown": published.versions_removed,
                 "churn": MetadataValue.json(change),
                 "churn_left": change["left"] if change else 0,
                 "churn_entered": change["entered"] if change else len(sel),
@@ -184,10 +149,10 @@ def build_subsets_asset(pool: PoolConfig):
                 "top1_share_subset": subset_balance["top1_share"],
                 "balance": MetadataValue.json({"pool": pool_balance, "subset": subset_balance}),
                 "lancedb_table": pool.table(f"subset_{spec.name}"),
-                "lancedb_version": table.version,
+                "lancedb_version": published.table_version,
                 "assignments_version": scan.assignments_version,
                 **({"duplicates_excluded": scan.duplicates_excluded,
-                    "near_duplicates_version": excluded_version}
+                    "near_duplicates_version": done.near_duplicates_version}
                    if pool.dedup.enabled else {}),
                 **consumed,
             }

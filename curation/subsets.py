@@ -314,3 +314,80 @@ def balance_from_counts(counts: np.ndarray) -> dict:
     return {"label_entropy": entropy, "labels_hit": int((counts > 0).sum()),
             "top1_share": float(counts.max() / total),
             "kl_to_uniform": float(np.log(counts.size) - entropy)}
+
+
+@dataclass
+class PublishedSubset:
+    """One subset version written by `publish_subsets`, with what its metadata reports."""
+
+    result: SubsetResult
+    table_version: int
+    versions_removed: int
+    balance: dict  # top-level balance of the subset (`balance_from_counts`)
+    manifest: dict
+
+
+@dataclass
+class Publication:
+    """What one refresh did: the subsets it wrote, or why it wrote none (`gaps`: the drops of
+    an incomplete snapshot, with `versions` the table versions it read)."""
+
+    fit_version: int
+    scan: PoolScan | None = None
+    pool_balance: dict = field(default_factory=dict)
+    published: dict[str, PublishedSubset] = field(default_factory=dict)
+    gaps: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    near_duplicates_version: int | None = None
+
+
+def publish_subsets(store: PoolStore, configs: dict, *, dedup: bool,
+                    forget_older: dict[str, bool] | None = None) -> Publication:
+    """Refresh the subsets `configs` ({name: SampleConfig}) of the pool from one complete
+    snapshot, or publish nothing. The tables read are pinned now (`PoolStore.snapshot`); a
+    snapshot in which a drop's embeddings are not all assigned at the current fit
+    (`assignment_gaps`) writes no subset version and returns the gaps. Otherwise one scan of
+    the pinned assignments selects every subset (`select_subsets`: near duplicates of the
+    fit left out when `dedup`), each is written as one new version of its table, and the
+    older versions of those named in `forget_older` (a takedown since their last refresh)
+    are removed."""
+    from .selection import tree_paths
+    from .store import erase_old_versions
+
+    fit = store.load_fit()
+    if fit is None:
+        raise ValueError(f"pool {store.pool_name} has no fitted tree: materialise level_1 first")
+    snapshot = store.snapshot(("embeddings", "assignments", "near_duplicates"))
+    assignments = snapshot["assignments"]
+    if assignments is None or assignments.count_rows() == 0:
+        raise ValueError(f"pool {store.pool_name} has no assigned items yet")
+    versions = {kind: t.version for kind, t in snapshot.items() if t is not None}
+    gaps = store.assignment_gaps(fit, snapshot["embeddings"], assignments)
+    if gaps:
+        return Publication(fit.fit_version, gaps=gaps, versions=versions)
+    parents = fit.hierarchy.parents
+    n_leaves = fit.hierarchy.centroids[0].shape[0]
+    previous = {name: read_previous(store, name, n_leaves) for name in configs}
+    excluded = excluded_version = None
+    if dedup:  # representatives only
+        dedup_table = snapshot["near_duplicates"]
+        excluded = store.near_duplicate_keys(fit.fit_version, dedup_table)
+        excluded_version = dedup_table.version if dedup_table is not None else 0
+    scan = select_subsets(assignments, parents, n_leaves, fit.fit_version, configs,
+                          takedowns=store.taken_down_ids(), previous=previous,
+                          excluded_keys=excluded, excluded_version=excluded_version)
+    out = Publication(fit.fit_version, scan, balance_from_counts(
+        top_level_counts(scan.leaf_size, parents)), versions=versions,
+        near_duplicates_version=excluded_version)
+    n_top = fit.hierarchy.centroids[-1].shape[0]
+    for name in configs:
+        result = scan.subsets[name]
+        sel = result.selection
+        table = store.write_subset(name, result.rows)
+        removed = erase_old_versions(table) if (forget_older or {}).get(name) else 0
+        top = tree_paths(parents, sel.leaf)[:, -1]
+        manifest = {**result.manifest, "table_versions": {
+            **result.manifest["table_versions"], table.name: table.version}}
+        out.published[name] = PublishedSubset(result, table.version, removed, balance_from_counts(
+            np.bincount(top, weights=sel.weight, minlength=n_top)), manifest)
+    return out

@@ -5,7 +5,7 @@ Modules, one concept each:
 - `tables`: table mechanics over one connection, no pool knowledge (`connect`, creation once
   across processes, lookups by key through the BTREE indexes, streamed reads and reads by row
   id, retries of transient storage errors, the erasure of old versions);
-- `schema`: every table's schema and every migration of a table an older version wrote;
+- `schemas`: every table's schema and every migration of a table an older version wrote;
 - `pool`: `PoolStore`, the tables of one pool behind named methods, one family per module:
   `raw` (raw rows and their claims, duplicates, quarantine), `vectors` (embeddings,
   assignments and their log, near duplicates), `fits` (the fit record, levels), `subsets`,
@@ -19,7 +19,7 @@ Tables (names from `naming.table(pool, kind)` = `<pool>__<kind>`): see docs/ARCH
 
 from .fits import FitRecord, fit_signature
 from .pool import PoolStore
-from .schema import (
+from .schemas import (
     EMPTY_STRING_COLUMNS,
     INDEXED_COLUMNS,
     LIST_VALUES_MAX,

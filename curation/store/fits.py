@@ -13,7 +13,7 @@ import numpy as np
 from ..config import HierarchyConfig
 from ..hashing import json_sha256
 from ..hierarchy import Hierarchy
-from .schema import (
+from .schemas import (
     rows,
 )
 

@@ -7,6 +7,7 @@ from typing import Any
 from .. import naming
 from .fits import FitTables
 from .raw import RawTables
+from .schemas import table_dim
 from .snapshot import SnapshotTables
 from .subsets import SubsetTables
 from .tables import (
@@ -48,6 +49,24 @@ class PoolStore(RawTables, VectorTables, FitTables, SubsetTables, TakedownTables
     def table(self, kind: str, version: int | None = None) -> Any | None:
         """The pool's `kind` table (pinned at `version`), or None when it does not exist."""
         return self.open(self.name(kind), version)
+
+    def has(self, kind: str) -> bool:
+        """The pool's `kind` table exists."""
+        return self.table(kind) is not None
+
+    def version(self, kind: str) -> int:
+        """The latest version of the pool's `kind` table (0 when it does not exist)."""
+        table = self.table(kind)
+        return 0 if table is None else int(table.version)
+
+    def count(self, kind: str, where: str | None = None) -> int:
+        """Rows of the pool's `kind` table (matching `where`; 0 when it does not exist)."""
+        table = self.table(kind)
+        return 0 if table is None else int(table.count_rows(where))
+
+    def vector_dim(self, kind: str = "embeddings") -> int | None:
+        """The vector length of a vector table (None when it does not exist)."""
+        return table_dim(self.table(kind))
 
     def lookup(self, kind: str, column: str, values, columns: list[str],
                where: str | None = None):

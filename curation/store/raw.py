@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..sql import sql_str
-from .schema import (
+from .schemas import (
     rows,
 )
 from .tables import (

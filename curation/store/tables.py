@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..sql import in_list, sql_str
-from .schema import EMPTY_STRING_COLUMNS
+from .schemas import EMPTY_STRING_COLUMNS
 
 IN_CHUNK = 2000  # values per `IN (...)` filter: long filters are slow to parse and plan
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..sql import in_list, sql_str
-from .schema import (
+from .schemas import (
     rows,
     schema,
 )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..sql import in_list, sql_str
-from .schema import (
+from .schemas import (
     INDEXED_COLUMNS,
     canonical_order,
     schema,
@@ -20,10 +20,12 @@ from .tables import (
     RETRIES,
     STORAGE_ERRORS,
     TAKE_ROWS,
+    count_in,
     delete_in,
     fetch_row_batches,
     fetch_rows,
     keep_indexed,
+    retried,
     stream,
     transient,
 )
@@ -161,6 +163,30 @@ class VectorTables:
                 if attempt == RETRIES - 1 or not transient(exc, attempt):
                     raise
         raise AssertionError("unreachable")
+
+    def drop_vectors(self, kind: str, drop: str) -> tuple[list[str], np.ndarray]:
+        """(item ids, (n, d) float32 vectors) of the drop's stored rows of a vector table, as
+        stored (memory: the drop's rows)."""
+        table = self.table(kind)
+        if table is None:
+            return [], np.zeros((0, 0), np.float32)
+        got = table.search().where(f"drop = {sql_str(drop)}").select(
+            ["item_id", "vector"]).limit(None).to_arrow()
+        x = (vectors_of(got["vector"]) if got.num_rows
+             else np.zeros((0, table_dim(table)), np.float32))
+        return got["item_id"].to_pylist(), x
+
+    def held_by_other_drops(self, kind: str, ids, drop: str) -> int:
+        """Rows of `kind` holding one of `ids` in another drop than `drop` (index lookups)."""
+        table = self.table(kind)
+        return 0 if table is None else count_in(table, "item_id", ids,
+                                                f"drop != {sql_str(drop)}")
+
+    def delete_drop(self, kind: str, drop: str) -> None:
+        """Delete every row of the drop from `kind` (one commit; retried on a lost race)."""
+        table = self.table(kind)
+        if table is not None:
+            retried(table, lambda: table.delete(f"drop = {sql_str(drop)}"))
 
     def write_assignment_log(self, fit_version: int, drops: list[str], data) -> Any:
         scope = f"fit_version = {int(fit_version)} AND {in_list('drop', drops)}"

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.store import schema as store_module
 from curation.drops import _raw_rows
 from curation.items import parse_file
+from curation.store import schemas as store_module
 
 
 def _parquet(vectors: pa.Array) -> bytes:

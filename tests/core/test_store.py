@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.store import tables as store_module
 from curation.config import HierarchyConfig
 from curation.hierarchy import fit_hierarchy
 from curation.store import IN_CHUNK, FitRecord, PoolStore, find_in, fit_signature, rows, schema
+from curation.store import tables as store_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
