@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..sql import sql_str
+from .tables import stream
 
 
 class SnapshotTables:
@@ -27,11 +29,15 @@ class SnapshotTables:
         not all assigned at `fit` in these (pinned) tables: empty when the snapshot is
         complete. A subset, an evaluation or a report is only drawn from a complete one: a
         drop being re-assigned after a refit, or between its embeddings and its assignment,
-        would be missing from it. One streamed pass over two columns of each table (memory:
-        one batch plus a count per drop)."""
+        would be missing from it. Taken-down items are left out of both counts (a drop's run
+        removes them from its assignments at once; the purge from the embeddings follows).
+        One streamed pass over two columns of each table (memory: one batch plus a count per
+        drop)."""
+        down = self.taken_down_ids()
         where = f"model_hash = {sql_str(fit.model_hash)}" if fit.model_hash else None
-        embedded = self._counts_of(embeddings, "drop", where)
-        placed = self._counts_of(assignments, "drop", f"fit_version = {int(fit.fit_version)}")
+        embedded = self._drop_counts_without(embeddings, where, down)
+        placed = self._drop_counts_without(assignments, f"fit_version = {int(fit.fit_version)}",
+                                           down)
         gaps = {}
         for drop, n in sorted(embedded.items()):
             have = placed.get(drop, 0)
@@ -39,3 +45,18 @@ class SnapshotTables:
                 gaps[drop] = (f"{have} of {n} embedded items assigned at fit "
                               f"{fit.fit_version}")
         return gaps
+
+    def _drop_counts_without(self, table: Any, where: str | None, down) -> Counter:
+        """Rows per drop of a (pinned) table matching `where`, less the ids in `down`."""
+        import pyarrow.compute as pc
+
+        if not len(down):
+            return self._counts_of(table, "drop", where)
+        counts: Counter = Counter()
+        if table is None:
+            return counts
+        for batch in stream(table, ["drop", "item_id"], where):
+            kept = batch.filter(pc.invert(pc.is_in(batch.column("item_id"), value_set=down)))
+            for v in pc.value_counts(kept.column("drop")).to_pylist():
+                counts[str(v["values"])] += int(v["counts"])
+        return counts

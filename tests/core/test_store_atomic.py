@@ -127,3 +127,38 @@ def test_a_read_of_a_removed_version_is_transient_and_heals_on_the_latest(tmp_pa
     assert transient(caught.value), str(caught.value)
     got = retried(pinned, lambda: pinned.search().select(["item_id"]).limit(None).to_arrow())
     assert sorted(got["item_id"].to_pylist()) == sorted(f"n-{i}" for i in range(20))
+
+
+def test_a_snapshot_is_complete_when_every_embedded_item_is_assigned_at_the_fit(tmp_path):
+    """assignment_gaps names a drop missing from the fit or assigned in part, and counts no
+    taken-down item (a drop's run drops it from its assignments before the purge reaches the
+    embeddings)."""
+    from types import SimpleNamespace
+
+    from curation.drops import assignment_rows
+
+    store = PoolStore.open_uri(str(tmp_path / "db"), "p")
+    fit = SimpleNamespace(fit_version=3, model_hash="")
+    for drop in ("a", "b"):
+        store.rewrite_drop("embeddings", drop, _embeddings(drop, [f"{drop}-{i}" for i in
+                                                                  range(10)]))
+
+    def assign(drop: str, n: int, fit_version: int):
+        ids = [f"{drop}-{i}" for i in range(n)]
+        placed = SimpleNamespace(paths=np.zeros((n, 2), np.int32),
+                                 distance=np.zeros(n, np.float32))
+        store.rewrite_drop("assignments", drop, assignment_rows(ids, [drop] * n, ids, placed,
+                                                                fit_version))
+
+    def gaps():
+        snap = store.snapshot(("embeddings", "assignments"))
+        return store.assignment_gaps(fit, snap["embeddings"], snap["assignments"])
+
+    assign("a", 10, 3)
+    assert gaps() == {"b": "0 of 10 embedded items assigned at fit 3"}
+    assign("b", 10, 2)  # an older fit: stale
+    assert list(gaps()) == ["b"]
+    assign("b", 9, 3)  # b-9 left out of the assignments
+    assert gaps() == {"b": "9 of 10 embedded items assigned at fit 3"}
+    store.append_takedowns([("b-9", "request")], by="test")  # recorded, not purged yet
+    assert gaps() == {}
