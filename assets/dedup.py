@@ -24,7 +24,6 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from curation.dedup import dedup_pool, memory_bound
 from curation.pools import PoolConfig
 from curation.report import markdown_table, near_duplicates_rows
-from curation.store import erase_old_versions
 from resources.lancedb import LanceDBResource
 
 from .automation import consumed_metadata, fan_in_condition, newest_upstream_event, refresh_state
@@ -59,8 +58,7 @@ def build_dedup_asset(pool: PoolConfig):
         if fit is None:
             raise ValueError(f"pool {pool.name} has no fitted tree: materialise level_1 first")
         out = dedup_pool(store, fit, config)
-        table = store.table("near_duplicates")
-        forgotten = erase_old_versions(table) if takedown_since and table is not None else 0
+        forgotten = store.forget_older_versions("near_duplicates") if takedown_since else 0
         summary = {"threshold": out.threshold, "items": out.items, "removed": out.removed,
                    "removed_per_level": out.by_level(fit.hierarchy.parents),
                    "similarity_histogram": {"edges": out.bin_edges(),

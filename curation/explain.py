@@ -18,7 +18,6 @@ import numpy as np
 from .selection import item_keys, rank_hash
 from .sql import sql_str
 from .store import PoolStore
-from .subsets import table_manifest
 
 
 def leaf_rank(store: PoolStore, item_id: str, leaf: int, fit_version: int, config: dict,
@@ -72,12 +71,11 @@ def explain_item(store: PoolStore, item_id: str) -> dict:
                           "leaf": near["leaf"], "fit_version": near["fit_version"]}
     subsets = {}
     for name in store.subset_names():
-        table = store.subset_table(name)
-        manifest = table_manifest(table)
+        version, manifest = store.subset_manifest(name)
         config = manifest.get("config", {})
-        entry: dict = {"version": table.version, "seed": config.get("seed"),
+        entry: dict = {"version": version, "seed": config.get("seed"),
                        "strategy": config.get("strategy")}
-        row = table.search().where(where).limit(1).to_arrow().to_pylist()
+        row = store.query(f"subset_{name}", where, version=version)[:1]
         if row:
             r = row[0]
             entry.update(selected=True, leaf=r["leaf"], path=r["path"], quota=r["quota"],
@@ -107,12 +105,12 @@ def explain_item(store: PoolStore, item_id: str) -> dict:
                                 "only")
             else:
                 leaf = assignment["leaf"]
-                in_leaf = table.search().where(f"leaf = {int(leaf)}").select(
-                    ["item_id", "quota", "leaf_size"]).limit(None).to_arrow()
-                quota = int(in_leaf["quota"][0].as_py()) if in_leaf.num_rows else 0
-                taken = in_leaf.num_rows
+                in_leaf = store.query(f"subset_{name}", f"leaf = {int(leaf)}",
+                                      ["item_id", "quota", "leaf_size"], version=version)
+                quota = int(in_leaf[0]["quota"]) if in_leaf else 0
+                taken = len(in_leaf)
                 # sticky: the members rank first (they did when this version was built)
-                first = (set(in_leaf["item_id"].to_pylist())
+                first = ({r["item_id"] for r in in_leaf}
                          if config.get("stability") == "sticky" else None)
                 excluded = down
                 if "near_duplicates" in manifest.get("table_versions", {}):

@@ -88,9 +88,7 @@ def read_fit_state(lancedb: LanceDBResource, pool: PoolConfig) -> FitState:
     fit = store.latest_fit_summary()
     if fit is not None:
         return FitState(fit, drift_since_fit(store, fit.fit_version))
-    embeddings = store.table("embeddings")
-    return FitState(None, DriftSummary(),
-                    embeddings.count_rows() if embeddings is not None else 0)
+    return FitState(None, DriftSummary(), store.count("embeddings"))
 
 
 @dataclass(frozen=True)

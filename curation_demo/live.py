@@ -141,11 +141,10 @@ def subsets_cover(instance, lancedb, pool, after: float = 0.0) -> dict | None:
     whole pool: every embedded item assigned to the latest fit, eligible or left out as a
     near duplicate of an eligible one (pools with dedup). Else None."""
     store = lancedb.store(pool.name)
-    embeddings = store.table("embeddings")
     fit = store.latest_fit_summary()
-    if embeddings is None or fit is None:
+    if not store.has("embeddings") or fit is None:
         return None
-    n_items = embeddings.count_rows()
+    n_items = store.count("embeddings")
     out = {}
     for spec in pool.subsets:
         got = latest_metadata(instance, naming.subset_path(pool.name, spec.name))

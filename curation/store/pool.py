@@ -77,9 +77,11 @@ class PoolStore(RawTables, VectorTables, FitTables, SubsetTables, TakedownTables
         present = [c for c in columns if c in table.schema.names]  # older tables lack some
         return find_in(table, column, values, present, where)
 
-    def query(self, kind: str, where: str, columns: list[str] | None = None) -> list[dict]:
-        """Rows of `kind` matching `where` as dicts (the columns it has of `columns`)."""
-        table = self.table(kind)
+    def query(self, kind: str, where: str, columns: list[str] | None = None,
+              version: int | None = None) -> list[dict]:
+        """Rows of `kind` (at `version` when given) matching `where` as dicts (the columns it
+        has of `columns`)."""
+        table = self.table(kind, version)
         if table is None:
             return []
         query = table.search().where(where).limit(None)

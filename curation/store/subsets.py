@@ -61,6 +61,16 @@ class SubsetTables:
                for b in stream(table, ["fit_version"])]
         return sorted({int(v) for part in got for v in part})
 
+    def subset_manifest(self, subset: str) -> tuple[int, dict]:
+        """(latest version, the manifest stored with it) of a subset table ({} when absent)."""
+        import json
+
+        from ..subsets import MANIFEST_KEY
+
+        table = self.subset_table(subset)
+        raw = (table.schema.metadata or {}).get(MANIFEST_KEY)
+        return int(table.version), json.loads(raw) if raw else {}
+
     def retired_subset_kinds(self, configured: list[str]) -> list[str]:
         """Table kinds (`subset_<name>`) of subsets stored but not in `configured`."""
         return [f"subset_{s}" for s in self.subset_names() if s not in set(configured)]

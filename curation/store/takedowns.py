@@ -156,6 +156,12 @@ class TakedownTables:
             out[kind] = {"deleted": deleted, "version": table.version, "versions_removed": removed}
         return out
 
+    def forget_older_versions(self, kind: str) -> int:
+        """Remove every version of the pool's `kind` table but the latest
+        (`erase_old_versions`); 0 when the table does not exist."""
+        table = self.table(kind)
+        return 0 if table is None else erase_old_versions(table)
+
     def unmatched_ids(self, ids) -> list[str]:
         """The ids in none of the pool's item tables (raw, embeddings)."""
         ids = sorted(set(ids))

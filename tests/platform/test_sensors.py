@@ -173,7 +173,10 @@ def test_once_a_tree_exists_a_drop_run_refreshes_the_subsets(local_landing, inst
     deliver(local_landing, "d0", {"a.parquet": b"a"})
     ticker.tick()
     assert ticker.run_requests[0].asset_selection == [tiny_raw.key, tiny_embeddings.key]
-    instance.report_runless_asset_event(dg.AssetMaterialization(["tiny", "level_2"]))
+    instance.report_runless_asset_event(dg.AssetMaterialization(  # d0's run ended
+        ["tiny", "embeddings"], partition="d0"))
+    for level in ("level_1", "level_2"):  # a fit run: the tree, level by level
+        instance.report_runless_asset_event(dg.AssetMaterialization(["tiny", level]))
     deliver(local_landing, "d1", {"a.parquet": b"b"})
     assert tiny_subset.key not in ticker.tick_requests()[0].asset_selection  # not assigned yet
     instance.report_runless_asset_event(dg.AssetMaterialization(  # every drop assigned
