@@ -26,6 +26,10 @@ from pathlib import Path
 
 import pytest
 
+# moto's server with S3's atomic conditional PUT (one home: the concurrency harness, which the
+# benchmarks start it from too)
+from curation_demo.concurrency import MOTO_ATOMIC_PUT
+
 __all__ = [
     "S3_CREDENTIALS",
     "dagster_stack",
@@ -128,22 +132,6 @@ def start_server(
         server.stop()
         raise
     return server
-
-
-# moto's server, with S3's atomic conditional PUT: S3 checks `If-None-Match: *` and stores the
-# object as one step, moto's threaded server does the two apart, so two concurrent LanceDB
-# commits of one table version could both pass there (and one be lost), never on S3.
-MOTO_ATOMIC_PUT = """
-import sys, threading
-from moto.s3.responses import S3Response
-from moto.server import main
-one_put_at_a_time, put_object = threading.Lock(), S3Response.put_object
-def atomic_put_object(self):
-    with one_put_at_a_time:
-        return put_object(self)
-S3Response.put_object = atomic_put_object
-main(sys.argv[1:])
-"""
 
 
 @pytest.fixture(scope="session")
